@@ -1,0 +1,49 @@
+# The Makefile is the contract CI and developers share: `make test` is what CI runs.
+CARGO ?= cargo
+SHIM_PACKAGES := -p wasmrunner-wasmtime -p wasmrunner-oci
+# containerd releases the end-to-end suite runs against: the system one (Debian 12: 1.6.20)
+# and the ones test/containerd/fetch.sh unpacks from Debian's newer suites (1.7, 2.x).
+CONTAINERD_MATRIX ?= system target/containerd/trixie/bin target/containerd/sid/bin
+
+.PHONY: all setup build fixtures test unit e2e lint fmt demo clean
+
+all: build
+
+## setup: install what building and testing need (Debian packages, rustup targets, containerd matrix)
+setup:
+	scripts/setup-debian.sh --containerd-matrix
+
+## build: the shim binaries and the wasm-oci CLI, in release mode
+build:
+	$(CARGO) build --release $(SHIM_PACKAGES) --bins
+
+## test: everything CI runs: setup, build, unit tests, then the end-to-end suite on every containerd
+test: setup build unit e2e
+
+## unit: the crates' own tests
+unit:
+	$(CARGO) test --release --workspace --exclude wasmrunner-e2e
+	$(CARGO) test --release -p wasmrunner-e2e --lib
+
+## e2e: the end-to-end suite against each containerd in CONTAINERD_MATRIX
+e2e: build
+	@set -e; for dir in $(CONTAINERD_MATRIX); do \
+		if [ "$$dir" = system ]; then unset WASMRUNNER_CONTAINERD_BIN; else export WASMRUNNER_CONTAINERD_BIN=$(CURDIR)/$$dir; fi; \
+		echo "=== e2e against containerd: $$dir"; \
+		$(CARGO) test --release -p wasmrunner-e2e --test e2e; \
+	done
+
+## lint: formatting and clippy, warnings as errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## demo: set up, build, and run a Wasm container through a private containerd
+demo: setup build
+	scripts/demo.sh
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,263 @@
+//! The command line on plain config files: refusals, creating a missing config, dry runs, user
+//! edits between install and uninstall, engine selection.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{CRI_V2, CRI_V3, Containerd, fake_shims, installer, installer_ok, runtime_type};
+use toml_edit::DocumentMut;
+
+struct Node {
+    dir: tempfile::TempDir,
+    shims: PathBuf,
+}
+
+impl Node {
+    fn new(engines: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let shims = fake_shims(dir.path(), engines);
+        Self { dir, shims }
+    }
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("etc/config.toml")
+    }
+    fn bin(&self) -> PathBuf {
+        self.dir.path().join("bin")
+    }
+    fn install_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = [
+            "install",
+            "--config",
+            self.config().to_str().unwrap(),
+            "--restart",
+            "none",
+            "--shims",
+            self.shims.to_str().unwrap(),
+            "--bin-dir",
+            self.bin().to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    }
+    fn install(&self, extra: &[&str]) -> String {
+        let a = self.install_args(extra);
+        installer_ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+    fn install_fails(&self, extra: &[&str]) -> String {
+        let a = self.install_args(extra);
+        let out = installer(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(!out.status.success(), "expected a failure");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+    fn uninstall(&self) -> String {
+        installer_ok(&[
+            "uninstall",
+            "--config",
+            self.config().to_str().unwrap(),
+            "--restart",
+            "none",
+        ])
+    }
+    fn write_config(&self, text: &str) {
+        std::fs::create_dir_all(self.config().parent().unwrap()).unwrap();
+        std::fs::write(self.config(), text).unwrap();
+    }
+    fn read_config(&self) -> String {
+        std::fs::read_to_string(self.config()).unwrap()
+    }
+}
+
+fn sidecar(config: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(format!("{}{suffix}", config.display()))
+}
+
+#[test]
+fn version_1_config_is_refused_untouched() {
+    let node = Node::new(&["wasmtime"]);
+    let original =
+        "# old style\nroot = \"/var/lib/containerd\"\n[plugins.cri]\n  sandbox_image = \"pause\"\n";
+    node.write_config(original);
+    let err = node.install_fails(&[]);
+    assert!(err.contains("version 1"), "{err}");
+    assert_eq!(node.read_config(), original);
+    assert!(!sidecar(&node.config(), ".wasmrunner.json").exists());
+    assert!(!sidecar(&node.config(), ".wasmrunner.bak").exists());
+    assert!(!node.bin().join("containerd-shim-wasmtime-v1").exists());
+}
+
+#[test]
+fn missing_config_is_created_for_the_given_containerd_and_deleted_on_uninstall() {
+    for (version, expected, plugin) in [
+        ("2.1.9", "version = 3\n", CRI_V3),
+        ("1.7.24", "version = 2\n", CRI_V2),
+    ] {
+        let node = Node::new(&["wasmtime"]);
+        let out = node.install(&["--containerd-version", version]);
+        assert!(out.contains("create "), "{out}");
+        let text = node.read_config();
+        assert!(text.starts_with(expected), "{text}");
+        let doc: DocumentMut = text.parse().unwrap();
+        assert_eq!(
+            runtime_type(&doc, plugin, "wasmtime").as_deref(),
+            Some("io.containerd.wasmtime.v1")
+        );
+        assert!(
+            node.install(&["--containerd-version", version])
+                .contains("unchanged")
+        );
+        let out = node.uninstall();
+        assert!(out.contains("delete "), "{out}");
+        assert!(!node.config().exists());
+    }
+}
+
+#[test]
+fn missing_config_follows_the_installed_containerd() {
+    // The installer asks `containerd --version` on PATH (Debian 12: 1.6.20, so version 2).
+    let on_path = Containerd {
+        containerd: "containerd".into(),
+        ctr: "ctr".into(),
+    };
+    let expected = if on_path.version().major >= 2 {
+        "version = 3\n"
+    } else {
+        "version = 2\n"
+    };
+    let node = Node::new(&["wasmtime"]);
+    node.install(&[]);
+    let text = node.read_config();
+    assert!(text.starts_with(expected), "{text}");
+    on_path
+        .dump(&node.config())
+        .expect("the installed containerd reads the created config");
+}
+
+#[test]
+fn blank_config_gets_a_version_and_is_restored() {
+    let node = Node::new(&["wasmtime"]);
+    let original = "# managed by hand; empty on purpose\n";
+    node.write_config(original);
+    node.install(&["--containerd-version", "1.6.20"]);
+    let text = node.read_config();
+    assert!(text.contains("version = 2"), "{text}");
+    assert!(text.contains("# managed by hand"), "{text}");
+    node.uninstall();
+    assert_eq!(node.read_config(), original);
+}
+
+#[test]
+fn dry_run_prints_a_diff_and_writes_nothing() {
+    let node = Node::new(&["wasmtime"]);
+    let original = "version = 2\n# my comment\n";
+    node.write_config(original);
+    let out = node.install(&["--dry-run"]);
+    assert!(
+        out.contains("(dry run) would add runtime `wasmtime`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("+[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmtime]"),
+        "{out}"
+    );
+    assert!(out.contains("--- a/"), "{out}");
+    assert_eq!(node.read_config(), original);
+    assert!(!sidecar(&node.config(), ".wasmrunner.json").exists());
+    assert!(!node.bin().exists());
+}
+
+#[test]
+fn user_edits_after_install_survive_uninstall() {
+    let node = Node::new(&["wasmtime"]);
+    let original = std::fs::read_to_string(common::fixture("kind-config.toml")).unwrap();
+    node.write_config(&original);
+    node.install(&[]);
+    // The admin changes something else, with toml_edit, after the install.
+    let mut doc: DocumentMut = node.read_config().parse().unwrap();
+    doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["snapshotter"] =
+        toml_edit::value("native");
+    std::fs::write(node.config(), doc.to_string()).unwrap();
+    // Reinstall: nothing to do.
+    assert!(node.install(&[]).contains("unchanged"));
+    let out = node.uninstall();
+    assert!(out.contains("remove runtime `wasmtime`"), "{out}");
+    let after = node.read_config();
+    assert_eq!(
+        after,
+        original.replace("snapshotter = \"overlayfs\"", "snapshotter = \"native\"")
+    );
+    assert!(!sidecar(&node.config(), ".wasmrunner.json").exists());
+}
+
+#[test]
+fn someone_elses_handler_is_kept_or_refused() {
+    let node = Node::new(&["wasmtime"]);
+    let same = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmtime]\n  runtime_type = \"io.containerd.wasmtime.v1\"\n";
+    node.write_config(same);
+    let out = node.install(&[]);
+    assert!(out.contains("already configured by someone else"), "{out}");
+    assert_eq!(node.read_config(), same);
+    // The entry is not ours: uninstall leaves it.
+    node.uninstall();
+    assert_eq!(node.read_config(), same);
+
+    let other = same.replace("wasmtime.v1", "runc.v2");
+    node.write_config(&other);
+    let err = node.install_fails(&[]);
+    assert!(
+        err.contains("already configured with runtime_type io.containerd.runc.v2"),
+        "{err}"
+    );
+    assert_eq!(node.read_config(), other);
+}
+
+#[test]
+fn engines_default_to_the_shims_found() {
+    let node = Node::new(&["wasmtime", "wasmedge"]);
+    node.write_config("version = 3\n");
+    node.install(&[]);
+    let doc: DocumentMut = node.read_config().parse().unwrap();
+    assert!(runtime_type(&doc, CRI_V3, "wasmtime").is_some());
+    assert!(runtime_type(&doc, CRI_V3, "wasmedge").is_some());
+    assert!(node.bin().join("containerd-shim-wasmedge-v1").is_file());
+
+    let node = Node::new(&["wasmtime", "wasmedge"]);
+    node.write_config("version = 3\n");
+    node.install(&["--engines", "wasmedge"]);
+    let doc: DocumentMut = node.read_config().parse().unwrap();
+    assert!(runtime_type(&doc, CRI_V3, "wasmtime").is_none());
+    assert!(runtime_type(&doc, CRI_V3, "wasmedge").is_some());
+    assert!(!node.bin().join("containerd-shim-wasmtime-v1").exists());
+}
+
+#[test]
+fn engine_errors() {
+    let node = Node::new(&["wasmtime"]);
+    node.write_config("version = 2\n");
+    let err = node.install_fails(&["--engines", "wasmer"]);
+    assert!(err.contains("unknown engine `wasmer`"), "{err}");
+    let err = node.install_fails(&["--engines", "wasmedge"]);
+    assert!(err.contains("containerd-shim-wasmedge-v1"), "{err}");
+    let empty = Node::new(&[]);
+    empty.write_config("version = 2\n");
+    let err = empty.install_fails(&[]);
+    assert!(err.contains("no containerd-shim-<engine>-v1"), "{err}");
+    assert_eq!(node.read_config(), "version = 2\n");
+}
+
+#[test]
+fn replaced_foreign_shim_is_put_back() {
+    let node = Node::new(&["wasmtime"]);
+    node.write_config("version = 2\n");
+    std::fs::create_dir_all(node.bin()).unwrap();
+    let dest = node.bin().join("containerd-shim-wasmtime-v1");
+    std::fs::write(&dest, "an older shim").unwrap();
+    let out = node.install(&[]);
+    assert!(out.contains("replace "), "{out}");
+    assert_ne!(std::fs::read_to_string(&dest).unwrap(), "an older shim");
+    node.uninstall();
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "an older shim");
+}

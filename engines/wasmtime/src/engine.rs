@@ -1,0 +1,54 @@
+//! The engine contract: names, the shared Wasmtime configuration, and the precompiler.
+
+use containerd_shim_wasm::shim::{Compiler, Shim, Version, version};
+use wasmrunner_shim::EngineInfo;
+
+use crate::compiler::WasmtimeCompiler;
+use crate::sandbox::WasmtimeSandbox;
+
+/// The Wasmtime release this binary links (kept beside the dependency in the workspace manifest).
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+pub const INFO: EngineInfo = EngineInfo {
+    name: "wasmtime",
+    engine_version: WASMTIME_VERSION,
+    features: &[
+        "wasi-p1",
+        "wasi-p2-components",
+        "entrypoint-function",
+        "precompile-cache",
+        "native-executables",
+    ],
+};
+
+pub struct WasmtimeShim;
+
+impl Shim for WasmtimeShim {
+    type Sandbox = WasmtimeSandbox;
+
+    fn name() -> &'static str {
+        INFO.name
+    }
+
+    fn version() -> Version {
+        version!()
+    }
+
+    async fn compiler() -> Option<impl Compiler> {
+        match WasmtimeCompiler::new() {
+            Ok(compiler) => Some(compiler),
+            Err(err) => {
+                tracing::warn!("precompilation disabled: {err:#}");
+                None
+            }
+        }
+    }
+}
+
+/// One configuration for compiling and for running: precompiled code is only loaded by an
+/// engine whose configuration matches the one that compiled it.
+pub fn new_engine() -> wasmtime::Result<wasmtime::Engine> {
+    let mut config = wasmtime::Config::new();
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    wasmtime::Engine::new(&config)
+}

@@ -1,0 +1,221 @@
+//! Runs one workload inside the container's init process.
+
+use containerd_shim_wasm::sandbox::Sandbox;
+use containerd_shim_wasm::sandbox::context::RuntimeContext;
+use wasmrunner_shim::{DEFAULT_FUNCTION, Workload, WorkloadError, WorkloadKind};
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Engine, Linker, Module, Precompiled, Store, Val};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::Command;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::engine::{INFO, new_engine};
+
+#[derive(Default)]
+pub struct WasmtimeSandbox;
+
+impl Sandbox for WasmtimeSandbox {
+    async fn run_wasi(&self, ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
+        if let Err(err) = wasmrunner_shim::exit_on_termination_signals() {
+            tracing::warn!("cannot install termination signal handlers: {err}");
+        }
+        Ok(match run(ctx).await {
+            Ok(status) => status,
+            Err(err) => err.report(INFO.name),
+        })
+    }
+
+    /// Accepts every non-native entrypoint: what is wrong with one is reported when it runs,
+    /// on the container's stderr, where the user looks.
+    async fn can_handle(&self, _ctx: &impl RuntimeContext) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+async fn run(ctx: &impl RuntimeContext) -> Result<i32, WorkloadError> {
+    let workload = Workload::load(ctx)?;
+    let load_error = |e: wasmtime::Error| WorkloadError::Load {
+        what: workload.name.clone(),
+        reason: format!("{e:#}"),
+    };
+    let engine = new_engine().map_err(load_error)?;
+    let code = match workload.kind {
+        WorkloadKind::Module => {
+            let module = Module::new(&engine, &workload.bytes).map_err(load_error)?;
+            Code::Module(module)
+        }
+        WorkloadKind::Component => {
+            let component = Component::new(&engine, &workload.bytes).map_err(load_error)?;
+            Code::Component(component)
+        }
+        WorkloadKind::Precompiled => deserialize(&engine, &workload)?,
+    };
+    match code {
+        Code::Module(module) => run_module(&engine, &module, &workload).await,
+        Code::Component(component) => run_component(&engine, &component, &workload).await,
+    }
+}
+
+enum Code {
+    Module(Module),
+    Component(Component),
+}
+
+fn deserialize(engine: &Engine, workload: &Workload<'_>) -> Result<Code, WorkloadError> {
+    let load_error = |e: wasmtime::Error| WorkloadError::Load {
+        what: workload.name.clone(),
+        reason: format!("{e:#}"),
+    };
+    match Engine::detect_precompiled(&workload.bytes) {
+        // SAFETY: precompiled bytes only come from containerd's content store, under a label
+        // that runwasi writes with the output of `WasmtimeCompiler::compile` and whose key is
+        // this engine's compatibility hash; Wasmtime also checks the header and version.
+        Some(Precompiled::Module) => unsafe { Module::deserialize(engine, &workload.bytes) }
+            .map(Code::Module)
+            .map_err(load_error),
+        // SAFETY: as for modules above.
+        Some(Precompiled::Component) => unsafe { Component::deserialize(engine, &workload.bytes) }
+            .map(Code::Component)
+            .map_err(load_error),
+        None => Err(WorkloadError::NotWasm {
+            what: workload.name.clone(),
+            reason: "the precompiled layer is not Wasmtime code".to_string(),
+        }),
+    }
+}
+
+fn wasi_builder(workload: &Workload<'_>) -> Result<WasiCtxBuilder, WorkloadError> {
+    let mut builder = WasiCtxBuilder::new();
+    builder
+        .args(&workload.args)
+        .envs(&workload.env)
+        .inherit_stdio()
+        .inherit_network()
+        .allow_ip_name_lookup(true);
+    // The container's rootfs is this process's `/`.
+    builder
+        .preopened_dir("/", "/", FsPerms::ReadWrite)
+        .map_err(|e| WorkloadError::Load {
+            what: workload.name.clone(),
+            reason: format!("cannot preopen the rootfs: {e:#}"),
+        })?;
+    Ok(builder)
+}
+
+async fn run_module(
+    engine: &Engine,
+    module: &Module,
+    workload: &Workload<'_>,
+) -> Result<i32, WorkloadError> {
+    let wasi = wasi_builder(workload)?.build_p1();
+    let mut store = Store::new(engine, wasi);
+    let mut linker: Linker<WasiP1Ctx> = Linker::new(engine);
+    let load_error = |e: wasmtime::Error| WorkloadError::Load {
+        what: workload.name.clone(),
+        reason: format!("{e:#}"),
+    };
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |wasi| wasi).map_err(load_error)?;
+    let instance = linker
+        .instantiate_async(&mut store, module)
+        .await
+        .map_err(|e| guest_outcome(workload, e))?;
+    let func = instance
+        .get_func(&mut store, &workload.function)
+        .ok_or_else(|| WorkloadError::MissingExport {
+            what: workload.name.clone(),
+            func: workload.function.clone(),
+            reason: "no function is exported under that name".to_string(),
+        })?;
+    let ty = func.ty(&store);
+    if ty.params().len() != 0 {
+        return Err(WorkloadError::MissingExport {
+            what: workload.name.clone(),
+            func: workload.function.clone(),
+            reason: format!(
+                "it takes {} parameters; an entrypoint takes none",
+                ty.params().len()
+            ),
+        });
+    }
+    let mut results: Vec<Val> = ty
+        .results()
+        .map(|result| Val::default_for_ty(&result).unwrap_or(Val::I32(0)))
+        .collect();
+    match func.call_async(&mut store, &[], &mut results).await {
+        Ok(()) => Ok(0),
+        Err(err) => exit_status(workload, err),
+    }
+}
+
+struct ComponentState {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for ComponentState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+async fn run_component(
+    engine: &Engine,
+    component: &Component,
+    workload: &Workload<'_>,
+) -> Result<i32, WorkloadError> {
+    if workload.function != DEFAULT_FUNCTION {
+        return Err(WorkloadError::Unsupported(format!(
+            "{} is a component: it runs wasi:cli/run, and an entrypoint function ({:?}) is only for modules",
+            workload.name, workload.function
+        )));
+    }
+    let state = ComponentState {
+        ctx: wasi_builder(workload)?.build(),
+        table: ResourceTable::new(),
+    };
+    let mut store = Store::new(engine, state);
+    let mut linker = wasmtime::component::Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| WorkloadError::Load {
+        what: workload.name.clone(),
+        reason: format!("{e:#}"),
+    })?;
+    let command = Command::instantiate_async(&mut store, component, &linker)
+        .await
+        .map_err(|e| guest_outcome(workload, e))?;
+    match command.wasi_cli_run().call_run(&mut store).await {
+        Ok(Ok(())) => Ok(0),
+        Ok(Err(())) => Ok(1),
+        Err(err) => exit_status(workload, err),
+    }
+}
+
+/// An error from running guest code: a WASI `proc_exit` is an ordinary exit status, anything
+/// else is a trap.
+fn exit_status(workload: &Workload<'_>, err: wasmtime::Error) -> Result<i32, WorkloadError> {
+    match err.downcast_ref::<I32Exit>() {
+        Some(exit) => Ok(exit.0),
+        None => Err(WorkloadError::Trap {
+            what: workload.name.clone(),
+            reason: format!("{err:#}"),
+        }),
+    }
+}
+
+/// Instantiation fails either because imports do not link (the module cannot be loaded) or
+/// because a start function ran and exited or trapped.
+fn guest_outcome(workload: &Workload<'_>, err: wasmtime::Error) -> WorkloadError {
+    if err.downcast_ref::<wasmtime::Trap>().is_some() {
+        WorkloadError::Trap {
+            what: workload.name.clone(),
+            reason: format!("{err:#}"),
+        }
+    } else {
+        WorkloadError::Load {
+            what: workload.name.clone(),
+            reason: format!("{err:#}"),
+        }
+    }
+}

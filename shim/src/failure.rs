@@ -1,0 +1,83 @@
+use std::io::Write;
+
+/// Why a workload could not run. Each variant maps to an exit status and a line on the
+/// container's stderr, so the user sees the reason in `ctr` output or `kubectl logs`
+/// instead of a bare status.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// The entrypoint named in the OCI process args is not in the container's rootfs.
+    #[error("entrypoint {path:?} not found in the container's rootfs")]
+    EntrypointNotFound { path: String },
+    /// The entrypoint exists but is not a module or component this engine can load.
+    #[error("{what} is not a WebAssembly module or component: {reason}")]
+    NotWasm { what: String, reason: String },
+    /// The module or component failed to compile, link or instantiate.
+    #[error("cannot load {what}: {reason}")]
+    Load { what: String, reason: String },
+    /// The function named after `#` in the entrypoint does not exist or has the wrong type.
+    #[error("{what} has no callable export {func:?}: {reason}")]
+    MissingExport {
+        what: String,
+        func: String,
+        reason: String,
+    },
+    /// This engine cannot run this kind of workload at all.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The guest trapped (for example `unreachable`, an out-of-bounds access, or memory exhaustion).
+    #[error("{what} trapped: {reason}")]
+    Trap { what: String, reason: String },
+}
+
+/// The exit status for a workload that could not run, following the shell's conventions:
+/// 127 for "not found", 126 for "found but cannot be executed", and 134 (as for SIGABRT)
+/// for a guest that trapped.
+pub fn exit_code_for(err: &WorkloadError) -> i32 {
+    match err {
+        WorkloadError::EntrypointNotFound { .. } => 127,
+        WorkloadError::Trap { .. } => 134,
+        WorkloadError::NotWasm { .. }
+        | WorkloadError::Load { .. }
+        | WorkloadError::MissingExport { .. }
+        | WorkloadError::Unsupported(_) => 126,
+    }
+}
+
+impl WorkloadError {
+    /// Writes the error to the container's stderr (containerd's stderr fifo) and returns the
+    /// exit status the container should end with.
+    pub fn report(&self, engine: &str) -> i32 {
+        let mut stderr = std::io::stderr().lock();
+        // Nothing useful can be done if the fifo is gone; the exit status still tells.
+        let _ = writeln!(stderr, "wasmrunner ({engine}): error: {self}");
+        let _ = stderr.flush();
+        exit_code_for(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_is_127_and_cannot_run_is_126() {
+        let missing = WorkloadError::EntrypointNotFound {
+            path: "/nope.wasm".into(),
+        };
+        assert_eq!(exit_code_for(&missing), 127);
+        assert_eq!(
+            missing.to_string(),
+            "entrypoint \"/nope.wasm\" not found in the container's rootfs"
+        );
+        let bad = WorkloadError::NotWasm {
+            what: "/x.wasm".into(),
+            reason: "bad magic".into(),
+        };
+        assert_eq!(exit_code_for(&bad), 126);
+        let trap = WorkloadError::Trap {
+            what: "/x.wasm".into(),
+            reason: "unreachable".into(),
+        };
+        assert_eq!(exit_code_for(&trap), 134);
+    }
+}

@@ -1,0 +1,18 @@
+//! What every wasmrunner engine binary shares.
+//!
+//! An engine crate implements runwasi's engine contract (`Shim`, `Sandbox`, `Compiler`) and
+//! calls [`run`] from its `main`. This crate owns everything around that contract that does
+//! not depend on the engine: the command line (`--version`), logging configuration, how a
+//! workload that cannot run is reported to the user, and signal handling inside the container.
+
+mod entry;
+mod failure;
+mod signals;
+mod version;
+mod workload;
+
+pub use entry::run;
+pub use failure::{WorkloadError, exit_code_for};
+pub use signals::exit_on_termination_signals;
+pub use version::EngineInfo;
+pub use workload::{DEFAULT_FUNCTION, Workload, WorkloadKind, classify};

@@ -1,0 +1,217 @@
+//! The engine-independent half of running a workload: finding the entrypoint in the rootfs
+//! or the image's wasm layers, telling modules, components and precompiled code apart, and
+//! turning the OCI process args and env into what a WASI context takes.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+use containerd_shim_wasm::sandbox::context::{RuntimeContext, Source, WasmBinaryType, WasmLayer};
+
+use crate::failure::WorkloadError;
+
+/// The export a WASI command runs when the entrypoint names no function.
+pub const DEFAULT_FUNCTION: &str = "_start";
+
+/// What kind of code the workload's bytes hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// A core WebAssembly module (WASI preview 1).
+    Module,
+    /// A WebAssembly component (WASI preview 2, `wasi:cli/run`).
+    Component,
+    /// Code this engine compiled earlier and the shim cached in containerd's content store.
+    Precompiled,
+}
+
+/// A workload ready to hand to an engine.
+#[derive(Debug)]
+pub struct Workload<'a> {
+    /// How the workload is named in messages: the entrypoint path, or the image layer.
+    pub name: String,
+    /// The module, component or precompiled bytes.
+    pub bytes: Cow<'a, [u8]>,
+    pub kind: WorkloadKind,
+    /// The function to call: `_start` unless the entrypoint says `path#function`.
+    pub function: String,
+    /// argv as the guest sees it: the entrypoint path (without `#function`) and the rest.
+    pub args: Vec<String>,
+    /// Environment as `(name, value)` pairs.
+    pub env: Vec<(String, String)>,
+}
+
+impl<'a> Workload<'a> {
+    /// Reads the workload of the container whose context is `ctx`. Runs inside the
+    /// container, after the rootfs became `/`.
+    pub fn load(ctx: &'a impl RuntimeContext) -> Result<Self, WorkloadError> {
+        let entrypoint = ctx.entrypoint();
+        let env = split_env(ctx.envs());
+        let mut args = ctx.args().to_vec();
+        let path = args
+            .first()
+            .map(|arg0| {
+                arg0.split_once('#')
+                    .map_or(arg0.as_str(), |(path, _)| path)
+                    .to_string()
+            })
+            .unwrap_or_default();
+        if let Some(arg0) = args.first_mut() {
+            arg0.clone_from(&path);
+        }
+
+        let (name, bytes, precompiled) = match entrypoint.source {
+            Source::File(_) => {
+                let file = resolve_entrypoint(&path, &env)?;
+                let bytes = std::fs::read(&file).map_err(|e| WorkloadError::Load {
+                    what: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                (path.clone(), Cow::Owned(bytes), false)
+            }
+            Source::Oci(layers) => {
+                let layer = single_layer(layers)?;
+                let name = format!("image layer {}", layer.config.digest());
+                (
+                    name,
+                    Cow::Borrowed(layer.layer.as_slice()),
+                    layer.precompiled,
+                )
+            }
+        };
+        let kind = if precompiled {
+            WorkloadKind::Precompiled
+        } else {
+            classify(&name, &bytes)?
+        };
+        Ok(Self {
+            name,
+            bytes,
+            kind,
+            function: entrypoint.func,
+            args,
+            env,
+        })
+    }
+}
+
+/// Tells a module from a component; anything else is [`WorkloadError::NotWasm`].
+pub fn classify(name: &str, bytes: &[u8]) -> Result<WorkloadKind, WorkloadError> {
+    match WasmBinaryType::from_bytes(bytes) {
+        Some(WasmBinaryType::Module) => Ok(WorkloadKind::Module),
+        Some(WasmBinaryType::Component) => Ok(WorkloadKind::Component),
+        None => Err(WorkloadError::NotWasm {
+            what: name.to_string(),
+            reason: describe_header(bytes),
+        }),
+    }
+}
+
+fn describe_header(bytes: &[u8]) -> String {
+    if bytes.is_empty() {
+        return "the file is empty".to_string();
+    }
+    let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!(
+        "it starts with bytes [{}], not the wasm header 00 61 73 6d",
+        head.join(" ")
+    )
+}
+
+fn single_layer(layers: &[WasmLayer]) -> Result<&WasmLayer, WorkloadError> {
+    match layers {
+        [layer] => Ok(layer),
+        _ => Err(WorkloadError::Unsupported(format!(
+            "the image has {} wasm layers; wasmrunner runs images with exactly one",
+            layers.len()
+        ))),
+    }
+}
+
+/// Finds the entrypoint as `execve` would: a path with a `/` is taken as it is (relative to
+/// the working directory), a bare name is searched in the container's `PATH`, then in the
+/// working directory.
+fn resolve_entrypoint(path: &str, env: &[(String, String)]) -> Result<PathBuf, WorkloadError> {
+    let not_found = || WorkloadError::EntrypointNotFound {
+        path: path.to_string(),
+    };
+    if path.is_empty() {
+        return Err(not_found());
+    }
+    if path.contains('/') {
+        let file = PathBuf::from(path);
+        return if file.is_file() {
+            Ok(file)
+        } else {
+            Err(not_found())
+        };
+    }
+    let search_path = env
+        .iter()
+        .find(|(name, _)| name == "PATH")
+        .map(|(_, value)| value.as_str())
+        .unwrap_or("");
+    search_path
+        .split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(path))
+        .chain(std::iter::once(PathBuf::from(path)))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(not_found)
+}
+
+fn split_env(envs: &[String]) -> Vec<(String, String)> {
+    envs.iter()
+        .map(|entry| match entry.split_once('=') {
+            Some((name, value)) => (name.to_string(), value.to_string()),
+            None => (entry.clone(), String::new()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_modules_components_and_junk() {
+        let module = b"\0asm\x01\0\0\0";
+        let component = b"\0asm\x0d\0\x01\0";
+        assert_eq!(classify("m", module).ok(), Some(WorkloadKind::Module));
+        assert_eq!(classify("c", component).ok(), Some(WorkloadKind::Component));
+        let err = classify("/app/x.wasm", b"#!/bin/sh\n").unwrap_err();
+        assert!(err.to_string().contains("23 21 2f 62"), "{err}");
+        let err = classify("/app/x.wasm", b"").unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn env_entries_split_at_the_first_equals() {
+        let env = split_env(&["A=b=c".into(), "EMPTY=".into(), "BARE".into()]);
+        assert_eq!(
+            env,
+            vec![
+                ("A".into(), "b=c".into()),
+                ("EMPTY".into(), String::new()),
+                ("BARE".into(), String::new())
+            ]
+        );
+    }
+
+    #[test]
+    fn entrypoint_resolution_uses_path_for_bare_names() {
+        let dir = std::env::temp_dir().join(format!("wasmrunner-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("tool.wasm"), b"\0asm").expect("write");
+        let env = vec![(
+            "PATH".to_string(),
+            format!("/nonexistent:{}", dir.display()),
+        )];
+        assert_eq!(
+            resolve_entrypoint("tool.wasm", &env).ok(),
+            Some(dir.join("tool.wasm"))
+        );
+        let missing = resolve_entrypoint("/definitely/not/here.wasm", &env).unwrap_err();
+        assert!(matches!(missing, WorkloadError::EntrypointNotFound { .. }));
+        assert!(resolve_entrypoint("", &env).is_err());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

@@ -1,0 +1,302 @@
+//! A private containerd: its own root, state, sockets and namespace under a scratch dir, the
+//! shims under test first on its `PATH`. Many can run on one host without seeing each other.
+
+use std::fmt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::command::{Outcome, run_command};
+use crate::paths::{bin_dir, scratch_dir};
+
+/// A containerd release, as `containerd --version` tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ContainerdVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl ContainerdVersion {
+    /// Parses the third word of `containerd --version` (`1.6.20~ds1`, `2.1.9+unknown`, `v1.7.24`).
+    pub fn parse(version_output: &str) -> Result<Self> {
+        let word = version_output
+            .split_whitespace()
+            .nth(2)
+            .with_context(|| format!("unexpected `containerd --version`: {version_output:?}"))?;
+        let mut numbers = word
+            .trim_start_matches('v')
+            .split(|c: char| !c.is_ascii_digit())
+            .map(str::parse::<u32>);
+        let mut next = || -> Result<u32> {
+            numbers
+                .next()
+                .context("missing version number")?
+                .with_context(|| format!("bad version {word:?}"))
+        };
+        Ok(Self {
+            major: next()?,
+            minor: next()?,
+            patch: next()?,
+        })
+    }
+
+    /// Whether `ctr` imports and unpacks images whose layers have wasm media types: containerd
+    /// 1.6.25, 1.7.7 and 2.0 stopped rejecting them ("mismatched image rootfs and manifest layers").
+    pub fn unpacks_wasm_layers(&self) -> bool {
+        match (self.major, self.minor) {
+            (1, 6) => self.patch >= 25,
+            (1, 7) => self.patch >= 7,
+            (1, minor) => minor > 7,
+            (major, _) => major >= 2,
+        }
+    }
+
+    /// The config file format this release reads natively.
+    pub fn config_version(&self) -> u32 {
+        if self.major >= 2 { 3 } else { 2 }
+    }
+}
+
+impl fmt::Display for ContainerdVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// A running private containerd.
+pub struct Containerd {
+    dir: Option<tempfile::TempDir>,
+    root: PathBuf,
+    bin_dir: PathBuf,
+    pub version: ContainerdVersion,
+    pub namespace: String,
+    child: Child,
+}
+
+impl Containerd {
+    /// The folder holding `containerd`, `ctr` and `containerd-shim-runc-v2`:
+    /// `WASMRUNNER_CONTAINERD_BIN`, or wherever `containerd` is on `PATH`.
+    pub fn bin_dir_from_env() -> Result<PathBuf> {
+        if let Some(dir) = std::env::var_os("WASMRUNNER_CONTAINERD_BIN") {
+            return Ok(PathBuf::from(dir));
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .find(|dir| dir.join("containerd").is_file())
+            .context("containerd is not on PATH: install it (`apt-get install containerd runc`) or set WASMRUNNER_CONTAINERD_BIN")
+    }
+
+    /// Starts containerd from `bin_dir` and waits until it answers.
+    pub fn start(bin_dir_containerd: &Path) -> Result<Self> {
+        let containerd = bin_dir_containerd.join("containerd");
+        let version_text = run_command(Command::new(&containerd).arg("--version"))?
+            .ok()?
+            .stdout;
+        let version = ContainerdVersion::parse(&version_text)?;
+        let dir = scratch_dir(&format!("containerd-{version}"))?;
+        let root = dir.path().to_path_buf();
+        let namespace = format!("wasmrunner-e2e-{}", std::process::id());
+        let config = root.join("config.toml");
+        std::fs::write(&config, config_toml(&root, version))
+            .with_context(|| format!("writing {}", config.display()))?;
+        let log = std::fs::File::create(root.join("containerd.log"))?;
+
+        let mut command = Command::new(&containerd);
+        command
+            .arg("--config")
+            .arg(&config)
+            .env("PATH", shim_path(bin_dir_containerd))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: the closure runs in the forked child before exec and only calls `prctl`,
+        // which is async-signal-safe; it allocates nothing and touches no lock.
+        unsafe {
+            command.pre_exec(|| {
+                // containerd dies with the harness, even if the harness is killed.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", containerd.display()))?;
+        let mut this = Self {
+            dir: Some(dir),
+            root,
+            bin_dir: bin_dir_containerd.to_path_buf(),
+            version,
+            namespace,
+            child,
+        };
+        this.wait_ready()?;
+        Ok(this)
+    }
+
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("containerd exited with {status}:\n{}", self.log_tail());
+            }
+            if self.socket().exists() && self.ctr(&["version"])?.success() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "containerd did not answer within 20 s:\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("containerd.sock")
+    }
+
+    /// containerd's state dir, where each task's bundle (and rootfs mount) lives.
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("state")
+    }
+
+    /// The last lines of containerd's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.root.join("containerd.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// A `ctr` command bound to this containerd and namespace.
+    pub fn ctr_command(&self) -> Command {
+        let mut command = Command::new(self.bin_dir.join("ctr"));
+        command
+            .arg("--address")
+            .arg(self.socket())
+            .arg("--namespace")
+            .arg(&self.namespace);
+        command
+    }
+
+    /// Runs `ctr` with `args` and captures what it printed.
+    pub fn ctr(&self, args: &[&str]) -> Result<Outcome> {
+        run_command(self.ctr_command().args(args))
+    }
+
+    /// Removes whatever containers are left in the namespace; returns their ids.
+    pub fn remove_leftover_containers(&self) -> Result<Vec<String>> {
+        let listed = self.ctr(&["containers", "ls", "-q"])?.ok()?;
+        let ids: Vec<String> = listed.stdout.lines().map(str::to_string).collect();
+        for id in &ids {
+            let _ = self.ctr(&["task", "kill", "--signal", "SIGKILL", id]);
+            let _ = self.ctr(&["task", "delete", "--force", id]);
+            let _ = self.ctr(&["containers", "delete", id]);
+        }
+        Ok(ids)
+    }
+
+    /// Stops containerd. The scratch dir is removed unless `keep` is set.
+    pub fn stop(mut self, keep: bool) -> Result<()> {
+        // SAFETY: `kill` has no memory-safety preconditions; the pid is our own child's.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                self.child.kill()?;
+                self.child.wait()?;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Some(dir) = self.dir.take() {
+            if keep {
+                eprintln!("keeping {} for inspection", dir.keep().display());
+            } else {
+                dir.close().context("removing containerd's scratch dir")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The shims under test come first on containerd's `PATH`, then this containerd's own
+/// `containerd-shim-runc-v2`, then the system (for `runc`).
+fn shim_path(containerd_bin: &Path) -> std::ffi::OsString {
+    let system = [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ];
+    let dirs = [bin_dir(), containerd_bin.to_path_buf()]
+        .into_iter()
+        .chain(system.iter().map(PathBuf::from));
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
+fn config_toml(root: &Path, version: ContainerdVersion) -> String {
+    let root = root.display();
+    // CRI is off in the ctr suite: it would want a sandbox image and CNI.
+    let cri_plugins = if version.major >= 2 {
+        r#""io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime""#
+    } else {
+        r#""io.containerd.grpc.v1.cri""#
+    };
+    format!(
+        r#"version = {config_version}
+root = "{root}/root"
+state = "{root}/state"
+disabled_plugins = [{cri_plugins}]
+
+[grpc]
+  address = "{root}/containerd.sock"
+
+[ttrpc]
+  address = "{root}/containerd.sock.ttrpc"
+
+[debug]
+  level = "info"
+"#,
+        config_version = version.config_version(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_versions_debian_ships() -> Result<()> {
+        let v16 = ContainerdVersion::parse(
+            "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3",
+        )?;
+        assert_eq!(v16.to_string(), "1.6.20");
+        assert!(!v16.unpacks_wasm_layers());
+        let v17 =
+            ContainerdVersion::parse("containerd github.com/containerd/containerd 1.7.24~ds1 x")?;
+        assert!(v17.unpacks_wasm_layers());
+        assert_eq!(v17.config_version(), 2);
+        let v21 = ContainerdVersion::parse(
+            "containerd github.com/containerd/containerd/v2 2.1.9+unknown",
+        )?;
+        assert_eq!(v21.to_string(), "2.1.9");
+        assert_eq!(v21.config_version(), 3);
+        assert!(ContainerdVersion::parse("nonsense").is_err());
+        Ok(())
+    }
+}

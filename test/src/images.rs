@@ -1,0 +1,113 @@
+//! The images the suites run, built with `wasmrunner-oci` from the fixtures.
+
+use anyhow::Result;
+use wasmrunner_oci::{Flavour, ImageSpec};
+
+use crate::fixtures::{self, Target};
+
+/// The text of the file shipped in the probe image.
+pub const GREETING: &str = "hello from a file in the image\n";
+/// What the hello fixture prints.
+pub const HELLO: &str = "Hello from WebAssembly, run by wasmrunner!";
+
+/// An image the suites know how to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TestImage {
+    /// The hello program in a given packaging.
+    Hello(Target, Flavour),
+    /// The probe program (see `test/fixtures/src/bin/probe.rs`) and `/data/greeting.txt`.
+    Probe(Target),
+    /// `/bad.wasm` is a text file.
+    NotWasm,
+    /// The entrypoint is `/hello.wasm#nope`: a function the module does not export.
+    MissingExport,
+    /// A valid module with no `_start` (it exports `other` only).
+    NoStart,
+    /// The entrypoint names `/missing.wasm`; the image holds only `/hello.wasm`.
+    MissingEntrypoint,
+    /// The hello module cut short: a corrupted module in a normal image.
+    Truncated,
+    /// A wasm-typed layer whose bytes are not wasm: a corrupted artifact layer.
+    GarbageLayer,
+}
+
+impl TestImage {
+    /// The image reference it is imported under.
+    pub fn name(&self) -> String {
+        let tag = match self {
+            TestImage::Hello(target, flavour) => format!("hello-{}-{flavour}", target_tag(*target)),
+            TestImage::Probe(target) => format!("probe-{}", target_tag(*target)),
+            TestImage::NotWasm => "bad-not-wasm".into(),
+            TestImage::NoStart => "bad-no-start".into(),
+            TestImage::MissingExport => "bad-missing-export".into(),
+            TestImage::MissingEntrypoint => "bad-missing-entrypoint".into(),
+            TestImage::Truncated => "bad-truncated".into(),
+            TestImage::GarbageLayer => "bad-garbage-layer".into(),
+        };
+        format!("docker.io/wasmrunner/test:{tag}")
+    }
+
+    /// Whether the image has wasm-typed layers (what containerd < 1.6.25 / 1.7.7 rejects).
+    pub fn has_wasm_layers(&self) -> bool {
+        matches!(
+            self,
+            TestImage::Hello(_, Flavour::RunwasiArtifact | Flavour::CncfArtifact)
+                | TestImage::GarbageLayer
+        )
+    }
+
+    pub fn spec(&self) -> Result<ImageSpec> {
+        let spec = match *self {
+            TestImage::Hello(target, flavour) => {
+                let path = match target {
+                    Target::Native => "/hello",
+                    _ => "/hello.wasm",
+                };
+                ImageSpec::new(self.name(), flavour)
+                    .file(path, fixtures::bytes("hello", target)?)
+                    .entrypoint([path])
+            }
+            TestImage::Probe(target) => ImageSpec::new(self.name(), Flavour::Image)
+                .file("/probe.wasm", fixtures::bytes("probe", target)?)
+                .file("/data/greeting.txt", GREETING.as_bytes().to_vec())
+                .entrypoint(["/probe.wasm"]),
+            TestImage::NotWasm => ImageSpec::new(self.name(), Flavour::Image)
+                .file("/bad.wasm", b"this is not wasm, just text\n".to_vec())
+                .entrypoint(["/bad.wasm"]),
+            TestImage::NoStart => ImageSpec::new(self.name(), Flavour::Image)
+                .file(
+                    "/nostart.wasm",
+                    fixtures::wat(r#"(module (func (export "other")))"#)?,
+                )
+                .entrypoint(["/nostart.wasm"]),
+            TestImage::MissingExport => ImageSpec::new(self.name(), Flavour::Image)
+                .file("/hello.wasm", fixtures::bytes("hello", Target::WasiP1)?)
+                .entrypoint(["/hello.wasm#nope"]),
+            TestImage::MissingEntrypoint => ImageSpec::new(self.name(), Flavour::Image)
+                .file("/hello.wasm", fixtures::bytes("hello", Target::WasiP1)?)
+                .entrypoint(["/missing.wasm"]),
+            TestImage::Truncated => {
+                let mut bytes = fixtures::bytes("hello", Target::WasiP1)?;
+                bytes.truncate(bytes.len() / 2);
+                ImageSpec::new(self.name(), Flavour::Image)
+                    .file("/truncated.wasm", bytes)
+                    .entrypoint(["/truncated.wasm"])
+            }
+            TestImage::GarbageLayer => ImageSpec::new(self.name(), Flavour::RunwasiArtifact)
+                .file(
+                    "/garbage.wasm",
+                    b"\0asm\x01\0\0\0this is no section".to_vec(),
+                )
+                .entrypoint(["/garbage.wasm"]),
+        };
+        Ok(spec)
+    }
+}
+
+fn target_tag(target: Target) -> &'static str {
+    match target {
+        Target::WasiP1 => "wasip1",
+        Target::WasiP2 => "wasip2",
+        Target::Native => "native",
+    }
+}

@@ -1,0 +1,24 @@
+//! The end-to-end harness: a private containerd with its own root, state and sockets, the
+//! shim binaries under test on its `PATH`, fixture programs built from `test/fixtures`,
+//! images built with `wasmrunner-oci` and imported with `ctr`, and checks that a deleted
+//! container left no process, mount or cgroup behind.
+//!
+//! Environment:
+//! - `WASMRUNNER_BIN_DIR`: where the shim binaries are (default `target/release`);
+//! - `WASMRUNNER_CONTAINERD_BIN`: a folder with `containerd`, `ctr` and
+//!   `containerd-shim-runc-v2` (default: the ones on `PATH`);
+//! - `WASMRUNNER_ENGINES`: the engines to test, comma-separated (default `wasmtime`).
+
+pub mod command;
+pub mod containerd;
+pub mod engine;
+pub mod fixtures;
+pub mod images;
+pub mod leaks;
+pub mod paths;
+pub mod suite;
+
+pub use command::{Outcome, run_command};
+pub use containerd::{Containerd, ContainerdVersion};
+pub use engine::Engine;
+pub use suite::{Case, Env};

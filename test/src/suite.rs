@@ -1,0 +1,320 @@
+//! What a test case sees: one engine's shim behind one private containerd, images imported
+//! on first use, unique container ids, and helpers that run containers the way users do.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use wasmrunner_oci::Flavour;
+
+use crate::command::{Outcome, run_command};
+use crate::containerd::Containerd;
+use crate::engine::Engine;
+use crate::images::TestImage;
+use crate::leaks::{Trace, assert_clean};
+
+/// What a case needs from the containerd and engine under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// containerd that unpacks images with wasm-typed layers.
+    WasmLayers,
+    /// An engine that runs WASI preview 2 components.
+    Components,
+}
+
+/// One end-to-end case: a name, what it needs, and the function that runs it.
+#[derive(Clone, Copy)]
+pub struct Case {
+    pub name: &'static str,
+    pub needs: &'static [Needs],
+    pub run: fn(&Env) -> Result<()>,
+}
+
+impl Case {
+    pub const fn new(name: &'static str, run: fn(&Env) -> Result<()>) -> Self {
+        Self {
+            name,
+            needs: &[],
+            run,
+        }
+    }
+
+    pub const fn needs(mut self, needs: &'static [Needs]) -> Self {
+        self.needs = needs;
+        self
+    }
+
+    /// Why the case cannot run here, if it cannot.
+    pub fn skip_reason(&self, env: &Env) -> Option<String> {
+        self.needs.iter().find_map(|need| match need {
+            Needs::WasmLayers if !env.containerd.version.unpacks_wasm_layers() => Some(format!(
+                "containerd {} cannot import images with wasm-typed layers (needs 1.6.25, 1.7.7 or 2.0)",
+                env.containerd.version
+            )),
+            // Engines that cannot run components are tested for the clear error instead,
+            // by cases that say so; this only guards cases that need a component to run.
+            Needs::Components if !env.engine.runs_components() => {
+                Some(format!("{} does not run WASI preview 2 components", env.engine.name))
+            }
+            _ => None,
+        })
+    }
+}
+
+/// The environment every case of one run shares.
+pub struct Env {
+    pub containerd: Arc<Containerd>,
+    pub engine: Engine,
+    imported: Mutex<HashMap<TestImage, std::result::Result<(), String>>>,
+    next_id: AtomicUsize,
+}
+
+impl Env {
+    pub fn new(containerd: Arc<Containerd>, engine: Engine) -> Self {
+        Self {
+            containerd,
+            engine,
+            imported: Mutex::new(HashMap::new()),
+            next_id: AtomicUsize::new(0),
+        }
+    }
+
+    /// A container id no other case uses.
+    pub fn container_id(&self, label: &str) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{label}-{n}", self.engine.name)
+    }
+
+    /// Builds and imports `image` into containerd (once), and returns its reference.
+    pub fn image(&self, image: TestImage) -> Result<String> {
+        let mut imported = self
+            .imported
+            .lock()
+            .map_err(|_| anyhow!("image cache poisoned"))?;
+        let result = imported
+            .entry(image)
+            .or_insert_with(|| self.import(image).map_err(|e| format!("{e:#}")));
+        result.clone().map_err(|e| anyhow!(e))?;
+        Ok(image.name())
+    }
+
+    /// Builds `image` into an archive and runs `ctr image import` on it.
+    pub fn import_outcome(&self, image: TestImage) -> Result<Outcome> {
+        let archive = self
+            .containerd
+            .root()
+            .join(format!("{}.tar", image.name().replace(['/', ':'], "_")));
+        wasmrunner_oci::write_archive(&image.spec()?, &archive)
+            .with_context(|| format!("building {}", image.name()))?;
+        let mut args = vec!["image", "import"];
+        if image.has_wasm_layers() {
+            // containerd 1.6 filters out images whose platform (wasi/wasm) is not the host's.
+            args.push("--all-platforms");
+        }
+        let path = archive.to_string_lossy().into_owned();
+        args.push(&path);
+        self.containerd.ctr(&args)
+    }
+
+    fn import(&self, image: TestImage) -> Result<()> {
+        self.import_outcome(image)?.ok()?;
+        Ok(())
+    }
+
+    /// `ctr run` arguments shared by every run: the runtime under test, and the platform of
+    /// artifacts whose platform is not the host's.
+    fn run_args(&self, image: TestImage) -> Vec<String> {
+        let mut args = vec![
+            "run".to_string(),
+            "--runtime".to_string(),
+            self.engine.runtime(),
+        ];
+        if let TestImage::Hello(_, Flavour::RunwasiArtifact) | TestImage::GarbageLayer = image {
+            args.extend(["--platform".to_string(), "wasi/wasm".to_string()]);
+        }
+        args
+    }
+
+    /// `ctr run --rm IMAGE ID ARGS...` in the foreground, as a user types it; then checks
+    /// that the container left nothing behind.
+    pub fn run_rm(&self, image: TestImage, args: &[&str]) -> Result<Outcome> {
+        self.run_rm_with(image, &[], args)
+    }
+
+    /// [`Env::run_rm`] with extra `ctr run` flags (`--env K=V`, ...) before the image.
+    pub fn run_rm_with(&self, image: TestImage, flags: &[&str], args: &[&str]) -> Result<Outcome> {
+        let reference = self.image(image)?;
+        let id = self.container_id("run");
+        let mut command = self.containerd.ctr_command();
+        command
+            .args(self.run_args(image))
+            .arg("--rm")
+            .args(flags)
+            .arg(&reference)
+            .arg(&id)
+            .args(args);
+        let outcome = run_command(&mut command)?;
+        self.assert_clean(&id)?;
+        Ok(outcome)
+    }
+
+    /// Starts `ctr run IMAGE ID ARGS...` in the foreground, in the background of the test,
+    /// and waits until the task is running and has printed `ready` on stdout.
+    pub fn start_attached(&self, image: TestImage, args: &[&str]) -> Result<Attached> {
+        let reference = self.image(image)?;
+        let id = self.container_id("task");
+        let mut command = self.containerd.ctr_command();
+        command
+            .args(self.run_args(image))
+            .arg(&reference)
+            .arg(&id)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().context("starting ctr run")?;
+        let stdout = collect(child.stdout.take());
+        let stderr = collect(child.stderr.take());
+        let attached = Attached {
+            id,
+            child,
+            stdout,
+            stderr,
+        };
+        attached.wait_for_stdout("ready", Duration::from_secs(20))?;
+        self.wait_for_status(&attached.id, "RUNNING", Duration::from_secs(20))?;
+        Ok(attached)
+    }
+
+    /// Waits until `ctr task ls` shows the task in `status`.
+    pub fn wait_for_status(&self, id: &str, status: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.task_status(id)?.as_deref() == Some(status) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "task {id} is not {status} after {timeout:?}: {:?}\n{}",
+                    self.task_status(id)?,
+                    self.containerd.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The STATUS column of `ctr task ls` for `id`, if the task is listed.
+    pub fn task_status(&self, id: &str) -> Result<Option<String>> {
+        let listing = self.containerd.ctr(&["task", "ls"])?.ok()?;
+        Ok(listing.stdout.lines().find_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            (words.first() == Some(&id)).then(|| words.last().map(|s| s.to_string()))?
+        }))
+    }
+
+    /// Checks that nothing of container `id` is left on the host.
+    pub fn assert_clean(&self, id: &str) -> Result<()> {
+        assert_clean(&Trace {
+            id,
+            namespace: &self.containerd.namespace,
+            engine: &self.engine.name,
+        })
+    }
+}
+
+/// A `ctr run` in the foreground, started by a test that will stop it.
+pub struct Attached {
+    pub id: String,
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+/// Copies what a pipe says into a shared string, on a thread of its own.
+fn collect(pipe: Option<impl Read + Send + 'static>) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    if let Some(mut pipe) = pipe {
+        let sink = Arc::clone(&text);
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut text) = sink.lock() {
+                    text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+                }
+            }
+        });
+    }
+    text
+}
+
+fn snapshot(text: &Mutex<String>) -> String {
+    text.lock().map(|t| t.clone()).unwrap_or_default()
+}
+
+impl Attached {
+    /// Waits until the task has printed `needle` on stdout.
+    pub fn wait_for_stdout(&self, needle: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !snapshot(&self.stdout).contains(needle) {
+            if Instant::now() > deadline {
+                bail!(
+                    "task {} did not print {needle:?} within {timeout:?}; stdout: {:?}, stderr: {:?}",
+                    self.id,
+                    snapshot(&self.stdout),
+                    snapshot(&self.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Waits for `ctr run` to return (the task exited) and captures what it printed.
+    pub fn wait(self, timeout: Duration) -> Result<Outcome> {
+        let Attached {
+            id,
+            mut child,
+            stdout,
+            stderr,
+        } = self;
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("`ctr run` of {id} did not return within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        };
+        // Let the reader threads drain what the pipes still hold.
+        std::thread::sleep(Duration::from_millis(50));
+        Ok(Outcome {
+            command: format!("ctr run ... {id}"),
+            status: status.code(),
+            stdout: snapshot(&stdout),
+            stderr: snapshot(&stderr),
+        })
+    }
+}
+
+/// Removes the container record `ctr run` (without `--rm`) leaves once its task has exited
+/// (ctr deletes the task itself), then checks that the task is really gone.
+pub fn delete_container(env: &Env, id: &str) -> Result<()> {
+    if env.task_status(id)?.is_some() {
+        bail!("task {id} is still listed after `ctr run` returned");
+    }
+    env.containerd.ctr(&["containers", "delete", id])?.ok()?;
+    Ok(())
+}

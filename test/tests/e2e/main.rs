@@ -1,0 +1,106 @@
+//! The end-to-end suite: every case, for every engine under test, against one private
+//! containerd (the one in `WASMRUNNER_CONTAINERD_BIN`, or on `PATH`).
+//!
+//! Run it with `make e2e` (every containerd version) or
+//! `cargo test --release -p wasmrunner-e2e --test e2e` (one).
+
+mod bad_input;
+mod flavours;
+mod lifecycle;
+mod run;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use libtest_mimic::{Arguments, Failed, Trial};
+use wasmrunner_e2e::{Case, Containerd, Engine, Env, fixtures};
+
+/// Every case, by area.
+fn cases() -> Vec<(&'static str, Case)> {
+    let areas: [(&str, Vec<Case>); 4] = [
+        ("run", run::cases()),
+        ("lifecycle", lifecycle::cases()),
+        ("flavours", flavours::cases()),
+        ("bad_input", bad_input::cases()),
+    ];
+    areas
+        .into_iter()
+        .flat_map(|(area, cases)| cases.into_iter().map(move |case| (area, case)))
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let mut args = Arguments::from_args();
+    // Cases mostly wait on containerd; more threads than cores keeps the run short.
+    args.test_threads.get_or_insert(4);
+    match run_suite(&args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("e2e: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_suite(args: &Arguments) -> Result<ExitCode> {
+    let engines = Engine::selected();
+    for engine in &engines {
+        engine.binary()?;
+    }
+    if args.list {
+        let trials = trials(&engines, None);
+        return Ok(libtest_mimic::run(args, trials).exit_code());
+    }
+    fixtures::build_all()?;
+    let containerd = Arc::new(Containerd::start(&Containerd::bin_dir_from_env()?)?);
+    println!(
+        "containerd {} at {} (namespace {})",
+        containerd.version,
+        containerd.root().display(),
+        containerd.namespace
+    );
+    let conclusion = libtest_mimic::run(args, trials(&engines, Some(&containerd)));
+
+    let leftovers = containerd.remove_leftover_containers()?;
+    if !leftovers.is_empty() {
+        eprintln!("containers left in containerd after the suite: {leftovers:?}");
+    }
+    let containerd = Arc::try_unwrap(containerd)
+        .map_err(|_| anyhow::anyhow!("a case still holds containerd"))?;
+    let failed = conclusion.has_failed() || !leftovers.is_empty();
+    containerd.stop(failed).context("stopping containerd")?;
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// One trial per case and engine, named `<engine>::<area>::<case>`. Cases this containerd
+/// or engine cannot run are ignored, and why is printed.
+fn trials(engines: &[Engine], containerd: Option<&Arc<Containerd>>) -> Vec<Trial> {
+    let mut trials = Vec::new();
+    for engine in engines {
+        let env = containerd.map(|c| Arc::new(Env::new(Arc::clone(c), engine.clone())));
+        for (area, case) in cases() {
+            let name = format!("{}::{area}::{}", engine.name, case.name);
+            let Some(env) = env.clone() else {
+                trials.push(Trial::test(name, || Ok(())));
+                continue;
+            };
+            let skip = case.skip_reason(&env);
+            if let Some(reason) = &skip {
+                println!("skipping {name}: {reason}");
+            }
+            let run = case.run;
+            trials.push(
+                Trial::test(name, move || {
+                    run(&env).map_err(|e| Failed::from(format!("{e:#}")))
+                })
+                .with_ignored_flag(skip.is_some()),
+            );
+        }
+    }
+    trials
+}

@@ -1,0 +1,139 @@
+//! A module runs, sees its args, env and files, and its exit status reaches the user.
+
+use anyhow::{Result, ensure};
+use wasmrunner_e2e::fixtures::Target;
+use wasmrunner_e2e::images::{GREETING, HELLO, TestImage};
+use wasmrunner_e2e::suite::Needs;
+use wasmrunner_e2e::{Case, Env};
+use wasmrunner_oci::Flavour;
+
+pub fn cases() -> Vec<Case> {
+    vec![
+        Case::new("hello", hello),
+        Case::new("args_and_env", args_and_env),
+        Case::new("reads_a_file_from_the_image", reads_a_file_from_the_image),
+        Case::new("writes_a_file_in_its_rootfs", writes_a_file_in_its_rootfs),
+        Case::new("exit_status_is_propagated", exit_status_is_propagated),
+        Case::new("wasip2_component", wasip2_component).needs(&[Needs::Components]),
+        Case::new("native_executable", native_executable),
+    ]
+}
+
+fn hello(env: &Env) -> Result<()> {
+    let out = env
+        .run_rm(TestImage::Hello(Target::WasiP1, Flavour::Image), &[])?
+        .ok()?;
+    ensure!(out.stdout.trim_end() == HELLO, "unexpected output: {out}");
+    Ok(())
+}
+
+fn args_and_env(env: &Env) -> Result<()> {
+    let out = env
+        .run_rm_with(
+            TestImage::Probe(Target::WasiP1),
+            &["--env", "GREETING=hi there", "--env", "EMPTY="],
+            &["/probe.wasm", "args", "one", "two words"],
+        )?
+        .ok()?;
+    // `ctr run IMAGE ID ARGS...` replaces the whole process args, entrypoint included.
+    let expected = "arg[0]=/probe.wasm\narg[1]=args\narg[2]=one\narg[3]=two words\n";
+    ensure!(out.stdout == expected, "unexpected args: {out}");
+
+    let out = env
+        .run_rm_with(
+            TestImage::Probe(Target::WasiP1),
+            &["--env", "GREETING=hi there", "--env", "EMPTY="],
+            &["/probe.wasm", "env", "GREETING", "EMPTY", "NOT_SET"],
+        )?
+        .ok()?;
+    ensure!(
+        out.stdout == "GREETING=hi there\nEMPTY=\nNOT_SET unset\n",
+        "unexpected env: {out}"
+    );
+    Ok(())
+}
+
+fn reads_a_file_from_the_image(env: &Env) -> Result<()> {
+    let out = env
+        .run_rm(
+            TestImage::Probe(Target::WasiP1),
+            &["/probe.wasm", "cat", "/data/greeting.txt"],
+        )?
+        .ok()?;
+    ensure!(out.stdout == GREETING, "unexpected file contents: {out}");
+    Ok(())
+}
+
+fn writes_a_file_in_its_rootfs(env: &Env) -> Result<()> {
+    let out = env
+        .run_rm(
+            TestImage::Probe(Target::WasiP1),
+            &[
+                "/probe.wasm",
+                "write",
+                "/data/written.txt",
+                "written inside the container",
+            ],
+        )?
+        .ok()?;
+    ensure!(
+        out.stdout == "wrote /data/written.txt: written inside the container\n",
+        "unexpected output: {out}"
+    );
+    // The next container starts from the image again: the write stayed in its own rootfs.
+    let out = env
+        .run_rm(
+            TestImage::Probe(Target::WasiP1),
+            &["/probe.wasm", "cat", "/data/written.txt"],
+        )?
+        .expect_status(2)?;
+    ensure!(
+        out.stderr.contains("cat /data/written.txt"),
+        "unexpected output: {out}"
+    );
+    Ok(())
+}
+
+fn exit_status_is_propagated(env: &Env) -> Result<()> {
+    env.run_rm(
+        TestImage::Probe(Target::WasiP1),
+        &["/probe.wasm", "exit", "7"],
+    )?
+    .expect_status(7)?;
+    env.run_rm(
+        TestImage::Probe(Target::WasiP1),
+        &["/probe.wasm", "exit", "0"],
+    )?
+    .expect_status(0)?;
+    Ok(())
+}
+
+fn wasip2_component(env: &Env) -> Result<()> {
+    let out = env
+        .run_rm(TestImage::Hello(Target::WasiP2, Flavour::Image), &[])?
+        .ok()?;
+    ensure!(out.stdout.trim_end() == HELLO, "unexpected output: {out}");
+    let out = env
+        .run_rm(
+            TestImage::Probe(Target::WasiP2),
+            &["/probe.wasm", "cat", "/data/greeting.txt"],
+        )?
+        .ok()?;
+    ensure!(out.stdout == GREETING, "unexpected file contents: {out}");
+    // WASI preview 2's `wasi:cli/exit` carries success or failure, not a number: a
+    // component's non-zero exit is status 1.
+    env.run_rm(
+        TestImage::Probe(Target::WasiP2),
+        &["/probe.wasm", "exit", "3"],
+    )?
+    .expect_status(1)?;
+    Ok(())
+}
+
+fn native_executable(env: &Env) -> Result<()> {
+    let out = env
+        .run_rm(TestImage::Hello(Target::Native, Flavour::Image), &[])?
+        .ok()?;
+    ensure!(out.stdout.trim_end() == HELLO, "unexpected output: {out}");
+    Ok(())
+}
