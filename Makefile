@@ -13,9 +13,15 @@ all: build
 setup:
 	scripts/setup-debian.sh --containerd-matrix
 
-## build: the shim binaries and the wasm-oci CLI, in release mode
+## build: the shim binaries and the wasm-oci CLI, in release mode. Each engine binary also
+## goes under its shared-manager name (containerd-shim-<engine>d-v1): the same program, a
+## hard link, which selects the mode from the name it is started under.
+ENGINES := wasmtime
 build:
 	$(CARGO) build --release $(SHIM_PACKAGES) --bins
+	@for engine in $(ENGINES); do \
+		ln -f target/release/containerd-shim-$$engine-v1 target/release/containerd-shim-$${engine}d-v1; \
+	done
 
 ## test: everything CI runs: setup, build, unit tests, then the end-to-end suite on every containerd
 test: setup build unit e2e

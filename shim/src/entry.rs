@@ -1,16 +1,23 @@
-use containerd_shim_wasm::shim::{Cli, Config, Shim};
+use containerd_shim::Config;
+use containerd_shim_wasm::shim::Shim;
 
-use crate::version::{EngineInfo, VersionReport};
+use crate::container;
+use crate::service::ShimProcess;
+
+use crate::version::{EngineInfo, Mode, VersionReport};
 
 /// The environment variable that sets the shim's log level (`error`, `warn`, `info`, `debug`,
 /// `trace`). containerd's own `-debug` flag still turns on debug logs.
 pub const LOG_LEVEL_ENV: &str = "WASMRUNNER_LOG";
 
+/// Set to `shared` by a shared-mode `start` for the manager it spawns.
+pub const MODE_ENV: &str = "WASMRUNNER_MODE";
+
 /// The log level when [`LOG_LEVEL_ENV`] is unset: quiet on the hot path.
 const DEFAULT_LOG_LEVEL: &str = "warn";
 
 /// Runs an engine binary: answers `--version` itself, and hands every other invocation
-/// (containerd's `start`, `delete`, and the serving shim) to runwasi's command line.
+/// (containerd's `start`, `delete`, and the serving shim) to wasmrunner's task service.
 pub fn run<S: Shim>(info: EngineInfo) {
     let asks_version = std::env::args()
         .skip(1)
@@ -24,8 +31,34 @@ pub fn run<S: Shim>(info: EngineInfo) {
         .ok()
         .filter(|level| !level.is_empty())
         .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string());
-    S::run(Config {
-        no_setup_logger: false,
-        default_log_level,
-    });
+    // `start` only spawns the serving process; every other invocation may create or delete
+    // containers, which happens in the zygote: fork it while this process has one thread.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let action = containerd_shim::parse(&args)
+        .map(|flags| flags.action)
+        .unwrap_or_default();
+    if action != "start" {
+        container::init_zygote();
+    }
+    // The serving process learns the mode from `start` through the environment, since
+    // `current_exe()` resolves a symlinked binary name away.
+    let mode = if std::env::var(MODE_ENV).is_ok_and(|mode| mode == "shared") {
+        Mode::Shared
+    } else {
+        std::env::args_os()
+            .next()
+            .map_or(Mode::PerPod, |argv0| Mode::of_binary(&info, &argv0))
+    };
+    let runtime_name = match mode {
+        Mode::PerPod => info.runtime_name(),
+        Mode::Shared => info.shared_runtime_name(),
+    };
+    ShimProcess::<S>::set_mode(mode);
+    containerd_shim::run::<ShimProcess<S>>(
+        &runtime_name,
+        Some(Config {
+            default_log_level,
+            ..Default::default()
+        }),
+    );
 }

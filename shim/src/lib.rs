@@ -5,8 +5,12 @@
 //! not depend on the engine: the command line (`--version`), logging configuration, how a
 //! workload that cannot run is reported to the user, and signal handling inside the container.
 
+pub mod cgroups;
+pub mod container;
+pub mod content;
 mod entry;
 mod failure;
+pub mod service;
 mod signals;
 mod version;
 mod workload;
@@ -14,5 +18,5 @@ mod workload;
 pub use entry::run;
 pub use failure::{WorkloadError, exit_code_for};
 pub use signals::exit_on_termination_signals;
-pub use version::EngineInfo;
+pub use version::{EngineInfo, Mode};
 pub use workload::{DEFAULT_FUNCTION, Workload, WorkloadKind, classify};

@@ -21,6 +21,40 @@ impl EngineInfo {
     pub fn runtime_name(&self) -> String {
         format!("io.containerd.{}.v1", self.name)
     }
+
+    /// The binary name of the shared-manager mode: the same program under a second name.
+    pub fn shared_binary_name(&self) -> String {
+        format!("containerd-shim-{}d-v1", self.name)
+    }
+
+    /// The runtime name of the shared-manager mode (`io.containerd.wasmtimed.v1`).
+    pub fn shared_runtime_name(&self) -> String {
+        format!("io.containerd.{}d.v1", self.name)
+    }
+}
+
+/// Who serves the Task API for a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One shim process per pod (per container outside Kubernetes): containerd's default.
+    PerPod,
+    /// One long-lived manager process per engine and containerd namespace serves every pod.
+    Shared,
+}
+
+impl Mode {
+    /// The mode a binary runs in, from the name it was started under.
+    pub fn of_binary(info: &EngineInfo, argv0: &std::ffi::OsStr) -> Self {
+        let name = std::path::Path::new(argv0)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name == info.shared_binary_name() {
+            Mode::Shared
+        } else {
+            Mode::PerPod
+        }
+    }
 }
 
 /// The text printed by `--version`: one `key: value` line each, easy to read and to grep.
@@ -30,7 +64,13 @@ impl fmt::Display for VersionReport<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let info = self.0;
         writeln!(f, "{}:", info.binary_name())?;
-        writeln!(f, "  Runtime: {}", info.runtime_name())?;
+        writeln!(
+            f,
+            "  Runtime: {} (per-pod), {} (shared manager, as {})",
+            info.runtime_name(),
+            info.shared_runtime_name(),
+            info.shared_binary_name()
+        )?;
         writeln!(f, "  Version: {} (wasmrunner)", env!("CARGO_PKG_VERSION"))?;
         writeln!(f, "  Engine: {} {}", info.name, info.engine_version)?;
         writeln!(f, "  Features: {}", info.features.join(", "))
@@ -40,6 +80,22 @@ impl fmt::Display for VersionReport<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_binary_name_selects_the_mode() {
+        let info = EngineInfo {
+            name: "wasmtime",
+            engine_version: "48.0.8",
+            features: &[],
+        };
+        let mode = |name: &str| Mode::of_binary(&info, std::ffi::OsStr::new(name));
+        assert_eq!(
+            mode("/usr/local/bin/containerd-shim-wasmtimed-v1"),
+            Mode::Shared
+        );
+        assert_eq!(mode("containerd-shim-wasmtime-v1"), Mode::PerPod);
+        assert_eq!(mode("/opt/x/anything-else"), Mode::PerPod);
+    }
 
     #[test]
     fn report_names_engine_version_and_features() {

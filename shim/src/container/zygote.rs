@@ -1,0 +1,159 @@
+//! The libcontainer calls, run in the zygote process.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use containerd_shim_wasm::shim::Shim;
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::signal::Signal;
+use libcontainer::syscall::syscall::SyscallType;
+use serde::{Deserialize, Serialize};
+use zygote::Zygote;
+
+use super::executor::WorkloadExecutor;
+use super::{ContainerConfig, ContainerError};
+
+/// Forks the zygote. Call it first thing in `main`, while the process has one thread.
+pub fn init() {
+    Zygote::init();
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum Operation {
+    Start,
+    Kill(u32),
+    Delete,
+}
+
+impl Operation {
+    fn name(self) -> &'static str {
+        match self {
+            Operation::Start => "start",
+            Operation::Kill(_) => "signal",
+            Operation::Delete => "delete",
+        }
+    }
+}
+
+/// Each container is built in a fresh copy of the zygote, which exits afterwards:
+/// libcontainer's builder is not meant to run twice in one process (a second build in the
+/// same process reads the first one's messages: "received unexpected message: InitReady").
+pub fn create<S: Shim>(config: ContainerConfig) -> Result<u32, ContainerError> {
+    let id = config.id.clone();
+    // The fork happens inside the global zygote; `spawn` panics when that fails.
+    let builder = std::panic::catch_unwind(|| Zygote::global().spawn())
+        .map_err(|_| ContainerError::Zygote("cannot fork a builder from the zygote".into()))?;
+    builder
+        .try_run(create_in_zygote::<S>, config)
+        .map_err(|e| ContainerError::Zygote(e.to_string()))?
+        .map_err(|reason| ContainerError::Create { id, reason })
+}
+
+pub fn operate(state_root: &Path, id: &str, operation: Operation) -> Result<(), ContainerError> {
+    Zygote::global()
+        .try_run(
+            operate_in_zygote,
+            (state_root.to_path_buf(), id.to_string(), operation),
+        )
+        .map_err(|e| ContainerError::Zygote(e.to_string()))?
+        .map_err(|reason| ContainerError::Operation {
+            operation: operation.name(),
+            id: id.to_string(),
+            reason,
+        })
+}
+
+// Runs in a builder zygote.
+fn create_in_zygote<S: Shim>(config: ContainerConfig) -> Result<u32, String> {
+    std::fs::create_dir_all(&config.state_root)
+        .map_err(|e| format!("creating {}: {e}", config.state_root.display()))?;
+    let mut builder = ContainerBuilder::new(config.id.clone(), SyscallType::Linux)
+        .with_executor(WorkloadExecutor::<S>::new(config.wasm_layers))
+        .with_root_path(config.state_root.clone())
+        .map_err(|e| format!("{e}"))?;
+    if let Some(stdin) = open_stdin(&config.stdin)? {
+        builder = builder.with_stdin(stdin);
+    }
+    if let Some(stdout) = open_output(&config.stdout)? {
+        builder = builder.with_stdout(stdout);
+    }
+    if let Some(stderr) = open_output(&config.stderr)? {
+        builder = builder.with_stderr(stderr);
+    }
+    let container = builder
+        .as_init(&config.bundle)
+        .as_sibling(true)
+        .with_systemd(config.systemd_cgroup)
+        .build()
+        .map_err(|e| format!("{e}"))?;
+    container
+        .pid()
+        .map(|pid| pid.as_raw() as u32)
+        .ok_or_else(|| "libcontainer reported no init process".to_string())
+}
+
+// Runs in the zygote.
+fn operate_in_zygote(
+    (state_root, id, operation): (PathBuf, String, Operation),
+) -> Result<(), String> {
+    let dir = state_root.join(&id);
+    if !dir.exists() {
+        return match operation {
+            Operation::Delete => Ok(()),
+            _ => Err("no such container".to_string()),
+        };
+    }
+    let mut container = Container::load(dir).map_err(|e| format!("{e}"))?;
+    let result = match operation {
+        Operation::Start => container.start(),
+        Operation::Kill(signal) => {
+            let signal = Signal::try_from(signal as i32).map_err(|e| format!("{e}"))?;
+            container.kill(signal, true)
+        }
+        Operation::Delete => container.delete(true),
+    };
+    result.map_err(|e| format!("{e}"))
+}
+
+/// containerd's output fifos, opened read-write so that opening never blocks on a reader.
+fn open_output(path: &Path) -> Result<Option<File>, String> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map(Some)
+        .map_err(|e| format!("opening {}: {e}", path.display()))
+}
+
+/// containerd's stdin fifo: opened without waiting for a writer, then made blocking again so
+/// the workload's reads wait for input.
+fn open_stdin(path: &Path) -> Result<Option<File>, String> {
+    if path.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor this function owns; F_GETFL/F_SETFL read and write only
+    // its status flags.
+    let cleared = unsafe {
+        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        flags >= 0 && libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) == 0
+    };
+    if !cleared {
+        return Err(format!(
+            "making {} blocking: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(Some(file))
+}

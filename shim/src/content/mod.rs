@@ -1,0 +1,391 @@
+//! containerd's content store, seen from the shim: the wasm layers of a container's image,
+//! and the cache of precompiled modules.
+//!
+//! [`ContentStore::wasm_layers`] follows container → image → target (an index or a
+//! manifest) → manifest → layers, and returns the layers whose media type the engine
+//! supports. With a compiler it also keeps precompiled modules in the content store, under
+//! runwasi's label scheme (see [`labels`]), so that runwasi shims and ours share the cache.
+//!
+//! Everything is async and needs a tokio runtime with I/O enabled (`enable_all()`); the
+//! connection belongs to the runtime it was made on, so use the same runtime for
+//! [`ContentStore::connect`] and the calls (`block_on` from a synchronous handler is fine).
+
+mod error;
+pub mod labels;
+mod manifest;
+mod rpc;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use containerd_client::tonic::metadata::AsciiMetadataValue;
+use containerd_client::tonic::transport::Channel;
+use containerd_shim_wasm::sandbox::context::WasmLayer;
+use containerd_shim_wasm::shim::Compiler;
+use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest};
+
+pub use error::ContentError;
+pub use labels::{cache_key_hash, precompiled_label};
+use manifest::{DocumentKind, choose_manifest, classify};
+
+use self::error::error_chain;
+
+/// How many indexes deep an image target may nest before we give up.
+const MAX_INDEX_DEPTH: usize = 4;
+
+/// A connection to containerd's gRPC API, bound to one namespace.
+#[derive(Debug, Clone)]
+pub struct ContentStore {
+    channel: Channel,
+    namespace: String,
+    namespace_header: AsciiMetadataValue,
+}
+
+/// The image a container runs, as far as labelling goes.
+struct ImageTarget {
+    name: String,
+    digest: String,
+}
+
+impl ContentStore {
+    /// Connects to containerd's gRPC socket (a path, optionally written `unix://<path>`).
+    pub async fn connect(address: impl AsRef<Path>, namespace: &str) -> Result<Self, ContentError> {
+        let address = address.as_ref();
+        let text = address.to_string_lossy();
+        let path = match text.strip_prefix("unix://") {
+            Some(stripped) => Path::new(stripped).to_path_buf(),
+            None => address.to_path_buf(),
+        };
+        let namespace_header = AsciiMetadataValue::try_from(namespace).map_err(|_| {
+            ContentError::InvalidNamespace {
+                namespace: namespace.to_owned(),
+            }
+        })?;
+        let channel =
+            containerd_client::connect(&path)
+                .await
+                .map_err(|err| ContentError::Connect {
+                    address: path.display().to_string(),
+                    reason: error_chain(&err),
+                })?;
+        Ok(Self {
+            channel,
+            namespace: namespace.to_owned(),
+            namespace_header,
+        })
+    }
+
+    /// The namespace this store works in.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The layers of container `container_id`'s image whose media type is in `supported`,
+    /// with their bytes, in manifest order. Empty when the container has no image or the
+    /// image has no such layers (a normal image whose rootfs holds the module).
+    ///
+    /// With a `compiler`, each layer comes back precompiled when the store has it cached for
+    /// this engine and cache key; the others are compiled, cached and returned compiled. A
+    /// layer the compiler returns `None` for comes back as it is (`precompiled: false`), and
+    /// so do all of them if compiling fails. Failing to cache is logged, not returned: the
+    /// compiled bytes are still used.
+    pub async fn wasm_layers<C: Compiler>(
+        &self,
+        container_id: &str,
+        engine_name: &str,
+        supported: &[&str],
+        compiler: Option<&C>,
+    ) -> Result<Vec<WasmLayer>, ContentError> {
+        let container = self.get_container(container_id).await?;
+        if container.image.is_empty() {
+            tracing::debug!("container {container_id:?} has no image: no wasm layers");
+            return Ok(Vec::new());
+        }
+        let image = self.get_image(&container.image, container_id).await?;
+        let target = image.target.ok_or_else(|| ContentError::MissingTarget {
+            image: image.name.clone(),
+        })?;
+        let image = ImageTarget {
+            name: image.name,
+            digest: target.digest.clone(),
+        };
+        let Some(manifest) = self.resolve_manifest(&image.name, target).await? else {
+            tracing::info!(
+                "image {:?} has no manifest for wasm or this host: no wasm layers",
+                image.name
+            );
+            return Ok(Vec::new());
+        };
+        let wanted: Vec<Descriptor> = manifest
+            .layers()
+            .iter()
+            .filter(|layer| supported.contains(&layer.media_type().to_string().as_str()))
+            .cloned()
+            .collect();
+        if wanted.is_empty() {
+            tracing::debug!("image {:?} has no wasm layers", image.name);
+            return Ok(Vec::new());
+        }
+        match compiler {
+            None => {
+                let mut layers = Vec::with_capacity(wanted.len());
+                for descriptor in wanted {
+                    layers.push(self.original_layer(&image.name, descriptor).await?);
+                }
+                Ok(layers)
+            }
+            Some(compiler) => {
+                let label = precompiled_label(engine_name, compiler.cache_key());
+                self.precompiled_layers(&image, wanted, engine_name, &label, compiler)
+                    .await
+            }
+        }
+    }
+
+    /// Follows `target` through indexes to the manifest to use; `None` when an index has no
+    /// entry for wasm or this host.
+    async fn resolve_manifest(
+        &self,
+        image: &str,
+        target: containerd_client::types::Descriptor,
+    ) -> Result<Option<ImageManifest>, ContentError> {
+        let mut media_type = target.media_type;
+        let mut digest = target.digest;
+        let mut size = u64::try_from(target.size).ok().filter(|size| *size > 0);
+        let mut what = format!("the target of image {image:?}");
+        for _ in 0..=MAX_INDEX_DEPTH {
+            parse_digest(&digest, &what)?;
+            let bytes = self.read(&digest, &what, size).await?;
+            match classify(&media_type, &bytes) {
+                DocumentKind::Manifest => {
+                    let manifest = ImageManifest::from_reader(bytes.as_slice()).map_err(|err| {
+                        ContentError::InvalidDocument {
+                            what: what.clone(),
+                            digest: digest.clone(),
+                            kind: "image manifest",
+                            reason: error_chain(&err),
+                        }
+                    })?;
+                    return Ok(Some(manifest));
+                }
+                DocumentKind::Index => {
+                    let index = ImageIndex::from_reader(bytes.as_slice()).map_err(|err| {
+                        ContentError::InvalidDocument {
+                            what: what.clone(),
+                            digest: digest.clone(),
+                            kind: "image index",
+                            reason: error_chain(&err),
+                        }
+                    })?;
+                    let Some(chosen) = choose_manifest(index.manifests()) else {
+                        return Ok(None);
+                    };
+                    what = format!("the manifest picked from the index of image {image:?}");
+                    media_type = chosen.media_type().to_string();
+                    digest = chosen.digest().to_string();
+                    size = Some(chosen.size());
+                }
+                DocumentKind::Unknown => {
+                    return Err(ContentError::UnsupportedDocument {
+                        what,
+                        digest,
+                        media_type,
+                    });
+                }
+            }
+        }
+        Err(ContentError::IndexTooDeep {
+            image: image.to_owned(),
+            max: MAX_INDEX_DEPTH,
+        })
+    }
+
+    /// The layer's own bytes.
+    async fn original_layer(
+        &self,
+        image: &str,
+        descriptor: Descriptor,
+    ) -> Result<WasmLayer, ContentError> {
+        let digest = descriptor.digest().to_string();
+        let what = format!("a wasm layer of image {image:?}");
+        let layer = self.read(&digest, &what, Some(descriptor.size())).await?;
+        Ok(WasmLayer {
+            config: descriptor,
+            precompiled: false,
+            layer,
+        })
+    }
+
+    async fn precompiled_layers<C: Compiler>(
+        &self,
+        image: &ImageTarget,
+        wanted: Vec<Descriptor>,
+        engine_name: &str,
+        label: &str,
+        compiler: &C,
+    ) -> Result<Vec<WasmLayer>, ContentError> {
+        let mut layers: Vec<Option<WasmLayer>> = Vec::with_capacity(wanted.len());
+        let mut positions = Vec::new();
+        let mut to_compile = Vec::new();
+        for descriptor in wanted {
+            match self.cached_module(&image.name, &descriptor, label).await {
+                Ok(Some(module)) => {
+                    layers.push(Some(WasmLayer {
+                        config: descriptor,
+                        precompiled: true,
+                        layer: module,
+                    }));
+                    continue;
+                }
+                Ok(None) => {}
+                Err(err) => tracing::warn!("not using the precompiled cache: {err}"),
+            }
+            positions.push(layers.len());
+            layers.push(None);
+            to_compile.push(self.original_layer(&image.name, descriptor).await?);
+        }
+        if to_compile.is_empty() {
+            tracing::info!("all wasm layers of image {:?} are precompiled", image.name);
+            return Ok(layers.into_iter().flatten().collect());
+        }
+
+        tracing::info!(
+            "precompiling {} wasm layer(s) of image {:?} with {engine_name}",
+            to_compile.len(),
+            image.name
+        );
+        let compiled = match compiler.compile(&to_compile).await {
+            Ok(compiled) => compiled,
+            Err(err) => {
+                tracing::warn!(
+                    "precompiling image {:?} with {engine_name} failed, using the layers as they are: {err:#}",
+                    image.name
+                );
+                to_compile.iter().map(|_| None).collect()
+            }
+        };
+        if compiled.len() != to_compile.len() {
+            return Err(ContentError::CompilerContract {
+                engine: engine_name.to_owned(),
+                expected: to_compile.len(),
+                got: compiled.len(),
+            });
+        }
+
+        let mut fresh = Vec::new();
+        for ((position, original), compiled) in positions.into_iter().zip(to_compile).zip(compiled)
+        {
+            let layer = match compiled {
+                Some(module) => {
+                    fresh.push(position);
+                    WasmLayer {
+                        config: original.config,
+                        precompiled: true,
+                        layer: module,
+                    }
+                }
+                None => original,
+            };
+            if let Some(slot) = layers.get_mut(position) {
+                *slot = Some(layer);
+            }
+        }
+        let modules: Vec<&WasmLayer> = fresh
+            .iter()
+            .filter_map(|position| layers.get(*position).and_then(Option::as_ref))
+            .collect();
+        if let Err(err) = self.cache_modules(image, label, &modules).await {
+            tracing::warn!(
+                "could not cache the precompiled layers of image {:?}: {err}",
+                image.name
+            );
+        }
+        Ok(layers.into_iter().flatten().collect())
+    }
+
+    /// The precompiled module labelled on `descriptor`'s layer, if there is one and it is
+    /// still in the store.
+    async fn cached_module(
+        &self,
+        image: &str,
+        descriptor: &Descriptor,
+        label: &str,
+    ) -> Result<Option<Vec<u8>>, ContentError> {
+        let layer_digest = descriptor.digest().to_string();
+        let layer_what = format!("a wasm layer of image {image:?}");
+        let info = self.info(&layer_digest, &layer_what).await?;
+        let Some(module_digest) = info.labels.get(label) else {
+            return Ok(None);
+        };
+        let what = format!("the module precompiled from layer {layer_digest} of image {image:?}");
+        parse_digest(module_digest, &what)?;
+        match self.read(module_digest, &what, None).await {
+            Ok(module) => {
+                tracing::debug!("layer {layer_digest} is precompiled as {module_digest}");
+                Ok(Some(module))
+            }
+            Err(ContentError::ContentNotFound { .. }) => {
+                tracing::info!("{what} ({module_digest}) is gone: compiling again");
+                Ok(None)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Writes each precompiled `modules` entry (whose `config` is its original layer) as
+    /// content and labels the layers (and the image target) to find and keep it. Everything
+    /// is written under a lease, deleted once the labels hold the new content.
+    async fn cache_modules(
+        &self,
+        image: &ImageTarget,
+        label: &str,
+        modules: &[&WasmLayer],
+    ) -> Result<(), ContentError> {
+        if modules.is_empty() {
+            return Ok(());
+        }
+        let lease = self.create_lease().await?;
+        let result = self.write_and_label(image, label, modules, &lease).await;
+        if let Err(err) = self.delete_lease(&lease).await {
+            tracing::warn!("{err}; it expires by itself");
+        }
+        result
+    }
+
+    async fn write_and_label(
+        &self,
+        image: &ImageTarget,
+        label: &str,
+        modules: &[&WasmLayer],
+        lease: &str,
+    ) -> Result<(), ContentError> {
+        for module in modules {
+            let layer_digest = module.config.digest().to_string();
+            let module_labels =
+                HashMap::from([(labels::original_label(label), layer_digest.clone())]);
+            let module_digest = self.write(&module.layer, lease, module_labels).await?;
+            tracing::debug!("layer {layer_digest} precompiled as {module_digest}");
+            let layer_labels = HashMap::from([
+                (label.to_owned(), module_digest.clone()),
+                (labels::gc_ref_label(label), module_digest),
+            ]);
+            let what = format!("a wasm layer of image {:?}", image.name);
+            self.set_labels(&layer_digest, &what, layer_labels).await?;
+        }
+        // runwasi only reads layer labels once the image target says they exist.
+        let what = format!("the target of image {:?}", image.name);
+        let image_labels = HashMap::from([(label.to_owned(), "true".to_owned())]);
+        self.set_labels(&image.digest, &what, image_labels).await
+    }
+}
+
+/// Checks that `digest` is a well-formed digest before it goes into a request.
+fn parse_digest(digest: &str, what: &str) -> Result<Digest, ContentError> {
+    digest
+        .parse::<Digest>()
+        .map_err(|err| ContentError::InvalidDigest {
+            what: what.to_owned(),
+            digest: digest.to_owned(),
+            reason: error_chain(&err),
+        })
+}

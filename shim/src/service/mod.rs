@@ -1,0 +1,557 @@
+//! wasmrunner's task service: the shim v2 Task API that containerd calls over ttrpc, for
+//! every container this process serves.
+
+mod events;
+mod exits;
+mod process;
+mod task;
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use containerd_shim::api::{
+    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
+    DeleteRequest, Empty, ExecProcessRequest, KillRequest, Options, PidsRequest, PidsResponse,
+    ResizePtyRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse,
+    StatsRequest, StatsResponse, UpdateTaskRequest, WaitRequest, WaitResponse,
+};
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart,
+};
+use containerd_shim::protos::protobuf::{Message, MessageField};
+use containerd_shim::protos::ttrpc;
+use containerd_shim::protos::types::task::ProcessInfo;
+use containerd_shim::protos::types::task::Status;
+use containerd_shim::{DeleteResponse, ExitSignal, TtrpcContext, TtrpcResult};
+use containerd_shim_wasm::shim::Shim;
+
+use events::{Event, EventSink};
+use exits::ExitWatcher;
+pub use process::ShimProcess;
+use task::{Phase, Task, timestamp};
+
+use containerd_shim_wasm::sandbox::context::WasmLayer;
+
+use crate::cgroups::ContainerCgroup;
+use crate::container::{self, ContainerConfig};
+use crate::content::ContentStore;
+use crate::version::Mode;
+
+/// How long an idle manager (shared mode) stays up, unless `WASMRUNNER_MANAGER_IDLE_SECS` says.
+const MANAGER_IDLE_EXIT: Duration = Duration::from_secs(300);
+
+fn manager_idle_exit() -> Duration {
+    std::env::var("WASMRUNNER_MANAGER_IDLE_SECS")
+        .ok()
+        .and_then(|secs| secs.parse().ok())
+        .map_or(MANAGER_IDLE_EXIT, Duration::from_secs)
+}
+
+/// How long `Delete` waits for the exit status of a container it had to kill.
+const DELETE_EXIT_WAIT: Duration = Duration::from_secs(5);
+
+pub struct TaskService<S: Shim> {
+    inner: Arc<Inner>,
+    _engine: PhantomData<fn() -> S>,
+}
+
+struct Inner {
+    mode: Mode,
+    namespace: String,
+    containerd_address: String,
+    tasks: RwLock<HashMap<String, Arc<Task>>>,
+    events: EventSink,
+    exits: ExitWatcher,
+    exit: Arc<ExitSignal>,
+    /// Drives the gRPC calls to containerd's content store.
+    runtime: tokio::runtime::Runtime,
+}
+
+fn not_found(what: impl std::fmt::Display) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(ttrpc::Code::NOT_FOUND, what.to_string()))
+}
+
+fn status(code: ttrpc::Code, message: impl std::fmt::Display) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, message.to_string()))
+}
+
+fn internal(err: impl std::fmt::Display) -> ttrpc::Error {
+    status(ttrpc::Code::INTERNAL, err)
+}
+
+fn no_exec(exec_id: &str) -> TtrpcResult<()> {
+    if exec_id.is_empty() {
+        Ok(())
+    } else {
+        Err(status(
+            ttrpc::Code::UNIMPLEMENTED,
+            "exec processes are not supported by wasmrunner",
+        ))
+    }
+}
+
+impl<S: Shim> TaskService<S> {
+    pub(crate) fn new(
+        mode: Mode,
+        events: EventSink,
+        namespace: String,
+        containerd_address: String,
+        exit: Arc<ExitSignal>,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                mode,
+                namespace,
+                containerd_address,
+                tasks: RwLock::new(HashMap::new()),
+                events,
+                exits: ExitWatcher::start()?,
+                exit,
+                runtime: tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()?,
+            }),
+            _engine: PhantomData,
+        })
+    }
+
+    fn task(&self, id: &str) -> TtrpcResult<Arc<Task>> {
+        self.inner
+            .tasks
+            .read()
+            .map_err(internal)?
+            .get(id)
+            .cloned()
+            .ok_or_else(|| not_found(format!("task {id}")))
+    }
+
+    fn create_task(&self, req: CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
+        if req.terminal {
+            return Err(status(
+                ttrpc::Code::INVALID_ARGUMENT,
+                "wasmrunner does not support terminals (ctr run -t)",
+            ));
+        }
+        if !req.checkpoint.is_empty() || !req.parent_checkpoint.is_empty() {
+            return Err(status(
+                ttrpc::Code::UNIMPLEMENTED,
+                "checkpoints are not supported",
+            ));
+        }
+        if self
+            .inner
+            .tasks
+            .read()
+            .map_err(internal)?
+            .contains_key(&req.id)
+        {
+            return Err(status(
+                ttrpc::Code::ALREADY_EXISTS,
+                format!("task {}", req.id),
+            ));
+        }
+        let bundle = PathBuf::from(&req.bundle);
+        mount_rootfs(&bundle, &req)?;
+        let options = runtime_options(&req)?;
+        let state_root = state_root(&bundle, S::name(), &self.inner.namespace);
+        let wasm_layers = self.wasm_layers(&req.id)?;
+        let config = ContainerConfig {
+            id: req.id.clone(),
+            bundle: bundle.clone(),
+            state_root: state_root.clone(),
+            stdin: req.stdin.clone().into(),
+            stdout: req.stdout.clone().into(),
+            stderr: req.stderr.clone().into(),
+            systemd_cgroup: options.systemd_cgroup,
+            wasm_layers,
+        };
+        let pid = container::create::<S>(config).map_err(internal)?;
+        let task = Arc::new(Task::new(
+            req.id.clone(),
+            req.bundle.clone(),
+            [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
+            state_root,
+            pid,
+        ));
+        self.inner
+            .tasks
+            .write()
+            .map_err(internal)?
+            .insert(req.id.clone(), Arc::clone(&task));
+        self.inner.events.send(Event::Create(TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.clone(),
+            rootfs: req.rootfs.clone(),
+            io: MessageField::some(TaskIO {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: false,
+                ..Default::default()
+            }),
+            pid,
+            ..Default::default()
+        }));
+        let events = self.inner.events.clone();
+        let watched = Arc::clone(&task);
+        self.inner.exits.watch(pid as i32, move |code| {
+            let status = code as u32;
+            let at = watched.mark_stopped(status);
+            if let Some(watch) = watched.oom_watch.lock().ok().and_then(|mut w| w.take()) {
+                drop(watch);
+            }
+            let exit = TaskExit {
+                container_id: watched.id.clone(),
+                id: watched.id.clone(),
+                pid: watched.pid,
+                exit_status: status,
+                exited_at: timestamp(at),
+                ..Default::default()
+            };
+            if let Ok(mut gate) = watched.start_gate.lock() {
+                if gate.start_published {
+                    events.send(Event::Exit(exit));
+                } else {
+                    gate.deferred_exit = Some(exit);
+                }
+            }
+        });
+        Ok(CreateTaskResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    /// The image's wasm layers, from containerd's content store, precompiled by the engine
+    /// (and cached there) when it can (empty for images whose rootfs holds the module).
+    fn wasm_layers(&self, id: &str) -> TtrpcResult<Vec<WasmLayer>> {
+        let inner = &self.inner;
+        inner
+            .runtime
+            .block_on(async {
+                let store =
+                    ContentStore::connect(&inner.containerd_address, &inner.namespace).await?;
+                let compiler = S::compiler().await;
+                store
+                    .wasm_layers(
+                        id,
+                        S::name(),
+                        S::supported_layers_types(),
+                        compiler.as_ref(),
+                    )
+                    .await
+            })
+            .map_err(|e| internal(format!("reading the image's wasm layers: {e}")))
+    }
+
+    fn start_task(&self, task: &Task) -> TtrpcResult<u32> {
+        container::start(&task.state_root, &task.id).map_err(internal)?;
+        if !task.mark_running() {
+            return Err(status(
+                ttrpc::Code::FAILED_PRECONDITION,
+                format!("task {} was started already", task.id),
+            ));
+        }
+        match ContainerCgroup::of_process(task.pid) {
+            Ok(cgroup) => {
+                let events = self.inner.events.clone();
+                let id = task.id.clone();
+                match cgroup.watch_oom(move || {
+                    events.send(Event::Oom(TaskOOM {
+                        container_id: id.clone(),
+                        ..Default::default()
+                    }))
+                }) {
+                    Ok(watch) => {
+                        if let Ok(mut slot) = task.oom_watch.lock() {
+                            *slot = Some(watch);
+                        }
+                    }
+                    Err(err) => tracing::warn!("no OOM events for {}: {err}", task.id),
+                }
+                if let Ok(mut slot) = task.cgroup.lock() {
+                    *slot = Some(cgroup);
+                }
+            }
+            // The task may already have exited.
+            Err(err) => tracing::debug!("cgroup of {}: {err}", task.id),
+        }
+        let mut gate = task.start_gate.lock().map_err(internal)?;
+        self.inner.events.send(Event::Start(TaskStart {
+            container_id: task.id.clone(),
+            pid: task.pid,
+            ..Default::default()
+        }));
+        gate.start_published = true;
+        if let Some(exit) = gate.deferred_exit.take() {
+            self.inner.events.send(Event::Exit(exit));
+        }
+        Ok(task.pid)
+    }
+
+    fn delete_task(&self, task: &Task) -> TtrpcResult<DeleteResponse> {
+        container::delete(&task.state_root, &task.id).map_err(internal)?;
+        let (status, at) = task
+            .wait_stopped(Some(DELETE_EXIT_WAIT))
+            .unwrap_or((137, std::time::SystemTime::now()));
+        if let Ok(mut watch) = task.oom_watch.lock() {
+            watch.take();
+        }
+        self.inner.tasks.write().map_err(internal)?.remove(&task.id);
+        self.inner.events.send(Event::Delete(TaskDelete {
+            container_id: task.id.clone(),
+            pid: task.pid,
+            exit_status: status,
+            exited_at: timestamp(at),
+            ..Default::default()
+        }));
+        Ok(DeleteResponse {
+            pid: task.pid,
+            exit_status: status,
+            exited_at: timestamp(at),
+            ..Default::default()
+        })
+    }
+}
+
+impl<S: Shim> containerd_shim::Task for TaskService<S> {
+    fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> TtrpcResult<CreateTaskResponse> {
+        self.create_task(req)
+    }
+
+    fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
+        no_exec(&req.exec_id)?;
+        let task = self.task(&req.id)?;
+        let pid = self.start_task(&task)?;
+        Ok(StartResponse {
+            pid,
+            ..Default::default()
+        })
+    }
+
+    fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
+        no_exec(&req.exec_id)?;
+        let task = self.task(&req.id)?;
+        let mut response = StateResponse {
+            id: task.id.clone(),
+            bundle: task.bundle.clone(),
+            pid: task.pid,
+            stdin: task.stdin.clone(),
+            stdout: task.stdout.clone(),
+            stderr: task.stderr.clone(),
+            ..Default::default()
+        };
+        let phase = match task.phase() {
+            Phase::Created => Status::CREATED,
+            Phase::Running => Status::RUNNING,
+            Phase::Stopped { status, at } => {
+                response.exit_status = status;
+                response.exited_at = timestamp(at);
+                Status::STOPPED
+            }
+        };
+        response.status = phase.into();
+        Ok(response)
+    }
+
+    fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
+        no_exec(&req.exec_id)?;
+        let task = self.task(&req.id)?;
+        if let Phase::Stopped { .. } = task.phase() {
+            return Err(not_found(format!(
+                "process of task {} already finished",
+                req.id
+            )));
+        }
+        match container::kill(&task.state_root, &task.id, req.signal) {
+            Ok(()) => Ok(Empty::new()),
+            // It exited between the check and the signal.
+            Err(_) if matches!(task.phase(), Phase::Stopped { .. }) => Err(not_found(format!(
+                "process of task {} already finished",
+                req.id
+            ))),
+            Err(err) => Err(internal(err)),
+        }
+    }
+
+    fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
+        no_exec(&req.exec_id)?;
+        let task = self.task(&req.id)?;
+        self.delete_task(&task)
+    }
+
+    fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
+        let task = self.task(&req.id)?;
+        Ok(PidsResponse {
+            processes: vec![ProcessInfo {
+                pid: task.pid,
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+    }
+
+    fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
+        no_exec(&req.exec_id)?;
+        let task = self.task(&req.id)?;
+        let (status, at) = task
+            .wait_stopped(None)
+            .ok_or_else(|| internal(format!("lost the exit status of task {}", req.id)))?;
+        Ok(WaitResponse {
+            exit_status: status,
+            exited_at: timestamp(at),
+            ..Default::default()
+        })
+    }
+
+    fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
+        let task = self.task(&req.id)?;
+        let known = task.cgroup.lock().ok().and_then(|c| c.clone());
+        let cgroup = match known {
+            Some(cgroup) => cgroup,
+            None => ContainerCgroup::of_process(task.pid).map_err(internal)?,
+        };
+        let metrics = cgroup.metrics_any().map_err(internal)?;
+        Ok(StatsResponse {
+            stats: MessageField::some(metrics),
+            ..Default::default()
+        })
+    }
+
+    fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> TtrpcResult<ConnectResponse> {
+        let task_pid = self.task(&req.id).map(|task| task.pid).unwrap_or_default();
+        Ok(ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            ..Default::default()
+        })
+    }
+
+    /// containerd asks after every task delete. A per-pod shim exits once it serves no
+    /// task; a manager stays up while idle for [`MANAGER_IDLE_EXIT`], so the next pod finds
+    /// it warm, then exits.
+    fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TtrpcResult<Empty> {
+        if !self.inner.tasks.read().map_err(internal)?.is_empty() {
+            return Ok(Empty::new());
+        }
+        match self.inner.mode {
+            Mode::PerPod => self.inner.exit.signal(),
+            Mode::Shared => {
+                let inner = Arc::clone(&self.inner);
+                let idle_for = manager_idle_exit();
+                std::thread::spawn(move || {
+                    std::thread::sleep(idle_for);
+                    if inner.tasks.read().is_ok_and(|tasks| tasks.is_empty()) {
+                        inner.exit.signal();
+                    }
+                });
+            }
+        }
+        Ok(Empty::new())
+    }
+
+    fn close_io(&self, _ctx: &TtrpcContext, _req: CloseIORequest) -> TtrpcResult<Empty> {
+        Ok(Empty::new())
+    }
+
+    fn resize_pty(&self, _ctx: &TtrpcContext, _req: ResizePtyRequest) -> TtrpcResult<Empty> {
+        Ok(Empty::new())
+    }
+
+    fn exec(&self, _ctx: &TtrpcContext, _req: ExecProcessRequest) -> TtrpcResult<Empty> {
+        Err(status(
+            ttrpc::Code::UNIMPLEMENTED,
+            "exec processes are not supported by wasmrunner",
+        ))
+    }
+
+    fn update(&self, _ctx: &TtrpcContext, _req: UpdateTaskRequest) -> TtrpcResult<Empty> {
+        Err(status(
+            ttrpc::Code::UNIMPLEMENTED,
+            "updating a running container's resources is not supported by wasmrunner",
+        ))
+    }
+}
+
+/// Mounts the rootfs containerd prepared (the snapshot) at the spec's root path.
+fn mount_rootfs(bundle: &Path, req: &CreateTaskRequest) -> TtrpcResult<()> {
+    let rootfs = bundle.join("rootfs");
+    std::fs::create_dir_all(&rootfs).map_err(internal)?;
+    for mount in &req.rootfs {
+        let fs_type = Some(mount.type_.as_str()).filter(|t| !t.is_empty());
+        let source = Some(mount.source.as_str()).filter(|s| !s.is_empty());
+        containerd_shim::mount::mount_rootfs(fs_type, source, &mount.options, &rootfs)
+            .map_err(|e| internal(format!("mounting the rootfs: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The runtime's options (`[... .runtimes.<handler>.options]` in containerd's config).
+struct RuntimeOptions {
+    systemd_cgroup: bool,
+}
+
+fn runtime_options(req: &CreateTaskRequest) -> TtrpcResult<RuntimeOptions> {
+    let systemd_cgroup = match req.options.as_ref() {
+        Some(any) if any.type_url.ends_with("containerd.runc.v1.Options") => {
+            Options::parse_from_bytes(&any.value)
+                .map_err(|e| {
+                    status(
+                        ttrpc::Code::INVALID_ARGUMENT,
+                        format!("runtime options: {e}"),
+                    )
+                })?
+                .systemd_cgroup
+        }
+        _ => false,
+    };
+    Ok(RuntimeOptions { systemd_cgroup })
+}
+
+/// Where libcontainer keeps state for `namespace`: beside containerd's own task state
+/// (`<state>/io.containerd.runtime.v2.task/<ns>/<id>` is the bundle), so that two containerds
+/// on one host never share it.
+pub(crate) fn state_root(bundle: &Path, engine: &str, namespace: &str) -> PathBuf {
+    let containerd_state = bundle
+        .parent()
+        .and_then(Path::parent)
+        .filter(|dir| {
+            dir.file_name()
+                .is_some_and(|name| name == "io.containerd.runtime.v2.task")
+        })
+        .and_then(Path::parent);
+    match containerd_state {
+        Some(state) => state
+            .join("io.containerd.wasmrunner.v1")
+            .join(engine)
+            .join(namespace),
+        None => Path::new("/run/wasmrunner").join(engine).join(namespace),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_lives_beside_containerds_task_state() {
+        let bundle = Path::new("/run/containerd/io.containerd.runtime.v2.task/k8s.io/abc");
+        assert_eq!(
+            state_root(bundle, "wasmtime", "k8s.io"),
+            Path::new("/run/containerd/io.containerd.wasmrunner.v1/wasmtime/k8s.io")
+        );
+        assert_eq!(
+            state_root(Path::new("/somewhere/else"), "wasmtime", "default"),
+            Path::new("/run/wasmrunner/wasmtime/default")
+        );
+    }
+}

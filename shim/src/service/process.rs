@@ -1,0 +1,134 @@
+//! The shim process as containerd drives it: `start` (spawn or reuse the serving process and
+//! print its address), `delete` (clean up after a serving process that died), and serving.
+
+use std::marker::PhantomData;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
+
+use containerd_shim::publisher::RemotePublisher;
+use containerd_shim::util::write_address;
+use containerd_shim::{Config, DeleteResponse, ExitSignal, Flags, StartOpts};
+use containerd_shim_wasm::shim::Shim;
+use oci_spec::runtime::Spec;
+
+use super::events::EventSink;
+use super::task::timestamp;
+use super::{TaskService, state_root};
+use crate::container;
+use crate::version::Mode;
+
+/// The annotation CRI puts on every container of a pod.
+const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// The mode this process runs in, chosen in `main` from the binary's name (containerd builds
+/// the shim through `Shim::new`, which cannot be given it directly).
+static MODE: OnceLock<Mode> = OnceLock::new();
+
+pub struct ShimProcess<S: Shim> {
+    mode: Mode,
+    id: String,
+    namespace: String,
+    containerd_address: String,
+    exit: Arc<ExitSignal>,
+    _engine: PhantomData<fn() -> S>,
+}
+
+impl<S: Shim> ShimProcess<S> {
+    /// Sets the mode for this process; the first call wins.
+    pub fn set_mode(mode: Mode) {
+        let _ = MODE.set(mode);
+    }
+}
+
+impl<S: Shim> containerd_shim::Shim for ShimProcess<S> {
+    type T = TaskService<S>;
+
+    fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        Self {
+            mode: MODE.get().copied().unwrap_or(Mode::PerPod),
+            id: args.id.clone(),
+            namespace: args.namespace.clone(),
+            containerd_address: args.address.clone(),
+            exit: Arc::new(ExitSignal::default()),
+            _engine: PhantomData,
+        }
+    }
+
+    /// Per pod: one serving process per pod (containers of one pod are grouped by CRI's
+    /// sandbox id; any other container gets its own). Shared: one manager per engine and
+    /// containerd namespace; the first `start` spawns it, later ones find its socket.
+    fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+        let grouping = match self.mode {
+            Mode::Shared => format!("wasmrunner-{}-manager", S::name()),
+            Mode::PerPod => {
+                let spec = Spec::load("config.json").map_err(|e| {
+                    containerd_shim::Error::InvalidArgument(format!(
+                        "loading the bundle's config.json: {e}"
+                    ))
+                })?;
+                spec.annotations()
+                    .as_ref()
+                    .and_then(|annotations| annotations.get(SANDBOX_ID))
+                    .cloned()
+                    .unwrap_or_else(|| opts.id.clone())
+            }
+        };
+        let vars = match self.mode {
+            Mode::Shared => vec![(crate::entry::MODE_ENV, "shared")],
+            Mode::PerPod => Vec::new(),
+        };
+        let (_pid, address) = containerd_shim::spawn(opts, &grouping, vars)?;
+        write_address(&address)?;
+        Ok(address)
+    }
+
+    /// Called in the bundle after the serving process is gone: removes what is left of the
+    /// container (processes, cgroups, state).
+    fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+        let bundle = std::env::current_dir()
+            .map_err(|e| containerd_shim::Error::Other(format!("current dir: {e}")))?;
+        let root = state_root(&bundle, S::name(), &self.namespace);
+        if let Err(err) = container::delete(&root, &self.id) {
+            tracing::warn!("cleaning up container {}: {err}", self.id);
+        }
+        let _ = unmount_rootfs(&bundle);
+        Ok(DeleteResponse {
+            pid: 0,
+            exit_status: 137,
+            exited_at: timestamp(SystemTime::now()),
+            ..Default::default()
+        })
+    }
+
+    fn wait(&mut self) {
+        self.exit.wait();
+    }
+
+    fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
+        let events = EventSink::start(publisher, self.namespace.clone());
+        match TaskService::new(
+            self.mode,
+            events,
+            self.namespace.clone(),
+            self.containerd_address.clone(),
+            Arc::clone(&self.exit),
+        ) {
+            Ok(service) => service,
+            Err(err) => {
+                tracing::error!("cannot start the task service: {err}");
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+fn unmount_rootfs(bundle: &Path) -> std::io::Result<()> {
+    let rootfs = std::ffi::CString::new(bundle.join("rootfs").as_os_str().as_encoded_bytes())
+        .map_err(std::io::Error::other)?;
+    // SAFETY: `rootfs` is a valid NUL-terminated path that outlives the call.
+    if unsafe { libc::umount2(rootfs.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! One task: a container and what containerd asks about it.
+
+use std::path::PathBuf;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, SystemTime};
+
+use containerd_shim::protos::events::task::TaskExit;
+use containerd_shim::protos::protobuf::MessageField;
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+
+use crate::cgroups::{ContainerCgroup, OomWatch};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Created,
+    Running,
+    Stopped { status: u32, at: SystemTime },
+}
+
+pub struct Task {
+    pub id: String,
+    pub bundle: String,
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    /// Where libcontainer keeps this container's state.
+    pub state_root: PathBuf,
+    /// The container's init process.
+    pub pid: u32,
+    phase: Mutex<Phase>,
+    stopped: Condvar,
+    /// Found when the task starts; kept for stats after the process is gone.
+    pub cgroup: Mutex<Option<ContainerCgroup>>,
+    pub oom_watch: Mutex<Option<OomWatch>>,
+    /// Orders `/tasks/start` before `/tasks/exit`: an exit seen before the start event went
+    /// out waits here.
+    pub start_gate: Mutex<StartGate>,
+}
+
+#[derive(Default)]
+pub struct StartGate {
+    pub start_published: bool,
+    pub deferred_exit: Option<TaskExit>,
+}
+
+impl Task {
+    pub fn new(
+        id: String,
+        bundle: String,
+        stdio: [String; 3],
+        state_root: PathBuf,
+        pid: u32,
+    ) -> Self {
+        let [stdin, stdout, stderr] = stdio;
+        Self {
+            id,
+            bundle,
+            stdin,
+            stdout,
+            stderr,
+            state_root,
+            pid,
+            phase: Mutex::new(Phase::Created),
+            stopped: Condvar::new(),
+            cgroup: Mutex::new(None),
+            oom_watch: Mutex::new(None),
+            start_gate: Mutex::new(StartGate::default()),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+            .lock()
+            .map(|phase| *phase)
+            .unwrap_or(Phase::Stopped {
+                status: 255,
+                at: SystemTime::now(),
+            })
+    }
+
+    /// Created → Running. A task that already stopped (its workload ended at once) stays
+    /// stopped; false when it was running already.
+    pub fn mark_running(&self) -> bool {
+        match self.phase.lock() {
+            Ok(mut phase) => match *phase {
+                Phase::Created => {
+                    *phase = Phase::Running;
+                    true
+                }
+                Phase::Stopped { .. } => true,
+                Phase::Running => false,
+            },
+            Err(_) => false,
+        }
+    }
+
+    /// Records the exit; the first report wins.
+    pub fn mark_stopped(&self, status: u32) -> SystemTime {
+        let at = SystemTime::now();
+        if let Ok(mut phase) = self.phase.lock() {
+            if let Phase::Stopped { at, .. } = *phase {
+                return at;
+            }
+            *phase = Phase::Stopped { status, at };
+        }
+        self.stopped.notify_all();
+        at
+    }
+
+    /// Waits until the task has stopped, up to `timeout` (forever when `None`).
+    pub fn wait_stopped(&self, timeout: Option<Duration>) -> Option<(u32, SystemTime)> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let mut phase = self.phase.lock().ok()?;
+        loop {
+            if let Phase::Stopped { status, at } = *phase {
+                return Some((status, at));
+            }
+            phase = match deadline {
+                None => self.stopped.wait(phase).ok()?,
+                Some(deadline) => {
+                    let left = deadline.checked_duration_since(std::time::Instant::now())?;
+                    self.stopped.wait_timeout(phase, left).ok()?.0
+                }
+            };
+        }
+    }
+}
+
+/// A protobuf timestamp for `at`.
+pub fn timestamp(at: SystemTime) -> MessageField<Timestamp> {
+    let since_epoch = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let mut ts = Timestamp::new();
+    ts.seconds = since_epoch.as_secs() as i64;
+    ts.nanos = since_epoch.subsec_nanos() as i32;
+    MessageField::some(ts)
+}
