@@ -11,7 +11,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 packages=(
-    containerd runc
+    containerd runc containernetworking-plugins
     build-essential pkg-config protobuf-compiler
     libseccomp-dev libdbus-1-dev libsystemd-dev libclang-dev libzstd-dev libssl-dev libelf-dev
 )

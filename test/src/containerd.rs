@@ -1,5 +1,7 @@
 //! A private containerd: its own root, state, sockets and namespace under a scratch dir, the
 //! shims under test first on its `PATH`. Many can run on one host without seeing each other.
+//! Its CRI plugin is on (see [`crate::cri::config`]): the `ctr` suite uses its own namespace,
+//! the CRI suite CRI's `k8s.io`.
 
 use std::fmt;
 use std::os::unix::process::CommandExt;
@@ -10,6 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::command::{Outcome, run_command};
+use crate::cri::config::{CriSettings, containerd_config, install_runtime_handlers};
+use crate::engine::Engine;
 use crate::paths::{bin_dir, scratch_dir};
 
 /// A containerd release, as `containerd --version` tells it.
@@ -74,6 +78,10 @@ pub struct Containerd {
     bin_dir: PathBuf,
     pub version: ContainerdVersion,
     pub namespace: String,
+    /// How its CRI plugin is set up.
+    pub cri: CriSettings,
+    /// What the node installer did to its config (one line per action).
+    pub installer_actions: Vec<String>,
     child: Child,
 }
 
@@ -90,8 +98,9 @@ impl Containerd {
             .context("containerd is not on PATH: install it (`apt-get install containerd runc`) or set WASMRUNNER_CONTAINERD_BIN")
     }
 
-    /// Starts containerd from `bin_dir` and waits until it answers.
-    pub fn start(bin_dir_containerd: &Path) -> Result<Self> {
+    /// Starts containerd from `bin_dir`, with a CRI runtime handler for each of `engines`,
+    /// and waits until it answers.
+    pub fn start(bin_dir_containerd: &Path, engines: &[Engine]) -> Result<Self> {
         let containerd = bin_dir_containerd.join("containerd");
         let version_text = run_command(Command::new(&containerd).arg("--version"))?
             .ok()?
@@ -100,9 +109,12 @@ impl Containerd {
         let dir = scratch_dir(&format!("containerd-{version}"))?;
         let root = dir.path().to_path_buf();
         let namespace = format!("wasmrunner-e2e-{}", std::process::id());
+        let cri = CriSettings::new(&root);
+        cri.write_cni_config()?;
         let config = root.join("config.toml");
-        std::fs::write(&config, config_toml(&root, version))
+        std::fs::write(&config, containerd_config(&root, version, &cri))
             .with_context(|| format!("writing {}", config.display()))?;
+        let installer_actions = install_runtime_handlers(&config, version, engines)?;
         let log = std::fs::File::create(root.join("containerd.log"))?;
 
         let mut command = Command::new(&containerd);
@@ -133,6 +145,8 @@ impl Containerd {
             bin_dir: bin_dir_containerd.to_path_buf(),
             version,
             namespace,
+            cri,
+            installer_actions,
             child,
         };
         this.wait_ready()?;
@@ -171,6 +185,16 @@ impl Containerd {
         self.root.join("state")
     }
 
+    /// containerd's root and state dirs.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        vec![self.root.join("root"), self.state_dir()]
+    }
+
+    /// containerd's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The last lines of containerd's log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.root.join("containerd.log")).unwrap_or_default();
@@ -180,18 +204,28 @@ impl Containerd {
 
     /// A `ctr` command bound to this containerd and namespace.
     pub fn ctr_command(&self) -> Command {
+        self.ctr_command_in(&self.namespace)
+    }
+
+    /// A `ctr` command bound to this containerd and containerd namespace `namespace`.
+    pub fn ctr_command_in(&self, namespace: &str) -> Command {
         let mut command = Command::new(self.bin_dir.join("ctr"));
         command
             .arg("--address")
             .arg(self.socket())
             .arg("--namespace")
-            .arg(&self.namespace);
+            .arg(namespace);
         command
     }
 
     /// Runs `ctr` with `args` and captures what it printed.
     pub fn ctr(&self, args: &[&str]) -> Result<Outcome> {
         run_command(self.ctr_command().args(args))
+    }
+
+    /// Runs `ctr` in containerd namespace `namespace` (`k8s.io` for CRI).
+    pub fn ctr_in(&self, namespace: &str, args: &[&str]) -> Result<Outcome> {
+        run_command(self.ctr_command_in(namespace).args(args))
     }
 
     /// Removes whatever containers are left in the namespace; returns their ids.
@@ -247,33 +281,6 @@ fn shim_path(containerd_bin: &Path) -> std::ffi::OsString {
         .into_iter()
         .chain(system.iter().map(PathBuf::from));
     std::env::join_paths(dirs).unwrap_or_default()
-}
-
-fn config_toml(root: &Path, version: ContainerdVersion) -> String {
-    let root = root.display();
-    // CRI is off in the ctr suite: it would want a sandbox image and CNI.
-    let cri_plugins = if version.major >= 2 {
-        r#""io.containerd.grpc.v1.cri", "io.containerd.cri.v1.images", "io.containerd.cri.v1.runtime""#
-    } else {
-        r#""io.containerd.grpc.v1.cri""#
-    };
-    format!(
-        r#"version = {config_version}
-root = "{root}/root"
-state = "{root}/state"
-disabled_plugins = [{cri_plugins}]
-
-[grpc]
-  address = "{root}/containerd.sock"
-
-[ttrpc]
-  address = "{root}/containerd.sock.ttrpc"
-
-[debug]
-  level = "info"
-"#,
-        config_version = version.config_version(),
-    )
 }
 
 #[cfg(test)]

@@ -80,7 +80,7 @@ fn compile() -> Result<()> {
     Ok(())
 }
 
-/// The path of fixture `program` (`hello`, `probe`, `pause`) compiled for `target`.
+/// The path of fixture `program` (`hello`, `probe`, `pause`, `ignore-term`) compiled for `target`.
 pub fn path(program: &str, target: Target) -> Result<PathBuf> {
     build_all()?;
     let file = match target {

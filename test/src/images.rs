@@ -7,6 +7,8 @@ use crate::fixtures::{self, Target};
 
 /// The text of the file shipped in the probe image.
 pub const GREETING: &str = "hello from a file in the image\n";
+/// The `PATH` that image builders put in an image's config by default.
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// What the hello fixture prints.
 pub const HELLO: &str = "Hello from WebAssembly, run by wasmrunner!";
 
@@ -16,7 +18,12 @@ pub enum TestImage {
     /// The hello program in a given packaging.
     Hello(Target, Flavour),
     /// The probe program (see `test/fixtures/src/bin/probe.rs`) and `/data/greeting.txt`.
+    /// Its entrypoint is `/probe.wasm` (`/probe` for the native build).
     Probe(Target),
+    /// The native pause program: a pod's sandbox image for the CRI suite.
+    Pause,
+    /// The native `ignore-term` program: ignores SIGTERM, prints `ready`, sleeps until SIGKILL.
+    IgnoreTerm,
     /// `/bad.wasm` is a text file.
     NotWasm,
     /// The entrypoint is `/hello.wasm#nope`: a function the module does not export.
@@ -37,6 +44,8 @@ impl TestImage {
         let tag = match self {
             TestImage::Hello(target, flavour) => format!("hello-{}-{flavour}", target_tag(*target)),
             TestImage::Probe(target) => format!("probe-{}", target_tag(*target)),
+            TestImage::Pause => "pause".into(),
+            TestImage::IgnoreTerm => "ignore-term".into(),
             TestImage::NotWasm => "bad-not-wasm".into(),
             TestImage::NoStart => "bad-no-start".into(),
             TestImage::MissingExport => "bad-missing-export".into(),
@@ -67,10 +76,27 @@ impl TestImage {
                     .file(path, fixtures::bytes("hello", target)?)
                     .entrypoint([path])
             }
-            TestImage::Probe(target) => ImageSpec::new(self.name(), Flavour::Image)
-                .file("/probe.wasm", fixtures::bytes("probe", target)?)
-                .file("/data/greeting.txt", GREETING.as_bytes().to_vec())
-                .entrypoint(["/probe.wasm"]),
+            TestImage::Probe(target) => {
+                let path = match target {
+                    Target::Native => "/probe",
+                    _ => "/probe.wasm",
+                };
+                ImageSpec::new(self.name(), Flavour::Image)
+                    .file(path, fixtures::bytes("probe", target)?)
+                    .file("/data/greeting.txt", GREETING.as_bytes().to_vec())
+                    .entrypoint([path])
+            }
+            // Like Kubernetes' pause image, whose config sets the default PATH.
+            TestImage::Pause => ImageSpec::new(self.name(), Flavour::Image)
+                .file("/pause", fixtures::bytes("pause", Target::Native)?)
+                .entrypoint(["/pause"])
+                .env([DEFAULT_PATH]),
+            TestImage::IgnoreTerm => ImageSpec::new(self.name(), Flavour::Image)
+                .file(
+                    "/ignore-term",
+                    fixtures::bytes("ignore-term", Target::Native)?,
+                )
+                .entrypoint(["/ignore-term"]),
             TestImage::NotWasm => ImageSpec::new(self.name(), Flavour::Image)
                 .file("/bad.wasm", b"this is not wasm, just text\n".to_vec())
                 .entrypoint(["/bad.wasm"]),

@@ -1,6 +1,6 @@
 //! What a deleted container must not leave behind: processes, mounts, cgroups, runtime state.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -9,7 +9,30 @@ use anyhow::{Result, bail};
 pub struct Trace<'a> {
     pub id: &'a str,
     pub namespace: &'a str,
+    /// The runtime whose state dir is `/run/containerd/<engine>/<namespace>` (`wasmtime`,
+    /// `runc`).
     pub engine: &'a str,
+    /// The cgroup the container's own cgroup is created in. `None`: where `ctr` puts it,
+    /// `/<namespace>/<id>`; under CRI it is the sandbox's `cgroup_parent`.
+    pub cgroup_parent: Option<&'a str>,
+    /// containerd's root and state dirs: nothing in them (four levels deep: bundles,
+    /// CRI's sandbox and container dirs) may still be named after the container.
+    pub containerd_dirs: Vec<PathBuf>,
+    /// Other paths that must be gone (a pod's network namespace).
+    pub paths: Vec<PathBuf>,
+}
+
+impl<'a> Trace<'a> {
+    pub fn new(id: &'a str, namespace: &'a str, engine: &'a str) -> Self {
+        Self {
+            id,
+            namespace,
+            engine,
+            cgroup_parent: None,
+            containerd_dirs: Vec::new(),
+            paths: Vec::new(),
+        }
+    }
 }
 
 /// Waits (up to 10 s, for shims to exit) until nothing of the container is left; fails
@@ -36,13 +59,25 @@ pub fn assert_clean(trace: &Trace<'_>) -> Result<()> {
 pub fn leftovers(trace: &Trace<'_>) -> Vec<String> {
     let mut found = processes(trace.id);
     found.extend(mounts(trace.id));
-    found.extend(cgroups(trace.namespace, trace.id));
+    found.extend(cgroups(trace));
     let state = Path::new("/run/containerd")
         .join(trace.engine)
         .join(trace.namespace)
         .join(trace.id);
     if state.exists() {
         found.push(format!("runtime state {}", state.display()));
+    }
+    for dir in &trace.containerd_dirs {
+        found.extend(
+            named_entries(dir, trace.id, 4)
+                .into_iter()
+                .map(|path| format!("containerd file {}", path.display())),
+        );
+    }
+    for path in &trace.paths {
+        if path.exists() {
+            found.push(format!("path {}", path.display()));
+        }
     }
     found
 }
@@ -84,23 +119,90 @@ fn mounts(id: &str) -> Vec<String> {
         .collect()
 }
 
-/// `ctr` puts a container in cgroup `/<namespace>/<id>` of every hierarchy.
-fn cgroups(namespace: &str, id: &str) -> Vec<String> {
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+/// The cgroup hierarchies of this host: `/sys/fs/cgroup/<controller>` (v1),
+/// `/sys/fs/cgroup/unified` (hybrid), or `/sys/fs/cgroup` itself (v2 only).
+fn hierarchies() -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        return vec![root.to_path_buf()];
+    }
+    let Ok(entries) = std::fs::read_dir(root) else {
         return Vec::new();
     };
+    entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.is_dir())
+        .collect()
+}
+
+/// `ctr` puts a container in cgroup `/<namespace>/<id>` of every hierarchy; CRI in
+/// `<cgroup_parent>/<id>`.
+fn cgroups(trace: &Trace<'_>) -> Vec<String> {
     let mut found = Vec::new();
-    for hierarchy in hierarchies.flatten() {
-        for candidate in [
-            hierarchy.path().join(namespace).join(id),
-            hierarchy.path().join(id),
-        ] {
+    for hierarchy in hierarchies() {
+        let candidates = match trace.cgroup_parent {
+            Some(parent) => vec![
+                hierarchy
+                    .join(parent.trim_start_matches('/'))
+                    .join(trace.id),
+            ],
+            None => vec![
+                hierarchy.join(trace.namespace).join(trace.id),
+                hierarchy.join(trace.id),
+            ],
+        };
+        for candidate in candidates {
             if candidate.is_dir() {
                 found.push(format!("cgroup {}", candidate.display()));
             }
         }
     }
     found
+}
+
+/// Entries under `dir`, at most `depth` levels down, whose name is `id`.
+fn named_entries(dir: &Path, id: &str, depth: usize) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_name() == id {
+            found.push(path);
+        } else if depth > 1 && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            found.extend(named_entries(&path, id, depth - 1));
+        }
+    }
+    found
+}
+
+/// Removes cgroup `relative` (e.g. a pod's `/e2e/kubepods/besteffort/pod<uid>`) and every
+/// cgroup below it from each hierarchy, as kubelet does once a pod is gone. `rmdir` fails
+/// while a cgroup still holds a process or a child: what could not be removed is returned.
+pub fn remove_cgroup(relative: &str) -> Vec<String> {
+    let mut failures = Vec::new();
+    for hierarchy in hierarchies() {
+        let path = hierarchy.join(relative.trim_start_matches('/'));
+        if path.is_dir() {
+            remove_cgroup_dir(&path, &mut failures);
+        }
+    }
+    failures
+}
+
+fn remove_cgroup_dir(path: &Path, failures: &mut Vec<String>) {
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_dir(&entry.path(), failures);
+            }
+        }
+    }
+    if let Err(e) = std::fs::remove_dir(path) {
+        failures.push(format!("cgroup {}: {e}", path.display()));
+    }
 }
 
 #[cfg(test)]
@@ -112,5 +214,16 @@ mod tests {
         assert!(names("/ns/abc-1/rootfs", "abc-1"));
         assert!(names("shim -id abc-1 start", "abc-1"));
         assert!(!names("/ns/abc-10/rootfs", "abc-1"));
+    }
+
+    #[test]
+    fn entries_named_after_an_id_are_found_three_levels_down() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let deep = dir.path().join("a/b/abc-1");
+        std::fs::create_dir_all(&deep)?;
+        std::fs::create_dir_all(dir.path().join("a/b/c/abc-1"))?;
+        std::fs::write(dir.path().join("a/abc-10"), "")?;
+        assert_eq!(named_entries(dir.path(), "abc-1", 3), vec![deep]);
+        Ok(())
     }
 }

@@ -1,7 +1,8 @@
 //! The end-to-end harness: a private containerd with its own root, state and sockets, the
 //! shim binaries under test on its `PATH`, fixture programs built from `test/fixtures`,
 //! images built with `wasmrunner-oci` and imported with `ctr`, and checks that a deleted
-//! container left no process, mount or cgroup behind.
+//! container left no process, mount or cgroup behind. Its CRI plugin is on, for the CRI
+//! suite ([`cri`]): the calls kubelet makes for pods with a wasm RuntimeClass handler.
 //!
 //! Environment:
 //! - `WASMRUNNER_BIN_DIR`: where the shim binaries are (default `target/release`);
@@ -11,6 +12,7 @@
 
 pub mod command;
 pub mod containerd;
+pub mod cri;
 pub mod engine;
 pub mod fixtures;
 pub mod images;

@@ -14,6 +14,7 @@ use wasmrunner_oci::Flavour;
 
 use crate::command::{Outcome, run_command};
 use crate::containerd::Containerd;
+use crate::cri::{CriClient, K8S_NAMESPACE};
 use crate::engine::Engine;
 use crate::images::TestImage;
 use crate::leaks::{Trace, assert_clean};
@@ -71,6 +72,8 @@ pub struct Env {
     pub containerd: Arc<Containerd>,
     pub engine: Engine,
     imported: Mutex<HashMap<TestImage, std::result::Result<(), String>>>,
+    /// Images imported into CRI's namespace, `k8s.io`.
+    k8s_imported: Mutex<HashMap<TestImage, std::result::Result<(), String>>>,
     next_id: AtomicUsize,
 }
 
@@ -80,14 +83,16 @@ impl Env {
             containerd,
             engine,
             imported: Mutex::new(HashMap::new()),
+            k8s_imported: Mutex::new(HashMap::new()),
             next_id: AtomicUsize::new(0),
         }
     }
 
-    /// A container id no other case uses.
+    /// A container id no other case uses, nor another run of the suite on the same host
+    /// (the leak checks look for it host-wide).
     pub fn container_id(&self, label: &str) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{label}-{n}", self.engine.name)
+        format!("{}-{label}-{}-{n}", self.engine.name, std::process::id())
     }
 
     /// Builds and imports `image` into containerd (once), and returns its reference.
@@ -105,10 +110,15 @@ impl Env {
 
     /// Builds `image` into an archive and runs `ctr image import` on it.
     pub fn import_outcome(&self, image: TestImage) -> Result<Outcome> {
-        let archive = self
-            .containerd
-            .root()
-            .join(format!("{}.tar", image.name().replace(['/', ':'], "_")));
+        self.import_into(&self.containerd.namespace, image)
+    }
+
+    /// Builds `image` into an archive and imports it into containerd namespace `namespace`.
+    fn import_into(&self, namespace: &str, image: TestImage) -> Result<Outcome> {
+        let archive = self.containerd.root().join(format!(
+            "{namespace}-{}.tar",
+            image.name().replace(['/', ':'], "_")
+        ));
         wasmrunner_oci::write_archive(&image.spec()?, &archive)
             .with_context(|| format!("building {}", image.name()))?;
         let mut args = vec!["image", "import"];
@@ -118,7 +128,29 @@ impl Env {
         }
         let path = archive.to_string_lossy().into_owned();
         args.push(&path);
-        self.containerd.ctr(&args)
+        self.containerd.ctr_in(namespace, &args)
+    }
+
+    /// Builds and imports `image` into CRI's namespace, `k8s.io` (once), where pods find
+    /// it without a pull; returns its reference.
+    pub fn k8s_image(&self, image: TestImage) -> Result<String> {
+        let mut imported = self
+            .k8s_imported
+            .lock()
+            .map_err(|_| anyhow!("image cache poisoned"))?;
+        let result = imported.entry(image).or_insert_with(|| {
+            self.import_into(K8S_NAMESPACE, image)
+                .and_then(Outcome::ok)
+                .map(|_| ())
+                .map_err(|e| format!("importing into {K8S_NAMESPACE}: {e:#}"))
+        });
+        result.clone().map_err(|e| anyhow!(e))?;
+        Ok(image.name())
+    }
+
+    /// A new connection to containerd's CRI services.
+    pub fn cri_client(&self) -> Result<CriClient> {
+        CriClient::connect(&self.containerd.socket())
     }
 
     fn import(&self, image: TestImage) -> Result<()> {
@@ -220,11 +252,9 @@ impl Env {
 
     /// Checks that nothing of container `id` is left on the host.
     pub fn assert_clean(&self, id: &str) -> Result<()> {
-        assert_clean(&Trace {
-            id,
-            namespace: &self.containerd.namespace,
-            engine: &self.engine.name,
-        })
+        let mut trace = Trace::new(id, &self.containerd.namespace, &self.engine.name);
+        trace.containerd_dirs = self.containerd.dirs();
+        assert_clean(&trace)
     }
 }
 

@@ -5,6 +5,7 @@
 //! `cargo test --release -p wasmrunner-e2e --test e2e` (one).
 
 mod bad_input;
+mod cri;
 mod flavours;
 mod lifecycle;
 mod run;
@@ -18,11 +19,12 @@ use wasmrunner_e2e::{Case, Containerd, Engine, Env, fixtures};
 
 /// Every case, by area.
 fn cases() -> Vec<(&'static str, Case)> {
-    let areas: [(&str, Vec<Case>); 4] = [
+    let areas: [(&str, Vec<Case>); 5] = [
         ("run", run::cases()),
         ("lifecycle", lifecycle::cases()),
         ("flavours", flavours::cases()),
         ("bad_input", bad_input::cases()),
+        ("cri", cri::cases()),
     ];
     areas
         .into_iter()
@@ -53,19 +55,36 @@ fn run_suite(args: &Arguments) -> Result<ExitCode> {
         return Ok(libtest_mimic::run(args, trials).exit_code());
     }
     fixtures::build_all()?;
-    let containerd = Arc::new(Containerd::start(&Containerd::bin_dir_from_env()?)?);
+    let containerd = Arc::new(Containerd::start(
+        &Containerd::bin_dir_from_env()?,
+        &engines,
+    )?);
     println!(
-        "containerd {} at {} (namespace {})",
+        "containerd {} at {} (namespace {}; CRI in {})",
         containerd.version,
         containerd.root().display(),
-        containerd.namespace
+        containerd.namespace,
+        wasmrunner_e2e::cri::K8S_NAMESPACE,
     );
+    for action in &containerd.installer_actions {
+        println!("installer: {action}");
+    }
     let conclusion = libtest_mimic::run(args, trials(&engines, Some(&containerd)));
 
-    let leftovers = containerd.remove_leftover_containers()?;
+    let mut leftovers = containerd.remove_leftover_containers()?;
     if !leftovers.is_empty() {
         eprintln!("containers left in containerd after the suite: {leftovers:?}");
     }
+    // runc and the shims create the namespace's parent cgroup and leave it, empty.
+    let namespace_cgroup = format!("/{}", containerd.namespace);
+    for failure in wasmrunner_e2e::leaks::remove_cgroup(&namespace_cgroup) {
+        eprintln!("cannot remove the suite's cgroup: {failure}");
+    }
+    let cri_leftovers = wasmrunner_e2e::cri::clean_up_after_suite(&containerd);
+    if !cri_leftovers.is_empty() {
+        eprintln!("left by the CRI cases after the suite: {cri_leftovers:?}");
+    }
+    leftovers.extend(cri_leftovers);
     let containerd = Arc::try_unwrap(containerd)
         .map_err(|_| anyhow::anyhow!("a case still holds containerd"))?;
     let failed = conclusion.has_failed() || !leftovers.is_empty();
