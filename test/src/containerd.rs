@@ -115,30 +115,7 @@ impl Containerd {
         std::fs::write(&config, containerd_config(&root, version, &cri))
             .with_context(|| format!("writing {}", config.display()))?;
         let installer_actions = install_runtime_handlers(&config, version, engines)?;
-        let log = std::fs::File::create(root.join("containerd.log"))?;
-
-        let mut command = Command::new(&containerd);
-        command
-            .arg("--config")
-            .arg(&config)
-            .env("PATH", shim_path(bin_dir_containerd))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        // SAFETY: the closure runs in the forked child before exec and only calls `prctl`,
-        // which is async-signal-safe; it allocates nothing and touches no lock.
-        unsafe {
-            command.pre_exec(|| {
-                // containerd dies with the harness, even if the harness is killed.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", containerd.display()))?;
+        let child = spawn_daemon(bin_dir_containerd, &root)?;
         let mut this = Self {
             dir: Some(dir),
             root,
@@ -151,6 +128,31 @@ impl Containerd {
         };
         this.wait_ready()?;
         Ok(this)
+    }
+
+    /// Stops containerd (SIGTERM, as a service manager does) and starts it again with the
+    /// same config and dirs; running tasks and their shims are left alone.
+    pub fn restart(&mut self) -> Result<()> {
+        self.terminate()?;
+        self.child = spawn_daemon(&self.bin_dir, &self.root)?;
+        self.wait_ready()
+    }
+
+    fn terminate(&mut self) -> Result<()> {
+        // SAFETY: `kill` has no memory-safety preconditions; the pid is our own child's.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                self.child.kill()?;
+                self.child.wait()?;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
     }
 
     fn wait_ready(&mut self) -> Result<()> {
@@ -174,6 +176,11 @@ impl Containerd {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The folder this containerd's binaries came from.
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin_dir
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -242,19 +249,7 @@ impl Containerd {
 
     /// Stops containerd. The scratch dir is removed unless `keep` is set.
     pub fn stop(mut self, keep: bool) -> Result<()> {
-        // SAFETY: `kill` has no memory-safety preconditions; the pid is our own child's.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait()?.is_none() {
-            if Instant::now() > deadline {
-                self.child.kill()?;
-                self.child.wait()?;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.terminate()?;
         if let Some(dir) = self.dir.take() {
             if keep {
                 eprintln!("keeping {} for inspection", dir.keep().display());
@@ -264,6 +259,39 @@ impl Containerd {
         }
         Ok(())
     }
+}
+
+/// Starts the containerd of `bin_dir` on the config in `root`, appending to its log.
+fn spawn_daemon(bin_dir: &Path, root: &Path) -> Result<Child> {
+    let containerd = bin_dir.join("containerd");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("containerd.log"))?;
+    let mut command = Command::new(&containerd);
+    command
+        .arg("--config")
+        .arg(root.join("config.toml"))
+        .env("PATH", shim_path(bin_dir))
+        // Shared managers exit soon after their last container, so a run ends with none.
+        .env("WASMRUNNER_MANAGER_IDLE_SECS", "2")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: the closure runs in the forked child before exec and only calls `prctl`,
+    // which is async-signal-safe; it allocates nothing and touches no lock.
+    unsafe {
+        command.pre_exec(|| {
+            // containerd dies with the harness, even if the harness is killed.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+        .spawn()
+        .with_context(|| format!("starting {}", containerd.display()))
 }
 
 /// The shims under test come first on containerd's `PATH`, then this containerd's own
@@ -306,4 +334,83 @@ mod tests {
         assert!(ContainerdVersion::parse("nonsense").is_err());
         Ok(())
     }
+}
+
+impl Containerd {
+    /// The shim and manager processes serving this containerd (they are started with
+    /// `-address <its socket>`), as `(pid, command line)`.
+    pub fn shim_processes(&self) -> Vec<(u32, String)> {
+        let socket = self.socket().to_string_lossy().into_owned();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let words: Vec<String> = cmdline
+                    .split(|b| *b == 0)
+                    .map(|w| String::from_utf8_lossy(w).into_owned())
+                    .collect();
+                let serves_us = words
+                    .windows(2)
+                    .any(|w| w[0] == "-address" && w[1] == socket);
+                let is_shim = words
+                    .first()
+                    .is_some_and(|program| program.contains("containerd-shim-"));
+                (serves_us && is_shim).then(|| (pid, words.join(" ")))
+            })
+            .collect()
+    }
+
+    /// The shared managers serving namespace `namespace` with `binary` (their pids). The
+    /// manager's zygotes and the container processes they fork carry the same command line;
+    /// the manager is the one whose parent is not among them.
+    pub fn managers(&self, binary: &str, namespace: &str) -> Vec<u32> {
+        let family: Vec<u32> = self
+            .shim_processes()
+            .into_iter()
+            .filter(|(_, cmdline)| {
+                let words: Vec<&str> = cmdline.split(' ').collect();
+                words
+                    .first()
+                    .is_some_and(|program| program.ends_with(binary))
+                    && words
+                        .windows(2)
+                        .any(|w| w[0] == "-namespace" && w[1] == namespace)
+            })
+            .map(|(pid, _)| pid)
+            .collect();
+        family
+            .iter()
+            .copied()
+            .filter(|pid| parent_of(*pid).is_none_or(|parent| !family.contains(&parent)))
+            .collect()
+    }
+
+    /// Waits up to `timeout` for every shim and manager of this containerd to exit; returns
+    /// those still running.
+    pub fn wait_for_no_shims(&self, timeout: Duration) -> Vec<(u32, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = self.shim_processes();
+            if left.is_empty() || Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The parent of process `pid`.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces: the fields after it follow its closing parenthesis.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }

@@ -1,4 +1,4 @@
-//! The engines under test and what each one can run.
+//! The engines under test, in each mode, and what each one can run.
 
 use std::path::PathBuf;
 
@@ -6,38 +6,84 @@ use anyhow::{Result, bail};
 
 use crate::paths::bin_dir;
 
-/// One engine's shim, as containerd sees it.
+/// Who serves the Task API: one shim per pod, or one manager per engine and namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    PerPod,
+    Shared,
+}
+
+impl Mode {
+    /// The modes named by `WASMRUNNER_MODES` (`per-pod`, `shared`; default both).
+    pub fn selected() -> Vec<Mode> {
+        let names = std::env::var("WASMRUNNER_MODES").unwrap_or_else(|_| "per-pod,shared".into());
+        names
+            .split(',')
+            .filter_map(|name| match name.trim() {
+                "per-pod" => Some(Mode::PerPod),
+                "shared" => Some(Mode::Shared),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// One engine's shim in one mode, as containerd sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Engine {
     /// `wasmtime`, `wasmedge`, ...
     pub name: String,
+    pub mode: Mode,
 }
 
 impl Engine {
-    pub fn new(name: &str) -> Self {
+    pub fn new(name: &str, mode: Mode) -> Self {
         Self {
             name: name.to_string(),
+            mode,
         }
     }
 
-    /// The engines named by `WASMRUNNER_ENGINES` (default: wasmtime).
+    /// The engines named by `WASMRUNNER_ENGINES` (default: wasmtime), each in every mode of
+    /// `WASMRUNNER_MODES`.
     pub fn selected() -> Vec<Engine> {
         let names = std::env::var("WASMRUNNER_ENGINES").unwrap_or_else(|_| "wasmtime".into());
+        let modes = Mode::selected();
         names
             .split(',')
             .map(str::trim)
             .filter(|n| !n.is_empty())
-            .map(Engine::new)
+            .flat_map(|name| modes.iter().map(move |mode| Engine::new(name, *mode)))
             .collect()
+    }
+
+    /// How cases and containers of this engine and mode are named: also the CRI runtime
+    /// handler (`wasmtime`, `wasmtime-shared`).
+    pub fn label(&self) -> String {
+        match self.mode {
+            Mode::PerPod => self.name.clone(),
+            Mode::Shared => format!("{}-shared", self.name),
+        }
+    }
+
+    /// The CRI runtime handler (the RuntimeClass's `handler`).
+    pub fn handler(&self) -> String {
+        self.label()
     }
 
     /// The runtime name given to `ctr run --runtime`.
     pub fn runtime(&self) -> String {
-        format!("io.containerd.{}.v1", self.name)
+        match self.mode {
+            Mode::PerPod => format!("io.containerd.{}.v1", self.name),
+            Mode::Shared => format!("io.containerd.{}d.v1", self.name),
+        }
     }
 
     pub fn binary_name(&self) -> String {
-        format!("containerd-shim-{}-v1", self.name)
+        match self.mode {
+            Mode::PerPod => format!("containerd-shim-{}-v1", self.name),
+            Mode::Shared => format!("containerd-shim-{}d-v1", self.name),
+        }
     }
 
     pub fn binary(&self) -> Result<PathBuf> {
@@ -49,6 +95,11 @@ impl Engine {
             );
         }
         Ok(path)
+    }
+
+    /// The shared manager's binary name, in shared mode.
+    pub fn manager_binary(&self) -> Option<String> {
+        (self.mode == Mode::Shared).then(|| self.binary_name())
     }
 
     /// Whether this engine runs WASI preview 2 components.

@@ -9,9 +9,9 @@ use anyhow::{Result, bail};
 pub struct Trace<'a> {
     pub id: &'a str,
     pub namespace: &'a str,
-    /// The runtime whose state dir is `/run/containerd/<engine>/<namespace>` (`wasmtime`,
-    /// `runc`).
-    pub engine: &'a str,
+    /// The binary name of a shared manager, whose process serves many containers and
+    /// outlives each of them (it names the first container it served in its command line).
+    pub manager: Option<String>,
     /// The cgroup the container's own cgroup is created in. `None`: where `ctr` puts it,
     /// `/<namespace>/<id>`; under CRI it is the sandbox's `cgroup_parent`.
     pub cgroup_parent: Option<&'a str>,
@@ -23,11 +23,11 @@ pub struct Trace<'a> {
 }
 
 impl<'a> Trace<'a> {
-    pub fn new(id: &'a str, namespace: &'a str, engine: &'a str) -> Self {
+    pub fn new(id: &'a str, namespace: &'a str) -> Self {
         Self {
             id,
             namespace,
-            engine,
+            manager: None,
             cgroup_parent: None,
             containerd_dirs: Vec::new(),
             paths: Vec::new(),
@@ -57,16 +57,9 @@ pub fn assert_clean(trace: &Trace<'_>) -> Result<()> {
 
 /// Everything on the host that still names the container.
 pub fn leftovers(trace: &Trace<'_>) -> Vec<String> {
-    let mut found = processes(trace.id);
+    let mut found = processes(trace.id, trace.manager.as_deref());
     found.extend(mounts(trace.id));
     found.extend(cgroups(trace));
-    let state = Path::new("/run/containerd")
-        .join(trace.engine)
-        .join(trace.namespace)
-        .join(trace.id);
-    if state.exists() {
-        found.push(format!("runtime state {}", state.display()));
-    }
     for dir in &trace.containerd_dirs {
         found.extend(
             named_entries(dir, trace.id, 4)
@@ -89,7 +82,7 @@ fn names(text: &str, id: &str) -> bool {
 
 /// Processes whose command line or cgroup names the container (its shim is started with
 /// `-id <id>`, its init process lives in a cgroup named after it).
-fn processes(id: &str) -> Vec<String> {
+fn processes(id: &str, manager: Option<&str>) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return vec!["cannot read /proc".to_string()];
     };
@@ -103,8 +96,12 @@ fn processes(id: &str) -> Vec<String> {
             }
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            // A manager (and its zygotes) names the first container it served; that alone
+            // is no leak. A process in the container's cgroup is one, whatever its name.
+            let program = cmdline.split(' ').next().unwrap_or_default();
+            let is_manager = manager.is_some_and(|manager| program.ends_with(manager));
             let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
-            (names(&cmdline, id) || names(&cgroup, id))
+            ((names(&cmdline, id) && !is_manager) || names(&cgroup, id))
                 .then(|| format!("process {pid}: {}", cmdline.trim()))
         })
         .collect()

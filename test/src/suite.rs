@@ -15,13 +15,15 @@ use wasmrunner_oci::Flavour;
 use crate::command::{Outcome, run_command};
 use crate::containerd::Containerd;
 use crate::cri::{CriClient, K8S_NAMESPACE};
-use crate::engine::Engine;
+use crate::engine::{Engine, Mode};
 use crate::images::TestImage;
 use crate::leaks::{Trace, assert_clean};
 
 /// What a case needs from the containerd and engine under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Needs {
+    /// The shared-manager mode (there is a manager to count, kill, or keep).
+    SharedMode,
     /// containerd that unpacks images with wasm-typed layers.
     WasmLayers,
     /// An engine that runs WASI preview 2 components.
@@ -62,6 +64,9 @@ impl Case {
             Needs::Components if !env.engine.runs_components() => {
                 Some(format!("{} does not run WASI preview 2 components", env.engine.name))
             }
+            Needs::SharedMode if env.engine.mode != Mode::Shared => {
+                Some("only the shared-manager mode has a manager".to_string())
+            }
             _ => None,
         })
     }
@@ -92,7 +97,7 @@ impl Env {
     /// (the leak checks look for it host-wide).
     pub fn container_id(&self, label: &str) -> String {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{label}-{}-{n}", self.engine.name, std::process::id())
+        format!("{}-{label}-{}-{n}", self.engine.label(), std::process::id())
     }
 
     /// Builds and imports `image` into containerd (once), and returns its reference.
@@ -114,7 +119,7 @@ impl Env {
     }
 
     /// Builds `image` into an archive and imports it into containerd namespace `namespace`.
-    fn import_into(&self, namespace: &str, image: TestImage) -> Result<Outcome> {
+    pub fn import_into(&self, namespace: &str, image: TestImage) -> Result<Outcome> {
         let archive = self.containerd.root().join(format!(
             "{namespace}-{}.tar",
             image.name().replace(['/', ':'], "_")
@@ -252,7 +257,8 @@ impl Env {
 
     /// Checks that nothing of container `id` is left on the host.
     pub fn assert_clean(&self, id: &str) -> Result<()> {
-        let mut trace = Trace::new(id, &self.containerd.namespace, &self.engine.name);
+        let mut trace = Trace::new(id, &self.containerd.namespace);
+        trace.manager = self.engine.manager_binary();
         trace.containerd_dirs = self.containerd.dirs();
         assert_clean(&trace)
     }

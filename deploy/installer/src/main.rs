@@ -214,19 +214,22 @@ fn run_install(args: &InstallArgs) -> Result<()> {
     let mut copies = Vec::new();
     for spec in &selected {
         let name = spec.shim_binary();
-        let src = shims_dir.join(&name);
-        if !src.is_file() {
+        // A mode's binary may be missing from the shims dir: it is the engine's binary
+        // under another name, so that one is copied under this name.
+        let engine_binary = format!("containerd-shim-{}-v1", spec.engine);
+        let src = [shims_dir.join(&name), shims_dir.join(&engine_binary)]
+            .into_iter()
+            .find(|path| path.is_file());
+        let Some(src) = src else {
             bail!(
-                "engine `{}` needs {name}, which is not in {}",
+                "engine `{}` needs {name} (or {engine_binary}), which is not in {}",
                 spec.engine,
                 shims_dir.display()
             );
-        }
-        if !copies.iter().any(|c: &ShimCopy| c.src == src) {
-            copies.push(ShimCopy {
-                src,
-                dest: bin_dir.join(&name),
-            });
+        };
+        let dest = bin_dir.join(&name);
+        if !copies.iter().any(|c: &ShimCopy| c.dest == dest) {
+            copies.push(ShimCopy { src, dest });
         }
     }
 

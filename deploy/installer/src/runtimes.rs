@@ -18,13 +18,19 @@ pub struct RuntimeSpec {
     pub runtime_type: &'static str,
 }
 
-/// Every handler the installer knows. Adding a handler is one line here, e.g.
-/// `RuntimeSpec { engine: "wasmtime", handler: "wasmtime-shared", runtime_type: "io.containerd.wasmtimed.v1" }`.
+/// Every handler the installer knows. Adding a handler is one line here. Each engine has a
+/// per-pod handler (`<engine>`) and a shared-manager handler (`<engine>-shared`), whose shim
+/// is the same program under the name `containerd-shim-<engine>d-v1`.
 pub const RUNTIMES: &[RuntimeSpec] = &[
     RuntimeSpec {
         engine: "wasmtime",
         handler: "wasmtime",
         runtime_type: "io.containerd.wasmtime.v1",
+    },
+    RuntimeSpec {
+        engine: "wasmtime",
+        handler: "wasmtime-shared",
+        runtime_type: "io.containerd.wasmtimed.v1",
     },
     RuntimeSpec {
         engine: "wasmedge",
@@ -62,8 +68,13 @@ pub fn shim_binary_for(runtime_type: &str) -> Result<String, RuntimeError> {
     Ok(format!("containerd-shim-{name}-{version}"))
 }
 
-/// The engine name of a shim file name, if it has the `containerd-shim-<engine>-v1` form.
+/// The engine name of a shim file name: the engine of the table entry whose shim it is
+/// (`containerd-shim-wasmtimed-v1` is wasmtime's), else the `<engine>` of the
+/// `containerd-shim-<engine>-v1` form.
 pub fn engine_of_shim_file(file_name: &str) -> Option<&str> {
+    if let Some(spec) = RUNTIMES.iter().find(|spec| spec.shim_binary() == file_name) {
+        return Some(spec.engine);
+    }
     let engine = file_name
         .strip_prefix("containerd-shim-")?
         .strip_suffix("-v1")?;
@@ -158,6 +169,10 @@ mod tests {
             engine_of_shim_file("containerd-shim-wasmedge-v1"),
             Some("wasmedge")
         );
+        assert_eq!(
+            engine_of_shim_file("containerd-shim-wasmtimed-v1"),
+            Some("wasmtime")
+        );
         assert_eq!(engine_of_shim_file("containerd-shim-runc-v2"), None);
         assert_eq!(engine_of_shim_file("containerd-shim--v1"), None);
         assert_eq!(engine_of_shim_file("wasmtime"), None);
@@ -167,7 +182,7 @@ mod tests {
     fn select_keeps_table_order_and_rejects_unknown() {
         let picked = select(&["wasmedge", "wasmtime"]).unwrap();
         let handlers: Vec<_> = picked.iter().map(|s| s.handler).collect();
-        assert_eq!(handlers, ["wasmtime", "wasmedge"]);
+        assert_eq!(handlers, ["wasmtime", "wasmtime-shared", "wasmedge"]);
         assert_eq!(select(&["wasmtime"]).unwrap().len(), 1);
         let err = select(&["wasmer"]).unwrap_err();
         assert!(err.to_string().contains("wasmtime, wasmedge"), "{err}");

@@ -18,6 +18,20 @@ use super::{ContainerConfig, ContainerError};
 /// Forks the zygote. Call it first thing in `main`, while the process has one thread.
 pub fn init() {
     Zygote::init();
+    if let Err(err) = Zygote::global().try_run(die_with_parent, ()) {
+        tracing::warn!("the zygote will outlive this process if it dies: {err}");
+    }
+}
+
+/// Runs in a zygote: it ends when the shim does (a killed manager leaves no zygote behind),
+/// and works from `/`, since the shim's working directory is a bundle that containerd
+/// deletes while a manager still serves other containers.
+fn die_with_parent(_: ()) {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    let _ = std::env::set_current_dir("/");
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -67,6 +81,7 @@ pub fn operate(state_root: &Path, id: &str, operation: Operation) -> Result<(), 
 
 // Runs in a builder zygote.
 fn create_in_zygote<S: Shim>(config: ContainerConfig) -> Result<u32, String> {
+    die_with_parent(());
     std::fs::create_dir_all(&config.state_root)
         .map_err(|e| format!("creating {}: {e}", config.state_root.display()))?;
     let mut builder = ContainerBuilder::new(config.id.clone(), SyscallType::Linux)
@@ -105,16 +120,42 @@ fn operate_in_zygote(
             _ => Err("no such container".to_string()),
         };
     }
-    let mut container = Container::load(dir).map_err(|e| format!("{e}"))?;
+    let mut container = Container::load(dir.clone()).map_err(|e| format!("{e}"))?;
     let result = match operation {
         Operation::Start => container.start(),
         Operation::Kill(signal) => {
             let signal = Signal::try_from(signal as i32).map_err(|e| format!("{e}"))?;
             container.kill(signal, true)
         }
-        Operation::Delete => container.delete(true),
+        Operation::Delete => return delete_until_gone(container, &dir),
     };
     result.map_err(|e| format!("{e}"))
+}
+
+/// How long a delete keeps trying while killed processes are still leaving their cgroup.
+const DELETE_RETRIES: u32 = 50;
+const DELETE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Deletes a container, killing what still runs in it. A cgroup cannot be removed until
+/// the kernel has finished tearing down its killed processes, so a failed attempt is
+/// retried for a few seconds (a manager that died leaves running containers behind, and
+/// containerd's `shim delete` then finds them alive).
+fn delete_until_gone(mut container: Container, dir: &Path) -> Result<(), String> {
+    let mut attempt = 0;
+    loop {
+        match container.delete(true) {
+            Ok(()) => return Ok(()),
+            Err(err) if attempt >= DELETE_RETRIES => return Err(format!("{err}")),
+            Err(_) => {
+                attempt += 1;
+                std::thread::sleep(DELETE_RETRY_PAUSE);
+                if !dir.exists() {
+                    return Ok(());
+                }
+                container = Container::load(dir.to_path_buf()).map_err(|e| format!("{e}"))?;
+            }
+        }
+    }
 }
 
 /// containerd's output fifos, opened read-write so that opening never blocks on a reader.

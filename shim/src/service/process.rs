@@ -89,8 +89,9 @@ impl<S: Shim> containerd_shim::Shim for ShimProcess<S> {
         let bundle = std::env::current_dir()
             .map_err(|e| containerd_shim::Error::Other(format!("current dir: {e}")))?;
         let root = state_root(&bundle, S::name(), &self.namespace);
+        // containerd logs what this prints on stderr ("cleanup warnings").
         if let Err(err) = container::delete(&root, &self.id) {
-            tracing::warn!("cleaning up container {}: {err}", self.id);
+            eprintln!("wasmrunner: cleaning up container {}: {err}", self.id);
         }
         let _ = unmount_rootfs(&bundle);
         Ok(DeleteResponse {

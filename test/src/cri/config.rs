@@ -220,7 +220,8 @@ pub fn install_runtime_handlers(
     version: ContainerdVersion,
     engines: &[Engine],
 ) -> Result<Vec<String>> {
-    let names: Vec<&str> = engines.iter().map(|e| e.name.as_str()).collect();
+    let mut names: Vec<&str> = engines.iter().map(|e| e.name.as_str()).collect();
+    names.dedup();
     let specs = runtimes::select(&names).context("choosing the installer's runtime handlers")?;
     let mut options = Options::with_runtimes(&specs);
     options.containerd_version = Some(
@@ -233,7 +234,7 @@ pub fn install_runtime_handlers(
         .with_context(|| format!("installing the runtime handlers into {}", path.display()))?;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading {} after the install", path.display()))?;
-    for (engine, spec) in engines.iter().zip(&specs) {
+    for spec in &specs {
         ensure!(
             report
                 .actions
@@ -246,7 +247,7 @@ pub fn install_runtime_handlers(
         );
         ensure!(
             text.contains(&format!("runtimes.{}]", spec.handler))
-                && text.contains(&engine.runtime()),
+                && text.contains(spec.runtime_type),
             "{} lacks the {} handler after the install:\n{text}",
             path.display(),
             spec.handler

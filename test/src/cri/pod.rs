@@ -719,7 +719,10 @@ impl RemovedPod<'_> {
     /// log dir and files as kubelet would, which fails if a cgroup still has a process.
     pub fn assert_clean(self) -> Result<()> {
         for id in &self.ids {
-            let mut trace = Trace::new(id, K8S_NAMESPACE, &self.handler);
+            let mut trace = Trace::new(id, K8S_NAMESPACE);
+            if self.handler == self.env.engine.handler() {
+                trace.manager = self.env.engine.manager_binary();
+            }
             trace.cgroup_parent = Some(&self.cgroup_parent);
             trace.containerd_dirs = self.env.containerd.dirs();
             trace.paths = self.netns.iter().cloned().collect();

@@ -38,9 +38,9 @@ const PROBE_NATIVE: TestImage = TestImage::Probe(Target::Native);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 const LOG_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The engine's RuntimeClass handler (the installer names handlers after engines).
-fn handler(env: &Env) -> &str {
-    &env.engine.name
+/// The RuntimeClass handler of the engine and mode under test (`wasmtime`, `wasmtime-shared`).
+fn handler(env: &Env) -> String {
+    env.engine.handler()
 }
 
 fn expect_exit(status: &ContainerStatus, code: i32, reason: &str) -> Result<()> {
@@ -85,8 +85,9 @@ fn runtime_handlers_registered(env: &Env) -> Result<()> {
         .context("no config in the verbose CRI Status")?;
     let config: serde_json::Value =
         serde_json::from_str(config).context("the verbose CRI Status's config is not JSON")?;
+    let wasm_handler = handler(env);
     for (name, runtime_type) in [
-        (handler(env), env.engine.runtime()),
+        (wasm_handler.as_str(), env.engine.runtime()),
         (RUNC_HANDLER, "io.containerd.runc.v2".to_string()),
     ] {
         let found = find_key(&config, name)
@@ -122,7 +123,7 @@ fn find_key<'v>(value: &'v serde_json::Value, key: &str) -> Option<&'v serde_jso
 
 /// One wasm container: hello in its CRI log, exit code 0, reason Completed.
 fn hello_pod(env: &Env) -> Result<()> {
-    let mut pod = Pod::run(env, PodSpec::new("hello", handler(env), Network::Host))?;
+    let mut pod = Pod::run(env, PodSpec::new("hello", &handler(env), Network::Host))?;
     let id = pod.run_container(&ContainerSpec::new("hello", HELLO_WASM, &[]))?;
     let status = pod.wait_exited(&id, EXIT_TIMEOUT)?;
     expect_exit(&status, 0, "Completed")?;
@@ -161,7 +162,7 @@ fn hello_pod(env: &Env) -> Result<()> {
 /// StopContainer stops the module with SIGTERM (143, well before the grace period ends) and
 /// the sidecar with SIGKILL once its 2 s grace period is over (137).
 fn wasm_and_native_sidecar(env: &Env) -> Result<()> {
-    let mut pod = Pod::run(env, PodSpec::new("sidecar", handler(env), Network::Host))?;
+    let mut pod = Pod::run(env, PodSpec::new("sidecar", &handler(env), Network::Host))?;
     let app = pod.run_container(&ContainerSpec::new("app", PROBE_WASM, &["sleep"]))?;
     let sidecar = pod.run_container(&ContainerSpec::new("sidecar", TestImage::IgnoreTerm, &[]))?;
     for (name, id) in [("app", &app), ("sidecar", &sidecar)] {
@@ -195,7 +196,7 @@ fn wasm_and_native_sidecar(env: &Env) -> Result<()> {
 
 /// Two wasm containers in one pod, each with its own log; CRI's env reaches the module.
 fn two_wasm_containers(env: &Env) -> Result<()> {
-    let mut pod = Pod::run(env, PodSpec::new("two", handler(env), Network::Host))?;
+    let mut pod = Pod::run(env, PodSpec::new("two", &handler(env), Network::Host))?;
     let hello = pod.run_container(&ContainerSpec::new("hello", HELLO_WASM, &[]))?;
     let probe = pod.run_container(&ContainerSpec::new(
         "probe",
@@ -246,7 +247,7 @@ fn oom_case(env: &Env, handler: &str, image: TestImage) -> Result<()> {
 /// A wasm container over its memory limit is OOMKilled (exit 137): the shim must publish
 /// containerd's TaskOOM event for CRI to say so.
 fn oom_killed(env: &Env) -> Result<()> {
-    oom_case(env, handler(env), PROBE_WASM)
+    oom_case(env, &handler(env), PROBE_WASM)
 }
 
 /// The same under runc: what kubelet sees from a native container.
@@ -258,7 +259,7 @@ fn runc_baseline_oom_killed(env: &Env) -> Result<()> {
 /// attempt 1 in the same sandbox, with its own log file; the exited one stays (for
 /// `kubectl logs --previous`) until the pod goes.
 fn restart_same_name(env: &Env) -> Result<()> {
-    let mut pod = Pod::run(env, PodSpec::new("restart", handler(env), Network::Host))?;
+    let mut pod = Pod::run(env, PodSpec::new("restart", &handler(env), Network::Host))?;
     let spec = ContainerSpec::new("app", HELLO_WASM, &[]);
     let mut ids = Vec::new();
     for attempt in 0..2 {
@@ -292,7 +293,7 @@ fn restart_same_name(env: &Env) -> Result<()> {
 /// A running module and a `cat /etc/hosts` module in `network`; returns the pod, the
 /// running container's id and the hosts file the second one read.
 fn network_pod<'e>(env: &'e Env, network: Network) -> Result<(Pod<'e>, String, Vec<String>)> {
-    let mut pod = Pod::run(env, PodSpec::new("net", handler(env), network))?;
+    let mut pod = Pod::run(env, PodSpec::new("net", &handler(env), network))?;
     let app = pod.run_container(&ContainerSpec::new("app", PROBE_WASM, &["sleep"]))?;
     pod.wait_for_stdout("app", 0, "ready", LOG_TIMEOUT)?;
     pod.wait_running(&app, LOG_TIMEOUT)?;
@@ -504,7 +505,7 @@ fn pod_stats_problems(
 }
 
 fn stats_of_a_busy_module(env: &Env) -> Result<()> {
-    stats_case(env, handler(env), PROBE_WASM)
+    stats_case(env, &handler(env), PROBE_WASM)
 }
 
 fn runc_baseline_stats(env: &Env) -> Result<()> {

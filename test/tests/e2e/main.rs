@@ -9,6 +9,7 @@ mod cri;
 mod flavours;
 mod lifecycle;
 mod run;
+mod shared;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -19,12 +20,13 @@ use wasmrunner_e2e::{Case, Containerd, Engine, Env, fixtures};
 
 /// Every case, by area.
 fn cases() -> Vec<(&'static str, Case)> {
-    let areas: [(&str, Vec<Case>); 5] = [
+    let areas: [(&str, Vec<Case>); 6] = [
         ("run", run::cases()),
         ("lifecycle", lifecycle::cases()),
         ("flavours", flavours::cases()),
         ("bad_input", bad_input::cases()),
         ("cri", cri::cases()),
+        ("shared", shared::cases()),
     ];
     areas
         .into_iter()
@@ -85,6 +87,17 @@ fn run_suite(args: &Arguments) -> Result<ExitCode> {
         eprintln!("left by the CRI cases after the suite: {cri_leftovers:?}");
     }
     leftovers.extend(cri_leftovers);
+    // Per-pod shims exit with their last task, managers shortly after (the harness sets
+    // their idle time to 2 s): none may outlive the suite.
+    let shims = containerd.wait_for_no_shims(std::time::Duration::from_secs(10));
+    if !shims.is_empty() {
+        eprintln!("shims or managers still running after the suite: {shims:?}");
+        leftovers.extend(
+            shims
+                .into_iter()
+                .map(|(pid, cmdline)| format!("process {pid}: {cmdline}")),
+        );
+    }
     let containerd = Arc::try_unwrap(containerd)
         .map_err(|_| anyhow::anyhow!("a case still holds containerd"))?;
     let failed = conclusion.has_failed() || !leftovers.is_empty();
@@ -103,7 +116,7 @@ fn trials(engines: &[Engine], containerd: Option<&Arc<Containerd>>) -> Vec<Trial
     for engine in engines {
         let env = containerd.map(|c| Arc::new(Env::new(Arc::clone(c), engine.clone())));
         for (area, case) in cases() {
-            let name = format!("{}::{area}::{}", engine.name, case.name);
+            let name = format!("{}::{area}::{}", engine.label(), case.name);
             let Some(env) = env.clone() else {
                 trials.push(Trial::test(name, || Ok(())));
                 continue;

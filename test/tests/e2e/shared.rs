@@ -1,0 +1,288 @@
+//! The shared-manager mode: one manager per engine and namespace, and what happens when the
+//! manager, containerd or one workload fails. The restart case runs in both modes.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use wasmrunner_e2e::containerd::{Containerd, parent_of};
+use wasmrunner_e2e::fixtures::Target;
+use wasmrunner_e2e::images::{HELLO, TestImage};
+use wasmrunner_e2e::leaks::{Trace, assert_clean, remove_cgroup};
+use wasmrunner_e2e::suite::{Needs, delete_container};
+use wasmrunner_e2e::{Case, Env};
+use wasmrunner_oci::Flavour;
+
+pub fn cases() -> Vec<Case> {
+    vec![
+        Case::new(
+            "one_manager_serves_every_container",
+            one_manager_serves_every_container,
+        )
+        .needs(&[Needs::SharedMode]),
+        Case::new("killed_manager_leaks_nothing", killed_manager_leaks_nothing)
+            .needs(&[Needs::SharedMode]),
+        Case::new(
+            "a_crash_takes_down_only_its_container",
+            a_crash_takes_down_only_its_container,
+        )
+        .needs(&[Needs::SharedMode]),
+        Case::new(
+            "containerd_restart_keeps_tasks",
+            containerd_restart_keeps_tasks,
+        ),
+    ]
+}
+
+const SLEEPER: TestImage = TestImage::Probe(Target::WasiP1);
+const WAIT: Duration = Duration::from_secs(20);
+
+fn manager_binary(env: &Env) -> Result<String> {
+    env.engine
+        .manager_binary()
+        .context("the engine under test is not in shared mode")
+}
+
+/// The one manager serving namespace `namespace`; fails unless there is exactly one.
+fn the_manager(env: &Env, containerd: &Containerd, namespace: &str) -> Result<u32> {
+    let managers = containerd.managers(&manager_binary(env)?, namespace);
+    match managers.as_slice() {
+        [pid] => Ok(*pid),
+        _ => bail!(
+            "expected exactly one manager for namespace {namespace}, found {managers:?}: {:?}",
+            containerd.shim_processes()
+        ),
+    }
+}
+
+fn task_pid(containerd: &Containerd, namespace: &str, id: &str) -> Result<Option<(u32, String)>> {
+    let listing = containerd.ctr_in(namespace, &["task", "ls"])?.ok()?;
+    Ok(listing.stdout.lines().find_map(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [task, pid, status] if *task == id => Some((pid.parse().ok()?, status.to_string())),
+            _ => None,
+        }
+    }))
+}
+
+fn wait_for_task(
+    containerd: &Containerd,
+    namespace: &str,
+    id: &str,
+    done: impl Fn(Option<&(u32, String)>) -> bool,
+) -> Result<Option<(u32, String)>> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let task = task_pid(containerd, namespace, id)?;
+        if done(task.as_ref()) {
+            return Ok(task);
+        }
+        if Instant::now() > deadline {
+            bail!("task {id} in {namespace}: still {task:?} after {WAIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn running(task: Option<&(u32, String)>) -> bool {
+    task.is_some_and(|(_, status)| status == "RUNNING")
+}
+
+/// Every container of a namespace is served by one manager, the parent of their processes.
+fn one_manager_serves_every_container(env: &Env) -> Result<()> {
+    let tasks = (0..3)
+        .map(|_| env.start_attached(SLEEPER, &["/probe.wasm", "sleep"]))
+        .collect::<Result<Vec<_>>>()?;
+    let manager = the_manager(env, &env.containerd, &env.containerd.namespace)?;
+    for task in &tasks {
+        let (pid, _) = task_pid(&env.containerd, &env.containerd.namespace, &task.id)?
+            .with_context(|| format!("task {} is not listed", task.id))?;
+        ensure!(
+            parent_of(pid) == Some(manager),
+            "task {} (pid {pid}) is a child of {:?}, not of the manager {manager}",
+            task.id,
+            parent_of(pid)
+        );
+    }
+    for task in tasks {
+        let id = task.id.clone();
+        env.containerd
+            .ctr(&["task", "kill", "--signal", "SIGKILL", &id])?
+            .ok()?;
+        task.wait(WAIT)?.expect_status(137)?;
+        delete_container(env, &id)?;
+        env.assert_clean(&id)?;
+    }
+    Ok(())
+}
+
+/// SIGKILL the manager while containers run: containerd sees the tasks exit, deleting them
+/// leaves nothing, and the next container starts a fresh manager. In a namespace of its own,
+/// so the other cases keep their manager.
+fn killed_manager_leaks_nothing(env: &Env) -> Result<()> {
+    let containerd = &env.containerd;
+    let namespace = format!("{}-kill-{}", containerd.namespace, env.engine.label());
+    for image in [SLEEPER, TestImage::Hello(Target::WasiP1, Flavour::Image)] {
+        env.import_into(&namespace, image)?.ok()?;
+    }
+    let ids: Vec<String> = (0..2).map(|_| env.container_id("victim")).collect();
+    for id in &ids {
+        containerd
+            .ctr_in(
+                &namespace,
+                &[
+                    "run",
+                    "-d",
+                    "--runtime",
+                    &env.engine.runtime(),
+                    &SLEEPER.name(),
+                    id,
+                    "/probe.wasm",
+                    "sleep",
+                ],
+            )?
+            .ok()?;
+        wait_for_task(containerd, &namespace, id, running)?;
+    }
+    let manager = the_manager(env, containerd, &namespace)?;
+    // SAFETY: `kill` has no memory-safety preconditions.
+    unsafe {
+        libc::kill(manager as libc::pid_t, libc::SIGKILL);
+    }
+    for id in &ids {
+        wait_for_task(containerd, &namespace, id, |task| !running(task))?;
+        // containerd may have removed the task itself; the container record stays.
+        let _ = containerd.ctr_in(&namespace, &["task", "delete", id]);
+        containerd
+            .ctr_in(&namespace, &["containers", "delete", id])?
+            .ok()?;
+        let mut trace = Trace::new(id, &namespace);
+        trace.containerd_dirs = containerd.dirs();
+        assert_clean(&trace).with_context(|| format!("after killing manager {manager}"))?;
+    }
+    let fresh = env.container_id("after");
+    let out = containerd
+        .ctr_in(
+            &namespace,
+            &[
+                "run",
+                "--rm",
+                "--runtime",
+                &env.engine.runtime(),
+                &TestImage::Hello(Target::WasiP1, Flavour::Image).name(),
+                &fresh,
+            ],
+        )?
+        .ok()?;
+    ensure!(
+        out.stdout.contains(HELLO),
+        "no hello from a fresh manager: {out}"
+    );
+    let managers = containerd.managers(&manager_binary(env)?, &namespace);
+    ensure!(
+        !managers.contains(&manager),
+        "the killed manager {manager} is still listed: {managers:?}"
+    );
+    for failure in remove_cgroup(&format!("/{namespace}")) {
+        eprintln!("{failure}");
+    }
+    Ok(())
+}
+
+/// A workload that exhausts its memory ends alone: its neighbour and the manager live on.
+fn a_crash_takes_down_only_its_container(env: &Env) -> Result<()> {
+    let neighbour = env.start_attached(SLEEPER, &["/probe.wasm", "sleep"])?;
+    let manager = the_manager(env, &env.containerd, &env.containerd.namespace)?;
+    let crash = env.run_rm_with(
+        SLEEPER,
+        &["--memory-limit", &(48u64 << 20).to_string()],
+        &["/probe.wasm", "grow"],
+    )?;
+    ensure!(
+        matches!(crash.status, Some(status) if status != 0),
+        "the module that exhausts its memory did not fail: {crash}"
+    );
+    ensure!(
+        env.task_status(&neighbour.id)?.as_deref() == Some("RUNNING"),
+        "the neighbour stopped when another container crashed"
+    );
+    let after = the_manager(env, &env.containerd, &env.containerd.namespace)?;
+    ensure!(
+        after == manager,
+        "the manager changed from {manager} to {after}"
+    );
+    let id = neighbour.id.clone();
+    env.containerd
+        .ctr(&["task", "kill", "--signal", "SIGKILL", &id])?
+        .ok()?;
+    neighbour.wait(WAIT)?.expect_status(137)?;
+    delete_container(env, &id)?;
+    env.assert_clean(&id)
+}
+
+/// containerd restarts while a task runs: the task keeps running (same process) and is
+/// reachable again (listed, signalled, its exit seen). On a containerd of its own.
+fn containerd_restart_keeps_tasks(env: &Env) -> Result<()> {
+    let mut containerd =
+        Containerd::start(env.containerd.bin_dir(), std::slice::from_ref(&env.engine))?;
+    // Its own namespace name: cgroups are host-wide, and the suite's containerd uses the same.
+    containerd.namespace = format!("{}-restart-{}", containerd.namespace, env.engine.label());
+    let result = restart_case(env, &mut containerd);
+    let leftovers = containerd.remove_leftover_containers().unwrap_or_default();
+    let shims = containerd.wait_for_no_shims(Duration::from_secs(10));
+    for failure in remove_cgroup(&format!("/{}", containerd.namespace)) {
+        eprintln!("{failure}");
+    }
+    containerd.stop(result.is_err())?;
+    result?;
+    ensure!(leftovers.is_empty(), "containers left: {leftovers:?}");
+    ensure!(shims.is_empty(), "shims still running: {shims:?}");
+    Ok(())
+}
+
+fn restart_case(env: &Env, containerd: &mut Containerd) -> Result<()> {
+    let namespace = containerd.namespace.clone();
+    let archive = containerd.root().join("probe.tar");
+    wasmrunner_oci::write_archive(&SLEEPER.spec()?, &archive)?;
+    containerd
+        .ctr(&["image", "import", &archive.to_string_lossy()])?
+        .ok()?;
+    let id = env.container_id("restart");
+    containerd
+        .ctr(&[
+            "run",
+            "-d",
+            "--runtime",
+            &env.engine.runtime(),
+            &SLEEPER.name(),
+            &id,
+            "/probe.wasm",
+            "sleep",
+        ])?
+        .ok()?;
+    let (pid, _) =
+        wait_for_task(containerd, &namespace, &id, running)?.context("the task vanished")?;
+    containerd.restart()?;
+    let (after, _) = wait_for_task(containerd, &namespace, &id, running)?
+        .context("the task is gone after containerd restarted")?;
+    ensure!(
+        after == pid,
+        "the task's process changed from {pid} to {after}"
+    );
+    ensure!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the task's process {pid} died with containerd"
+    );
+    containerd
+        .ctr(&["task", "kill", "--signal", "SIGKILL", &id])?
+        .ok()?;
+    wait_for_task(containerd, &namespace, &id, |task| {
+        task.is_some_and(|(_, status)| status == "STOPPED")
+    })?;
+    containerd.ctr(&["task", "delete", &id])?;
+    containerd.ctr(&["containers", "delete", &id])?.ok()?;
+    let mut trace = Trace::new(&id, &namespace);
+    trace.containerd_dirs = containerd.dirs();
+    trace.manager = env.engine.manager_binary();
+    assert_clean(&trace)
+}
