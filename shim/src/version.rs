@@ -107,7 +107,10 @@ mod tests {
         let text = VersionReport(&info).to_string();
         assert!(text.starts_with("containerd-shim-wasmtime-v1:\n"), "{text}");
         assert!(
-            text.contains("  Runtime: io.containerd.wasmtime.v1\n"),
+            text.contains(
+                "  Runtime: io.containerd.wasmtime.v1 (per-pod), io.containerd.wasmtimed.v1 \
+                 (shared manager, as containerd-shim-wasmtimed-v1)\n"
+            ),
             "{text}"
         );
         assert!(text.contains("  Engine: wasmtime 48.0.8\n"), "{text}");

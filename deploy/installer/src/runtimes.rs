@@ -183,7 +183,7 @@ mod tests {
         let picked = select(&["wasmedge", "wasmtime"]).unwrap();
         let handlers: Vec<_> = picked.iter().map(|s| s.handler).collect();
         assert_eq!(handlers, ["wasmtime", "wasmtime-shared", "wasmedge"]);
-        assert_eq!(select(&["wasmtime"]).unwrap().len(), 1);
+        assert_eq!(select(&["wasmtime"]).unwrap().len(), 2);
         let err = select(&["wasmer"]).unwrap_err();
         assert!(err.to_string().contains("wasmtime, wasmedge"), "{err}");
     }

@@ -199,7 +199,13 @@ fn someone_elses_handler_is_kept_or_refused() {
     node.write_config(same);
     let out = node.install(&[]);
     assert!(out.contains("already configured by someone else"), "{out}");
-    assert_eq!(node.read_config(), same);
+    // The user's `wasmtime` table stays as it is; only the shared-mode handler is added.
+    let installed = node.read_config();
+    assert!(installed.starts_with(same), "{installed}");
+    assert!(
+        installed.contains("runtimes.wasmtime-shared]"),
+        "{installed}"
+    );
     // The entry is not ours: uninstall leaves it.
     node.uninstall();
     assert_eq!(node.read_config(), same);

@@ -229,7 +229,8 @@ fn user_defined_handler_is_not_duplicated() {
     );
     let installed = std::fs::read_to_string(&path).unwrap();
     let block = &installed[original.len()..];
-    assert!(!block.contains("runtimes.wasmtime"), "{block}");
+    assert!(!block.contains("runtimes.wasmtime]"), "{block}");
+    assert!(block.contains("runtimes.wasmtime-shared]"), "{block}");
     assert!(block.contains("runtimes.wasmedge]"), "{block}");
     // Rendered: one wasmtime table (the user's), wasmedge from our block.
     let rendered = render_k3s_template(&installed, ConfigVersion::V2, &detected(&[]), false);
