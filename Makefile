@@ -1,6 +1,6 @@
 # The Makefile is the contract CI and developers share: `make test` is what CI runs.
 CARGO ?= cargo
-SHIM_PACKAGES := -p wasmrunner-wasmtime -p wasmrunner-oci
+SHIM_PACKAGES := -p wasmrunner-wasmtime -p wasmrunner-oci -p wasmrunner-installer
 # containerd releases the end-to-end suite runs against: the system one (Debian 12: 1.6.20)
 # and the ones test/containerd/fetch.sh unpacks from Debian's newer suites (1.7, 2.x).
 CONTAINERD_MATRIX ?= system target/containerd/trixie/bin target/containerd/sid/bin

@@ -1,9 +1,5 @@
 //! `containerd-shim-wasmtime-v1`: runs WebAssembly containers with Wasmtime.
 
-mod compiler;
-mod engine;
-mod sandbox;
-
 fn main() {
-    wasmrunner_shim::run::<engine::WasmtimeShim>(engine::INFO);
+    wasmrunner_shim::run::<wasmrunner_wasmtime::WasmtimeShim>(wasmrunner_wasmtime::INFO);
 }

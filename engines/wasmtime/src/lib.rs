@@ -1,0 +1,8 @@
+//! Wasmtime on runwasi's engine contract: engine code only. The binary
+//! `containerd-shim-wasmtime-v1` (src/main.rs) hands it to wasmrunner's shim.
+
+mod compiler;
+mod engine;
+mod sandbox;
+
+pub use engine::{INFO, WASMTIME_VERSION, WasmtimeShim, new_engine};
