@@ -273,8 +273,12 @@ fn spawn_daemon(bin_dir: &Path, root: &Path) -> Result<Child> {
         .arg("--config")
         .arg(root.join("config.toml"))
         .env("PATH", shim_path(bin_dir))
-        // Shared managers exit soon after their last container, so a run ends with none.
-        .env("WASMRUNNER_MANAGER_IDLE_SECS", "2")
+        // Shared managers exit soon after their last container, so a run ends with none
+        // (unless the caller, e.g. the benchmarks, chose another idle time).
+        .env(
+            "WASMRUNNER_MANAGER_IDLE_SECS",
+            std::env::var("WASMRUNNER_MANAGER_IDLE_SECS").unwrap_or_else(|_| "3".into()),
+        )
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

@@ -51,10 +51,35 @@ impl Operation {
     }
 }
 
+/// How often a build that lost libcontainer's start-up race is tried again.
+const BUILD_ATTEMPTS: u32 = 3;
+
+/// libcontainer 0.6's intermediate process clones the init process and only then reports
+/// its pid; an init scheduled first (a loaded node) reports "ready" before it, and the
+/// build fails with this. Nothing is wrong with the container: remove it and build again.
+const STARTUP_RACE: &str = "received unexpected message: InitReady";
+
+/// Builds the container, retrying a build that lost libcontainer's start-up race.
+pub fn create<S: Shim>(config: ContainerConfig) -> Result<u32, ContainerError> {
+    let mut attempt = 1;
+    loop {
+        match build::<S>(config.clone()) {
+            Err(ContainerError::Create { reason, .. })
+                if reason.contains(STARTUP_RACE) && attempt < BUILD_ATTEMPTS =>
+            {
+                tracing::warn!("container {}: {reason}; building it again", config.id);
+                operate(&config.state_root, &config.id, Operation::Delete)?;
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Each container is built in a fresh copy of the zygote, which exits afterwards:
 /// libcontainer's builder is not meant to run twice in one process (a second build in the
 /// same process reads the first one's messages: "received unexpected message: InitReady").
-pub fn create<S: Shim>(config: ContainerConfig) -> Result<u32, ContainerError> {
+fn build<S: Shim>(config: ContainerConfig) -> Result<u32, ContainerError> {
     let id = config.id.clone();
     // The fork happens inside the global zygote; `spawn` panics when that fails.
     let builder = std::panic::catch_unwind(|| Zygote::global().spawn())

@@ -9,8 +9,9 @@ mod task;
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use containerd_shim::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
@@ -68,6 +69,46 @@ struct Inner {
     exit: Arc<ExitSignal>,
     /// Drives the gRPC calls to containerd's content store.
     runtime: tokio::runtime::Runtime,
+    /// Creates under way: a manager is not idle while one is, even with no task listed yet.
+    creating: AtomicUsize,
+    /// When a task was last created or deleted, for the manager's idle exit.
+    last_activity: Mutex<Instant>,
+}
+
+impl Inner {
+    fn touch(&self) {
+        if let Ok(mut last) = self.last_activity.lock() {
+            *last = Instant::now();
+        }
+    }
+
+    /// No task, no create under way, and nothing happened for `idle_for`.
+    fn idle_for(&self, idle_for: Duration) -> bool {
+        self.creating.load(Ordering::SeqCst) == 0
+            && self.tasks.read().is_ok_and(|tasks| tasks.is_empty())
+            && self
+                .last_activity
+                .lock()
+                .is_ok_and(|last| last.elapsed() >= idle_for)
+    }
+}
+
+/// Counts a create as under way until dropped.
+struct Creating<'a>(&'a Inner);
+
+impl<'a> Creating<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        inner.creating.fetch_add(1, Ordering::SeqCst);
+        inner.touch();
+        Self(inner)
+    }
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.creating.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn not_found(what: impl std::fmt::Display) -> ttrpc::Error {
@@ -114,6 +155,8 @@ impl<S: Shim> TaskService<S> {
                     .worker_threads(1)
                     .enable_all()
                     .build()?,
+                creating: AtomicUsize::new(0),
+                last_activity: Mutex::new(Instant::now()),
             }),
             _engine: PhantomData,
         })
@@ -130,6 +173,7 @@ impl<S: Shim> TaskService<S> {
     }
 
     fn create_task(&self, req: CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
+        let _creating = Creating::new(&self.inner);
         if req.terminal {
             return Err(status(
                 ttrpc::Code::INVALID_ARGUMENT,
@@ -302,6 +346,7 @@ impl<S: Shim> TaskService<S> {
             watch.take();
         }
         self.inner.tasks.write().map_err(internal)?.remove(&task.id);
+        self.inner.touch();
         self.inner.events.send(Event::Delete(TaskDelete {
             container_id: task.id.clone(),
             pid: task.pid,
@@ -450,7 +495,7 @@ impl<S: Shim> containerd_shim::Task for TaskService<S> {
                 let idle_for = manager_idle_exit();
                 std::thread::spawn(move || {
                     std::thread::sleep(idle_for);
-                    if inner.tasks.read().is_ok_and(|tasks| tasks.is_empty()) {
+                    if inner.idle_for(idle_for) {
                         inner.exit.signal();
                     }
                 });

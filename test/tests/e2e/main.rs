@@ -88,8 +88,8 @@ fn run_suite(args: &Arguments) -> Result<ExitCode> {
     }
     leftovers.extend(cri_leftovers);
     // Per-pod shims exit with their last task, managers shortly after (the harness sets
-    // their idle time to 2 s): none may outlive the suite.
-    let shims = containerd.wait_for_no_shims(std::time::Duration::from_secs(10));
+    // their idle time to 3 s): none may outlive the suite.
+    let shims = containerd.wait_for_no_shims(std::time::Duration::from_secs(15));
     if !shims.is_empty() {
         eprintln!("shims or managers still running after the suite: {shims:?}");
         leftovers.extend(
