@@ -5,7 +5,7 @@ SHIM_PACKAGES := -p wasmrunner-wasmtime -p wasmrunner-oci -p wasmrunner-installe
 # and the ones test/containerd/fetch.sh unpacks from Debian's newer suites (1.7, 2.x).
 CONTAINERD_MATRIX ?= system target/containerd/trixie/bin target/containerd/sid/bin
 
-.PHONY: all setup build fixtures test unit e2e lint fmt demo clean
+.PHONY: all setup build fixtures test unit e2e bench-check lint fmt demo clean
 
 all: build
 
@@ -23,8 +23,9 @@ build:
 		ln -f target/release/containerd-shim-$$engine-v1 target/release/containerd-shim-$${engine}d-v1; \
 	done
 
-## test: everything CI runs: setup, build, unit tests, then the end-to-end suite on every containerd
-test: setup build unit e2e
+## test: everything CI runs: setup, build, unit tests, the end-to-end suite on every
+## containerd, and a quick benchmark run (a check that it still works; timings are not judged)
+test: setup build unit e2e bench-check
 
 ## unit: the crates' own tests
 unit:
@@ -38,6 +39,17 @@ e2e: build
 		echo "=== e2e against containerd: $$dir"; \
 		$(CARGO) test --release -p wasmrunner-e2e --test e2e; \
 	done
+
+## bench: wasmrunner beside runc through a private containerd (cold start, throughput,
+## memory, big modules, compute); prints a table, writes target/bench/results.json.
+## BENCH_ARGS=--quick for the short run CI does; see `wasmrunner-bench --help`.
+BENCH_ARGS ?=
+.PHONY: bench
+bench: build
+	$(CARGO) run --release -p wasmrunner-bench -- --json target/bench/results.json $(BENCH_ARGS)
+
+bench-check: build
+	$(CARGO) run --release -p wasmrunner-bench -- --quick --json target/bench/quick.json
 
 ## lint: formatting and clippy, warnings as errors
 lint:

@@ -1,0 +1,302 @@
+//! `wasmrunner-bench`: what running Wasm through wasmrunner costs, beside what containerd
+//! itself costs. Every figure is measured in the same run as its baseline, against one
+//! private containerd (the e2e harness's [`wasmrunner_e2e::Containerd`]):
+//!
+//! - cold start: `ctr run --rm` of the hello image, per-pod and shared shims, and runc with the
+//!   static native hello (the floor containerd sets);
+//! - throughput: create + start + wait + delete of many tasks through containerd's gRPC API,
+//!   M at a time;
+//! - memory: PSS of every shim, manager, zygote and container process per live container;
+//! - big module: first and second start of a >= 10 MiB module packaged as a runwasi artifact
+//!   (compiled, then loaded from containerd's content store);
+//! - compute: a CPU-bound loop in a container against the same engine outside any container.
+//!
+//! `make bench` runs it; `--quick` is the short run CI does.
+
+mod bench;
+mod bigmodule;
+mod cold;
+mod compute;
+mod grpc;
+mod memory;
+mod procs;
+mod report;
+mod runtime;
+mod signals;
+mod stats;
+mod throughput;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use wasmrunner_e2e::Containerd;
+use wasmrunner_e2e::paths::repo_root;
+
+use crate::bench::Bench;
+use crate::report::{Report, SectionOutcome};
+
+/// The parts of the benchmark, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Section {
+    Cold,
+    Throughput,
+    Memory,
+    #[value(name = "big-module", alias = "big")]
+    BigModule,
+    Compute,
+}
+
+impl Section {
+    pub const ALL: [Section; 5] = [
+        Section::Cold,
+        Section::Throughput,
+        Section::Memory,
+        Section::BigModule,
+        Section::Compute,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Section::Cold => "cold",
+            Section::Throughput => "throughput",
+            Section::Memory => "memory",
+            Section::BigModule => "big_module",
+            Section::Compute => "compute",
+        }
+    }
+}
+
+/// wasmrunner's shims beside runc, through a private containerd.
+#[derive(Debug, Parser)]
+#[command(name = "wasmrunner-bench", version)]
+pub struct Args {
+    /// Tiny sizes (what CI runs; about 2-3 minutes).
+    #[arg(long)]
+    pub quick: bool,
+    /// The folder with `containerd`, `ctr` and `containerd-shim-runc-v2` (default:
+    /// target/containerd/sid/bin when present, else WASMRUNNER_CONTAINERD_BIN or PATH).
+    #[arg(long, value_name = "DIR")]
+    pub containerd: Option<PathBuf>,
+    /// Run only these sections (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Section>,
+    /// Where to write the results as JSON (default: target/bench/results.json in the
+    /// repository).
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Cold start: `ctr run --rm` runs per runtime (default 20, quick 3).
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Throughput: tasks per concurrency level (default 200, quick 20).
+    #[arg(long)]
+    pub tasks: Option<usize>,
+    /// Throughput: concurrency levels (default 1,4,20).
+    #[arg(long, value_delimiter = ',')]
+    pub concurrency: Vec<usize>,
+    /// Memory: numbers of live containers to measure at (default 1,20,100; quick 1,5).
+    #[arg(long, value_delimiter = ',')]
+    pub containers: Vec<usize>,
+    /// Big module: size of the generated module's code, in MiB (at least 10).
+    #[arg(long, default_value_t = 10)]
+    pub big_module_mib: usize,
+    /// Compute: rounds of the probe's loop (default: about 2 s of Wasm, quick about 0.5 s).
+    #[arg(long)]
+    pub compute_rounds: Option<u64>,
+    /// Compute: runs per place (default 3; the fastest loop and the median startup are
+    /// reported).
+    #[arg(long)]
+    pub compute_runs: Option<usize>,
+}
+
+/// The sizes of one run, from the flags.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sizes {
+    pub cold_runs: usize,
+    pub tasks: usize,
+    pub concurrency: Vec<usize>,
+    pub containers: Vec<usize>,
+    pub big_module_bytes: usize,
+    /// Big module: both modes and a compile on the host (quick: per-pod only).
+    pub big_module_thorough: bool,
+    pub compute_rounds: u64,
+    pub compute_runs: usize,
+}
+
+impl Sizes {
+    fn from_args(args: &Args) -> Result<Self> {
+        let quick = args.quick;
+        let sizes = Self {
+            cold_runs: args.runs.unwrap_or(if quick { 3 } else { 20 }),
+            tasks: args.tasks.unwrap_or(if quick { 20 } else { 200 }),
+            concurrency: if args.concurrency.is_empty() {
+                vec![1, 4, 20]
+            } else {
+                args.concurrency.clone()
+            },
+            containers: if args.containers.is_empty() {
+                if quick { vec![1, 5] } else { vec![1, 20, 100] }
+            } else {
+                args.containers.clone()
+            },
+            big_module_bytes: args.big_module_mib << 20,
+            big_module_thorough: !quick,
+            // About 10 ns a round here: 2 s of loop by default, 0.5 s quick.
+            compute_rounds: args.compute_rounds.unwrap_or(if quick {
+                50_000_000
+            } else {
+                200_000_000
+            }),
+            compute_runs: args.compute_runs.unwrap_or(3),
+        };
+        anyhow::ensure!(sizes.cold_runs > 0, "--runs must be at least 1");
+        anyhow::ensure!(sizes.tasks > 0, "--tasks must be at least 1");
+        anyhow::ensure!(
+            sizes.concurrency.iter().all(|&m| m > 0),
+            "--concurrency levels must be at least 1"
+        );
+        anyhow::ensure!(
+            sizes.containers.iter().all(|&k| k > 0),
+            "--containers counts must be at least 1"
+        );
+        anyhow::ensure!(
+            args.big_module_mib >= 10,
+            "--big-module-mib must be at least 10 (the benchmark is about big modules)"
+        );
+        anyhow::ensure!(sizes.compute_runs > 0, "--compute-runs must be at least 1");
+        Ok(sizes)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("wasmrunner-bench: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// containerd 2.x from `make setup` when it is there, else what the e2e harness would use.
+fn containerd_dir(args: &Args) -> Result<PathBuf> {
+    if let Some(dir) = &args.containerd {
+        return Ok(dir.clone());
+    }
+    let sid = repo_root().join("target/containerd/sid/bin");
+    if sid.join("containerd").is_file() {
+        return Ok(sid);
+    }
+    Containerd::bin_dir_from_env()
+}
+
+/// Runs the selected sections; `Ok(false)` when one of them failed (the others still ran
+/// and the report is still written).
+fn run(args: &Args) -> Result<bool> {
+    let started = Instant::now();
+    let sizes = Sizes::from_args(args)?;
+    let sections: Vec<Section> = if args.only.is_empty() {
+        Section::ALL.to_vec()
+    } else {
+        Section::ALL
+            .into_iter()
+            .filter(|s| args.only.contains(s))
+            .collect()
+    };
+    let json_path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| repo_root().join("target/bench/results.json"));
+    // Before any thread exists: the shared managers inherit it from containerd (unless the
+    // harness sets its own), so the last one exits soon after the run.
+    if std::env::var_os(runtime::MANAGER_IDLE_ENV).is_none() {
+        // SAFETY: the process has a single thread here; nothing reads the environment
+        // concurrently.
+        unsafe { std::env::set_var(runtime::MANAGER_IDLE_ENV, "10") };
+    }
+    signals::install();
+
+    wasmrunner_e2e::fixtures::build_all().context("building the fixtures")?;
+    let dir = containerd_dir(args)?;
+    eprintln!("starting containerd from {}", dir.display());
+    let bench = Bench::start(&dir, sizes.clone())?;
+    eprintln!(
+        "containerd {} at {} (namespace {})",
+        bench.containerd().version,
+        bench.containerd().root().display(),
+        bench.containerd().namespace
+    );
+
+    let mut report = Report::new(
+        args.quick,
+        bench.containerd().version.to_string(),
+        &dir,
+        bench.namespace(),
+        &sizes,
+    );
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for section in &sections {
+            if signals::interrupted() {
+                report.add(*section, SectionOutcome::Failed("interrupted".into()));
+                continue;
+            }
+            eprintln!("== {}", section.key());
+            let section_started = Instant::now();
+            let outcome = run_section(&bench, *section);
+            if let SectionOutcome::Failed(reason) = &outcome {
+                eprintln!("{} failed: {reason}", section.key());
+                // What the failed section left must not weigh on the next one.
+                match bench.container_ids() {
+                    Ok(ids) => {
+                        if let Err(e) = bench.remove_containers(&ids) {
+                            eprintln!("{e:#}");
+                        }
+                    }
+                    Err(e) => eprintln!("listing containers: {e:#}"),
+                }
+            }
+            eprintln!(
+                "== {} took {:.1} s",
+                section.key(),
+                section_started.elapsed().as_secs_f64()
+            );
+            report.add(*section, outcome);
+        }
+    }));
+    // containerd's log is worth keeping when something failed; it goes beside the JSON.
+    let failed = !report.all_ok() || outcome.is_err();
+    let log_path = json_path.with_file_name("containerd.log");
+    let log_dir_ready = log_path
+        .parent()
+        .is_some_and(|dir| std::fs::create_dir_all(dir).is_ok());
+    let cleanup = bench.finish((failed && log_dir_ready).then_some(log_path.as_path()));
+    if let Err(err) = &cleanup {
+        eprintln!("cleaning up: {err:#}");
+    }
+    if outcome.is_err() {
+        anyhow::bail!("a section panicked (everything it started was cleaned up)");
+    }
+    report.finish(started.elapsed());
+    report.write_json(&json_path)?;
+    println!("{}", report.table());
+    println!("JSON: {}", json_path.display());
+    Ok(report.all_ok() && cleanup.is_ok())
+}
+
+fn run_section(bench: &Bench, section: Section) -> SectionOutcome {
+    let result = match section {
+        Section::Cold => cold::run(bench).map(SectionOutcome::Cold),
+        Section::Throughput => throughput::run(bench).map(SectionOutcome::Throughput),
+        Section::Memory => memory::run(bench).map(SectionOutcome::Memory),
+        Section::BigModule => bigmodule::run(bench),
+        Section::Compute => compute::run(bench).map(SectionOutcome::Compute),
+    };
+    match result {
+        Ok(outcome) => outcome,
+        Err(err) => SectionOutcome::Failed(format!("{err:#}")),
+    }
+}

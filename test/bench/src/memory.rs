@@ -1,0 +1,201 @@
+//! Memory: with K long-running containers (`probe sleep`, started with `ctr run -d`), the PSS
+//! of every process the runtime keeps for them, summed and divided by K.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::bench::Bench;
+use crate::procs::{Footprint, footprint};
+use crate::runtime::Runtime;
+use crate::signals;
+
+/// How many `ctr run -d` at once while filling up.
+const STARTERS: usize = 4;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub containers: usize,
+    pub total_pss_kib: u64,
+    pub pss_per_container_kib: f64,
+    pub footprint: Footprint,
+    /// How long the footprint took to settle after the last start.
+    pub settle_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    pub runtimes: BTreeMap<&'static str, Vec<Point>>,
+    pub workload: &'static str,
+}
+
+impl Memory {
+    pub fn per_container_mib(&self, runtime: Runtime, containers: usize) -> Option<f64> {
+        self.runtimes
+            .get(runtime.key())?
+            .iter()
+            .find(|p| p.containers == containers)
+            .map(|p| p.pss_per_container_kib / 1024.0)
+    }
+}
+
+pub fn run(bench: &Bench) -> Result<Memory> {
+    let mut counts = bench.sizes.containers.clone();
+    counts.sort_unstable();
+    counts.dedup();
+    let mut runtimes = BTreeMap::new();
+    for runtime in Runtime::ALL {
+        let mut started: Vec<String> = Vec::new();
+        let result = measure(bench, runtime, &counts, &mut started);
+        let removed = bench.remove_containers(&started);
+        let points = result?;
+        removed?;
+        // Per-pod shims exit with their container; a shared manager after its idle time
+        // (it is measured last, and filtered by binary name anyway).
+        let left =
+            bench.wait_for_shims_to_exit(Some(runtime.shim_binary()), Duration::from_secs(5));
+        if runtime != Runtime::Shared && !left.is_empty() {
+            bail!(
+                "{} shims still running after their containers were deleted: {left:?}",
+                runtime.label()
+            );
+        }
+        runtimes.insert(runtime.key(), points);
+    }
+    Ok(Memory {
+        runtimes,
+        workload: "probe sleep (wasip1 module in a normal image; static native build for runc)",
+    })
+}
+
+fn measure(
+    bench: &Bench,
+    runtime: Runtime,
+    counts: &[usize],
+    started: &mut Vec<String>,
+) -> Result<Vec<Point>> {
+    let (image, probe) = runtime.probe_image();
+    let image = bench.image(image)?;
+    let mut points = Vec::new();
+    for &k in counts {
+        signals::check()?;
+        let wanted = k - started.len();
+        let ids: Vec<String> = (0..wanted)
+            .map(|_| bench.id(&format!("mem-{}", runtime.tag())))
+            .collect();
+        // Recorded before starting, so that a failed start is still cleaned up.
+        started.extend(ids.iter().cloned());
+        start_all(bench, runtime, &image, probe, &ids)?;
+        let settle = Instant::now();
+        let footprint = settled(bench, runtime, k)?;
+        let total = footprint.total_kib();
+        let point = Point {
+            containers: k,
+            total_pss_kib: total,
+            pss_per_container_kib: total as f64 / k as f64,
+            footprint,
+            settle_s: settle.elapsed().as_secs_f64(),
+        };
+        eprintln!(
+            "memory: {} K={k}: {:.2} MiB per container",
+            runtime.label(),
+            point.pss_per_container_kib / 1024.0
+        );
+        points.push(point);
+    }
+    Ok(points)
+}
+
+/// `ctr run -d --null-io` of each id, a few at a time.
+fn start_all(
+    bench: &Bench,
+    runtime: Runtime,
+    image: &str,
+    probe: &str,
+    ids: &[String],
+) -> Result<()> {
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let chunk = ids.len().div_ceil(STARTERS).max(1);
+        let handles: Vec<_> = ids
+            .chunks(chunk)
+            .map(|chunk| {
+                scope.spawn(move || -> Vec<String> {
+                    let mut failures = Vec::new();
+                    for id in chunk {
+                        if signals::interrupted() {
+                            break;
+                        }
+                        if let Err(e) = start_one(bench, runtime, image, probe, id) {
+                            failures.push(format!("{e:#}"));
+                            break;
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| vec!["a starter thread panicked".into()])
+            })
+            .collect()
+    });
+    signals::check()?;
+    if !failures.is_empty() {
+        bail!("starting containers: {}", failures.join("; "));
+    }
+    Ok(())
+}
+
+fn start_one(bench: &Bench, runtime: Runtime, image: &str, probe: &str, id: &str) -> Result<()> {
+    let mut command = bench.ctr_command();
+    command
+        .args([
+            "run",
+            "-d",
+            "--null-io",
+            "--runtime",
+            runtime.runtime_name(),
+        ])
+        .arg(image)
+        .arg(id)
+        .args([probe, "sleep"]);
+    wasmrunner_e2e::run_command(&mut command)?
+        .ok()
+        .with_context(|| format!("starting {} container {id}", runtime.label()))?;
+    Ok(())
+}
+
+/// Measures until the total changes by less than 1% between two readings a second apart
+/// (each container compiled its module and went to sleep), and every container has its
+/// process; at most 30 s.
+fn settled(bench: &Bench, runtime: Runtime, k: usize) -> Result<Footprint> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let read = || footprint(runtime.shim_binary(), &bench.socket(), bench.namespace());
+    let mut last = read()?;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        signals::check()?;
+        let now = read()?;
+        let (a, b) = (last.total_kib() as f64, now.total_kib() as f64);
+        let steady = a > 0.0 && ((b - a).abs() / a) < 0.01;
+        if steady && now.containers_with_processes == k {
+            return Ok(now);
+        }
+        if Instant::now() > deadline {
+            if now.containers_with_processes != k {
+                bail!(
+                    "{} of {k} {} containers have a process after 30 s",
+                    now.containers_with_processes,
+                    runtime.label()
+                );
+            }
+            return Ok(now);
+        }
+        last = now;
+    }
+}

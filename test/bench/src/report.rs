@@ -1,0 +1,500 @@
+//! The results: one table on stdout, everything measured in a JSON file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::bigmodule::BigModule;
+use crate::cold::Cold;
+use crate::compute::{Compute, HOST};
+use crate::memory::Memory;
+use crate::runtime::Runtime;
+use crate::stats::Summary;
+use crate::throughput::Throughput;
+use crate::{Section, Sizes};
+
+/// What a section came to.
+pub enum SectionOutcome {
+    Cold(Cold),
+    Throughput(Throughput),
+    Memory(Memory),
+    BigModule(BigModule),
+    Compute(Compute),
+    Skipped(String),
+    Failed(String),
+}
+
+/// How a figure is shown, and which way is worse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    Seconds,
+    TasksPerSecond,
+    Mib,
+}
+
+impl Unit {
+    fn show(self, value: f64) -> String {
+        match self {
+            Unit::Seconds if value < 10.0 => format!("{value:.3} s"),
+            Unit::Seconds => format!("{value:.2} s"),
+            Unit::TasksPerSecond => format!("{value:.1}/s"),
+            Unit::Mib => format!("{value:.2} MiB"),
+        }
+    }
+
+    /// wasmrunner's cost relative to the baseline: more than 1 means slower, fewer tasks per
+    /// second, or more memory.
+    fn cost(self, value: f64, baseline: f64) -> Option<f64> {
+        if value <= 0.0 || baseline <= 0.0 {
+            return None;
+        }
+        Some(match self {
+            Unit::TasksPerSecond => baseline / value,
+            Unit::Seconds | Unit::Mib => value / baseline,
+        })
+    }
+}
+
+/// One line of the table: a figure for both modes, beside its baseline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub section: &'static str,
+    pub figure: String,
+    pub unit: Unit,
+    pub per_pod: Option<f64>,
+    pub shared: Option<f64>,
+    pub baseline: Option<f64>,
+    pub baseline_is: String,
+    /// Cost relative to the baseline (> 1: wasmrunner is slower or bigger).
+    pub per_pod_cost: Option<f64>,
+    pub shared_cost: Option<f64>,
+    /// Whether the baseline is the floor containerd sets with runc (the figures the
+    /// largest-gap line looks at).
+    pub against_floor: bool,
+    /// Extra text for the value cells (min-max), not in the JSON.
+    #[serde(skip)]
+    notes: [Option<String>; 3],
+}
+
+impl Row {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        section: Section,
+        figure: impl Into<String>,
+        unit: Unit,
+        per_pod: Option<f64>,
+        shared: Option<f64>,
+        baseline: Option<f64>,
+        baseline_is: &str,
+        against_floor: bool,
+    ) -> Self {
+        let cost = |value: Option<f64>| match (value, baseline) {
+            (Some(v), Some(b)) => unit.cost(v, b),
+            _ => None,
+        };
+        Self {
+            section: section.key(),
+            figure: figure.into(),
+            unit,
+            per_pod,
+            shared,
+            baseline,
+            baseline_is: baseline_is.to_string(),
+            per_pod_cost: cost(per_pod),
+            shared_cost: cost(shared),
+            against_floor,
+            notes: [None, None, None],
+        }
+    }
+
+    fn with_notes(mut self, notes: [Option<String>; 3]) -> Self {
+        self.notes = notes;
+        self
+    }
+}
+
+pub struct Report {
+    quick: bool,
+    containerd_version: String,
+    containerd_dir: PathBuf,
+    namespace: String,
+    sizes: Sizes,
+    started: SystemTime,
+    duration: Duration,
+    sections: Vec<(Section, SectionOutcome)>,
+}
+
+impl Report {
+    pub fn new(
+        quick: bool,
+        containerd_version: String,
+        containerd_dir: &Path,
+        namespace: &str,
+        sizes: &Sizes,
+    ) -> Self {
+        Self {
+            quick,
+            containerd_version,
+            containerd_dir: containerd_dir.to_path_buf(),
+            namespace: namespace.to_string(),
+            sizes: sizes.clone(),
+            started: SystemTime::now(),
+            duration: Duration::ZERO,
+            sections: Vec::new(),
+        }
+    }
+
+    pub fn add(&mut self, section: Section, outcome: SectionOutcome) {
+        self.sections.push((section, outcome));
+    }
+
+    pub fn finish(&mut self, duration: Duration) {
+        self.duration = duration;
+    }
+
+    pub fn all_ok(&self) -> bool {
+        !self
+            .sections
+            .iter()
+            .any(|(_, outcome)| matches!(outcome, SectionOutcome::Failed(_)))
+    }
+
+    fn rows(&self) -> Vec<Row> {
+        let mut rows = Vec::new();
+        for (section, outcome) in &self.sections {
+            match outcome {
+                SectionOutcome::Cold(cold) => rows.extend(cold_rows(cold)),
+                SectionOutcome::Throughput(t) => rows.extend(throughput_rows(t, &self.sizes)),
+                SectionOutcome::Memory(m) => rows.extend(memory_rows(m, &self.sizes)),
+                SectionOutcome::BigModule(big) => {
+                    let floor = self.sections.iter().find_map(|(_, o)| match o {
+                        SectionOutcome::Cold(cold) => cold.median(Runtime::Runc),
+                        _ => None,
+                    });
+                    rows.extend(big_module_rows(big, floor));
+                }
+                SectionOutcome::Compute(c) => rows.extend(compute_rows(c)),
+                SectionOutcome::Skipped(_) | SectionOutcome::Failed(_) => {
+                    let _ = section;
+                }
+            }
+        }
+        rows
+    }
+
+    fn section_json(outcome: &SectionOutcome) -> Value {
+        let data = |value: Result<Value, serde_json::Error>| match value {
+            Ok(data) => json!({ "status": "ok", "data": data }),
+            Err(e) => json!({ "status": "failed", "reason": format!("serializing: {e}") }),
+        };
+        match outcome {
+            SectionOutcome::Cold(x) => data(serde_json::to_value(x)),
+            SectionOutcome::Throughput(x) => data(serde_json::to_value(x)),
+            SectionOutcome::Memory(x) => data(serde_json::to_value(x)),
+            SectionOutcome::BigModule(x) => data(serde_json::to_value(x)),
+            SectionOutcome::Compute(x) => data(serde_json::to_value(x)),
+            SectionOutcome::Skipped(reason) => json!({ "status": "skipped", "reason": reason }),
+            SectionOutcome::Failed(reason) => json!({ "status": "failed", "reason": reason }),
+        }
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let sections: BTreeMap<&str, Value> = self
+            .sections
+            .iter()
+            .map(|(section, outcome)| (section.key(), Self::section_json(outcome)))
+            .collect();
+        let started = self
+            .started
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let document = json!({
+            "tool": "wasmrunner-bench",
+            "quick": self.quick,
+            "started_unix": started,
+            "duration_s": self.duration.as_secs_f64(),
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "containerd": {
+                "version": self.containerd_version,
+                "bin_dir": self.containerd_dir,
+                "namespace": self.namespace,
+            },
+            "runtimes": Runtime::ALL.iter().map(|r| (r.key(), r.runtime_name())).collect::<BTreeMap<_, _>>(),
+            "baseline": BASELINE,
+            "sizes": self.sizes,
+            "sections": sections,
+            "rows": self.rows(),
+        });
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let text = serde_json::to_string_pretty(&document).context("serializing the report")?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The table, plain text with aligned columns, then the baseline and largest-gap lines.
+    pub fn table(&self) -> String {
+        let rows = self.rows();
+        let header = [
+            "section",
+            "figure",
+            "wasmtime per-pod",
+            "wasmtime shared",
+            "baseline",
+            "baseline is",
+            "per-pod/base",
+            "shared/base",
+        ];
+        let mut lines: Vec<[String; 8]> = vec![header.map(str::to_string)];
+        for row in &rows {
+            let cell = |value: Option<f64>, note: &Option<String>| match (value, note) {
+                (Some(v), Some(n)) => format!("{} {n}", row.unit.show(v)),
+                (Some(v), None) => row.unit.show(v),
+                (None, _) => "-".to_string(),
+            };
+            let ratio = |cost: Option<f64>| cost.map_or("-".to_string(), |c| format!("{c:.2}x"));
+            lines.push([
+                row.section.to_string(),
+                row.figure.clone(),
+                cell(row.per_pod, &row.notes[0]),
+                cell(row.shared, &row.notes[1]),
+                cell(row.baseline, &row.notes[2]),
+                row.baseline_is.clone(),
+                ratio(row.per_pod_cost),
+                ratio(row.shared_cost),
+            ]);
+        }
+        let mut widths = [0usize; 8];
+        for line in &lines {
+            for (width, cell) in widths.iter_mut().zip(line) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        let mut out = format!(
+            "wasmrunner-bench: containerd {}, {} cores, {} run, {:.0} s\n\n",
+            self.containerd_version,
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
+            if self.quick { "quick" } else { "default" },
+            self.duration.as_secs_f64()
+        );
+        for (i, line) in lines.iter().enumerate() {
+            let text: Vec<String> = line
+                .iter()
+                .zip(widths)
+                .enumerate()
+                .map(|(column, (cell, width))| {
+                    // Numbers right-aligned, words left-aligned.
+                    if column >= 2 && column != 5 {
+                        format!("{cell:>width$}")
+                    } else {
+                        format!("{cell:<width$}")
+                    }
+                })
+                .collect();
+            out.push_str(text.join("  ").trim_end());
+            out.push('\n');
+            if i == 0 {
+                let total = widths.iter().sum::<usize>() + 2 * (widths.len() - 1);
+                out.push_str(&"-".repeat(total));
+                out.push('\n');
+            }
+        }
+        for (section, outcome) in &self.sections {
+            match outcome {
+                SectionOutcome::Skipped(reason) => {
+                    out.push_str(&format!("{}: skipped: {reason}\n", section.key()));
+                }
+                SectionOutcome::Failed(reason) => {
+                    out.push_str(&format!("{}: FAILED: {reason}\n", section.key()));
+                }
+                _ => {}
+            }
+        }
+        out.push('\n');
+        out.push_str(&format!("Baseline: {BASELINE}.\n"));
+        out.push_str(
+            "x/base: wasmrunner's cost over the baseline (time, time per task, memory); 1.00x = no gap.\n",
+        );
+        if let Some(gap) = largest_gap(&rows) {
+            out.push_str(&gap);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+const BASELINE: &str = "runc (io.containerd.runc.v2) running static native builds of the same programs \
+     through the same containerd, measured in the same run: the floor containerd itself sets \
+     (compute: the same Wasmtime configuration outside any container)";
+
+fn largest_gap(rows: &[Row]) -> Option<String> {
+    let mut worst: Option<(f64, String)> = None;
+    for row in rows.iter().filter(|r| r.against_floor) {
+        for (mode, cost) in [("per-pod", row.per_pod_cost), ("shared", row.shared_cost)] {
+            let Some(cost) = cost else { continue };
+            if worst.as_ref().is_none_or(|(w, _)| cost > *w) {
+                worst = Some((
+                    cost,
+                    format!(
+                        "Largest gap to the floor: {} {} (wasmtime {mode}): {cost:.2}x {}",
+                        row.section, row.figure, row.baseline_is
+                    ),
+                ));
+            }
+        }
+    }
+    worst.map(|(_, text)| text)
+}
+
+fn range(summary: Option<&Summary>) -> Option<String> {
+    summary.map(|s| format!("({:.3}-{:.3})", s.min, s.max))
+}
+
+fn cold_rows(cold: &Cold) -> Vec<Row> {
+    let median = |r: Runtime| cold.median(r);
+    vec![
+        Row::new(
+            Section::Cold,
+            format!("ctr run --rm hello, median (min-max) of {}", cold.runs),
+            Unit::Seconds,
+            median(Runtime::PerPod),
+            median(Runtime::Shared),
+            median(Runtime::Runc),
+            "runc, native hello",
+            true,
+        )
+        .with_notes([
+            range(cold.summary(Runtime::PerPod)),
+            range(cold.summary(Runtime::Shared)),
+            range(cold.summary(Runtime::Runc)),
+        ]),
+        Row::new(
+            Section::Cold,
+            "first run, untimed above (shared: spawns the manager)",
+            Unit::Seconds,
+            cold.warm_up(Runtime::PerPod),
+            cold.warm_up(Runtime::Shared),
+            cold.warm_up(Runtime::Runc),
+            "runc, native hello",
+            false,
+        ),
+    ]
+}
+
+fn throughput_rows(t: &Throughput, sizes: &Sizes) -> Vec<Row> {
+    sizes
+        .concurrency
+        .iter()
+        .map(|&m| {
+            Row::new(
+                Section::Throughput,
+                format!("{} tasks, {m} at a time (gRPC)", t.tasks),
+                Unit::TasksPerSecond,
+                t.tasks_per_s(Runtime::PerPod, m),
+                t.tasks_per_s(Runtime::Shared, m),
+                t.tasks_per_s(Runtime::Runc, m),
+                "runc, native hello",
+                true,
+            )
+        })
+        .collect()
+}
+
+fn memory_rows(m: &Memory, sizes: &Sizes) -> Vec<Row> {
+    let mut counts = sizes.containers.clone();
+    counts.sort_unstable();
+    counts.dedup();
+    counts
+        .into_iter()
+        .map(|k| {
+            Row::new(
+                Section::Memory,
+                format!("PSS per container, {k} alive"),
+                Unit::Mib,
+                m.per_container_mib(Runtime::PerPod, k),
+                m.per_container_mib(Runtime::Shared, k),
+                m.per_container_mib(Runtime::Runc, k),
+                "runc, native probe sleep",
+                true,
+            )
+        })
+        .collect()
+}
+
+fn big_module_rows(big: &BigModule, floor: Option<f64>) -> Vec<Row> {
+    let size = format!("{:.1} MiB", big.module_bytes as f64 / (1 << 20) as f64);
+    let first = |r: Runtime| big.get(r).map(|b| b.first_start_s);
+    let second = |r: Runtime| big.get(r).map(|b| b.second_start_s);
+    vec![
+        Row::new(
+            Section::BigModule,
+            format!("{size} artifact, first start (compiles)"),
+            Unit::Seconds,
+            first(Runtime::PerPod),
+            first(Runtime::Shared),
+            big.host_compile_s,
+            "compile alone, on the host",
+            false,
+        ),
+        Row::new(
+            Section::BigModule,
+            format!("{size} artifact, second start (cached)"),
+            Unit::Seconds,
+            second(Runtime::PerPod),
+            second(Runtime::Shared),
+            floor,
+            "runc cold start, native hello",
+            false,
+        ),
+    ]
+}
+
+fn compute_rows(c: &Compute) -> Vec<Row> {
+    let loop_of = |key: &str| c.place(key).and_then(|p| p.loop_best());
+    let startup_of = |key: &str| c.place(key).and_then(|p| p.startup_median());
+    let runs = c.place(HOST).map_or(0, |p| p.runs.len());
+    let mut rows = vec![
+        Row::new(
+            Section::Compute,
+            format!("probe compute {}: the loop, best of {runs}", c.rounds),
+            Unit::Seconds,
+            loop_of(Runtime::PerPod.key()),
+            loop_of(Runtime::Shared.key()),
+            loop_of(HOST),
+            "same engine, no container",
+            true,
+        ),
+        Row::new(
+            Section::Compute,
+            "startup around the loop (wall - loop), median".to_string(),
+            Unit::Seconds,
+            startup_of(Runtime::PerPod.key()),
+            startup_of(Runtime::Shared.key()),
+            startup_of(HOST).map(|s| s + c.host_compile_s),
+            "host compile + instantiate",
+            false,
+        ),
+    ];
+    if let Some(native) = loop_of(Runtime::Runc.key()) {
+        rows.push(Row::new(
+            Section::Compute,
+            "the loop: Wasm vs native code (runc)".to_string(),
+            Unit::Seconds,
+            loop_of(Runtime::PerPod.key()),
+            loop_of(Runtime::Shared.key()),
+            Some(native),
+            "native build under runc",
+            false,
+        ));
+    }
+    rows
+}
