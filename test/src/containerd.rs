@@ -315,31 +315,6 @@ fn shim_path(containerd_bin: &Path) -> std::ffi::OsString {
     std::env::join_paths(dirs).unwrap_or_default()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_the_versions_debian_ships() -> Result<()> {
-        let v16 = ContainerdVersion::parse(
-            "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3",
-        )?;
-        assert_eq!(v16.to_string(), "1.6.20");
-        assert!(!v16.unpacks_wasm_layers());
-        let v17 =
-            ContainerdVersion::parse("containerd github.com/containerd/containerd 1.7.24~ds1 x")?;
-        assert!(v17.unpacks_wasm_layers());
-        assert_eq!(v17.config_version(), 2);
-        let v21 = ContainerdVersion::parse(
-            "containerd github.com/containerd/containerd/v2 2.1.9+unknown",
-        )?;
-        assert_eq!(v21.to_string(), "2.1.9");
-        assert_eq!(v21.config_version(), 3);
-        assert!(ContainerdVersion::parse("nonsense").is_err());
-        Ok(())
-    }
-}
-
 impl Containerd {
     /// The shim and manager processes serving this containerd (they are started with
     /// `-address <its socket>`), as `(pid, command line)`.
@@ -417,4 +392,29 @@ pub fn parent_of(pid: u32) -> Option<u32> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_versions_debian_ships() -> Result<()> {
+        let v16 = ContainerdVersion::parse(
+            "containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3",
+        )?;
+        assert_eq!(v16.to_string(), "1.6.20");
+        assert!(!v16.unpacks_wasm_layers());
+        let v17 =
+            ContainerdVersion::parse("containerd github.com/containerd/containerd 1.7.24~ds1 x")?;
+        assert!(v17.unpacks_wasm_layers());
+        assert_eq!(v17.config_version(), 2);
+        let v21 = ContainerdVersion::parse(
+            "containerd github.com/containerd/containerd/v2 2.1.9+unknown",
+        )?;
+        assert_eq!(v21.to_string(), "2.1.9");
+        assert_eq!(v21.config_version(), 3);
+        assert!(ContainerdVersion::parse("nonsense").is_err());
+        Ok(())
+    }
 }
