@@ -99,16 +99,9 @@ pub(super) fn watch_v1(
 
 fn run_v1(identity: &DirIdentity, events: &File, stop: &File, on_oom: impl Fn()) {
     loop {
-        let (fired, stopped) = match wait_readable(events, stop) {
-            Ok(ready) => ready,
-            Err(error) => {
-                tracing::warn!(%error, "OOM watch: poll failed; watch ends");
-                return;
-            }
-        };
-        if stopped {
+        let Some(fired) = next_wake(events, stop) else {
             return;
-        }
+        };
         if !fired {
             continue;
         }
@@ -208,16 +201,9 @@ fn run_v2(mut state: V2State, inotify: &File, stop: &File, on_oom: impl Fn()) {
     }
     let mut buffer = vec![0u8; 4096];
     loop {
-        let (ready, stopped) = match wait_readable(inotify, stop) {
-            Ok(ready) => ready,
-            Err(error) => {
-                tracing::warn!(%error, "OOM watch: poll failed; watch ends");
-                return;
-            }
-        };
-        if stopped {
+        let Some(ready) = next_wake(inotify, stop) else {
             return;
-        }
+        };
         if !ready {
             continue;
         }
@@ -382,6 +368,20 @@ fn add_watch(inotify: &File, path: &Path, mask: u32) -> io::Result<i32> {
 }
 
 /// Sleeps until `events` or `stop` is readable (or in error); returns which.
+/// Sleeps until the watch has something to do: `Some(true)` when `events` is readable,
+/// `Some(false)` on a wake with nothing to read, `None` when the watch must end (asked to
+/// stop, or polling failed).
+fn next_wake(events: &File, stop: &File) -> Option<bool> {
+    match wait_readable(events, stop) {
+        Ok((_, true)) => None,
+        Ok((fired, false)) => Some(fired),
+        Err(error) => {
+            tracing::warn!(%error, "OOM watch: poll failed; watch ends");
+            None
+        }
+    }
+}
+
 fn wait_readable(events: &File, stop: &File) -> io::Result<(bool, bool)> {
     let mut fds = [
         libc::pollfd {
