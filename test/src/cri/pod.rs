@@ -284,16 +284,8 @@ impl<'e> Pod<'e> {
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: cgroup_parent.clone(),
                 security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(NamespaceOption {
-                        network: network as i32,
-                        pid: NamespaceMode::Container as i32,
-                        ipc: NamespaceMode::Pod as i32,
-                        ..Default::default()
-                    }),
-                    seccomp: Some(SecurityProfile {
-                        profile_type: ProfileType::Unconfined as i32,
-                        localhost_ref: String::new(),
-                    }),
+                    namespace_options: Some(namespace_options(network)),
+                    seccomp: Some(unconfined_seccomp()),
                     ..Default::default()
                 }),
                 sysctls: HashMap::new(),
@@ -483,16 +475,8 @@ impl<'e> Pod<'e> {
                     ..Default::default()
                 }),
                 security_context: Some(LinuxContainerSecurityContext {
-                    namespace_options: Some(NamespaceOption {
-                        network: network as i32,
-                        pid: NamespaceMode::Container as i32,
-                        ipc: NamespaceMode::Pod as i32,
-                        ..Default::default()
-                    }),
-                    seccomp: Some(SecurityProfile {
-                        profile_type: ProfileType::Unconfined as i32,
-                        localhost_ref: String::new(),
-                    }),
+                    namespace_options: Some(namespace_options(network)),
+                    seccomp: Some(unconfined_seccomp()),
                     masked_paths: MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
                     readonly_paths: READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
                     ..Default::default()
@@ -779,6 +763,25 @@ pub fn netns_of(pid: u32) -> Result<String> {
     let link = format!("/proc/{pid}/ns/net");
     let target = std::fs::read_link(&link).with_context(|| format!("reading {link}"))?;
     Ok(target.to_string_lossy().into_owned())
+}
+
+/// The namespaces kubelet asks for: the pod's network mode, a PID namespace per container,
+/// the pod's IPC namespace.
+fn namespace_options(network: NamespaceMode) -> NamespaceOption {
+    NamespaceOption {
+        network: network as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
+/// kubelet's default seccomp profile for pods that name none.
+fn unconfined_seccomp() -> SecurityProfile {
+    SecurityProfile {
+        profile_type: ProfileType::Unconfined as i32,
+        localhost_ref: String::new(),
+    }
 }
 
 #[cfg(test)]
