@@ -3,10 +3,12 @@
 //! Its CRI plugin is on (see [`crate::cri::config`]): the `ctr` suite uses its own namespace,
 //! the CRI suite CRI's `k8s.io`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -82,6 +84,11 @@ pub struct Containerd {
     pub cri: CriSettings,
     /// What the node installer did to its config (one line per action).
     pub installer_actions: Vec<String>,
+    /// Images imported so far, by (namespace, reference), with how the import went: every
+    /// engine's cases share this containerd and its namespaces, so each image is built and
+    /// imported once (two imports of one reference at once race: the second replaces the
+    /// image under the first one's containers).
+    imports: Mutex<HashMap<(String, String), std::result::Result<Outcome, String>>>,
     child: Child,
 }
 
@@ -124,6 +131,7 @@ impl Containerd {
             namespace,
             cri,
             installer_actions,
+            imports: Mutex::new(HashMap::new()),
             child,
         };
         this.wait_ready()?;
@@ -233,6 +241,25 @@ impl Containerd {
     /// Runs `ctr` in containerd namespace `namespace` (`k8s.io` for CRI).
     pub fn ctr_in(&self, namespace: &str, args: &[&str]) -> Result<Outcome> {
         run_command(self.ctr_command_in(namespace).args(args))
+    }
+
+    /// Runs `import` (a `ctr image import`) for image `reference` in `namespace` unless that
+    /// was done before, and returns how the first import went.
+    pub fn import_once(
+        &self,
+        namespace: &str,
+        reference: &str,
+        import: impl FnOnce() -> Result<Outcome>,
+    ) -> Result<Outcome> {
+        let mut imports = self
+            .imports
+            .lock()
+            .map_err(|_| anyhow::anyhow!("image import cache poisoned"))?;
+        imports
+            .entry((namespace.to_string(), reference.to_string()))
+            .or_insert_with(|| import().map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(|e| anyhow::anyhow!(e))
     }
 
     /// Removes whatever containers are left in the namespace; returns their ids.

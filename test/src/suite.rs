@@ -1,7 +1,6 @@
 //! What a test case sees: one engine's shim behind one private containerd, images imported
 //! on first use, unique container ids, and helpers that run containers the way users do.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
@@ -9,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use wasmrunner_oci::Flavour;
 
 use crate::command::{Outcome, run_command};
@@ -26,8 +25,6 @@ pub enum Needs {
     SharedMode,
     /// containerd that unpacks images with wasm-typed layers.
     WasmLayers,
-    /// An engine that runs WASI preview 2 components.
-    Components,
 }
 
 /// One end-to-end case: a name, what it needs, and the function that runs it.
@@ -59,11 +56,6 @@ impl Case {
                 "containerd {} cannot import images with wasm-typed layers (needs 1.6.25, 1.7.7 or 2.0)",
                 env.containerd.version
             )),
-            // Engines that cannot run components are tested for the clear error instead,
-            // by cases that say so; this only guards cases that need a component to run.
-            Needs::Components if !env.engine.runs_components() => {
-                Some(format!("{} does not run WASI preview 2 components", env.engine.name))
-            }
             Needs::SharedMode if env.engine.mode != Mode::Shared => {
                 Some("only the shared-manager mode has a manager".to_string())
             }
@@ -76,9 +68,6 @@ impl Case {
 pub struct Env {
     pub containerd: Arc<Containerd>,
     pub engine: Engine,
-    imported: Mutex<HashMap<TestImage, std::result::Result<(), String>>>,
-    /// Images imported into CRI's namespace, `k8s.io`.
-    k8s_imported: Mutex<HashMap<TestImage, std::result::Result<(), String>>>,
     next_id: AtomicUsize,
 }
 
@@ -87,8 +76,6 @@ impl Env {
         Self {
             containerd,
             engine,
-            imported: Mutex::new(HashMap::new()),
-            k8s_imported: Mutex::new(HashMap::new()),
             next_id: AtomicUsize::new(0),
         }
     }
@@ -102,23 +89,21 @@ impl Env {
 
     /// Builds and imports `image` into containerd (once), and returns its reference.
     pub fn image(&self, image: TestImage) -> Result<String> {
-        let mut imported = self
-            .imported
-            .lock()
-            .map_err(|_| anyhow!("image cache poisoned"))?;
-        let result = imported
-            .entry(image)
-            .or_insert_with(|| self.import(image).map_err(|e| format!("{e:#}")));
-        result.clone().map_err(|e| anyhow!(e))?;
+        self.import_outcome(image)?.ok()?;
         Ok(image.name())
     }
 
-    /// Builds `image` into an archive and runs `ctr image import` on it.
+    /// Builds `image` into an archive and runs `ctr image import` on it (once per
+    /// containerd: later calls return the first import's outcome).
     pub fn import_outcome(&self, image: TestImage) -> Result<Outcome> {
-        self.import_into(&self.containerd.namespace, image)
+        let namespace = &self.containerd.namespace;
+        self.containerd.import_once(namespace, &image.name(), || {
+            self.import_into(namespace, image)
+        })
     }
 
-    /// Builds `image` into an archive and imports it into containerd namespace `namespace`.
+    /// Builds `image` into an archive and imports it into containerd namespace `namespace`,
+    /// every time: [`Env::image`] and [`Env::k8s_image`] import once.
     pub fn import_into(&self, namespace: &str, image: TestImage) -> Result<Outcome> {
         let archive = self.containerd.root().join(format!(
             "{namespace}-{}.tar",
@@ -139,28 +124,18 @@ impl Env {
     /// Builds and imports `image` into CRI's namespace, `k8s.io` (once), where pods find
     /// it without a pull; returns its reference.
     pub fn k8s_image(&self, image: TestImage) -> Result<String> {
-        let mut imported = self
-            .k8s_imported
-            .lock()
-            .map_err(|_| anyhow!("image cache poisoned"))?;
-        let result = imported.entry(image).or_insert_with(|| {
-            self.import_into(K8S_NAMESPACE, image)
-                .and_then(Outcome::ok)
-                .map(|_| ())
-                .map_err(|e| format!("importing into {K8S_NAMESPACE}: {e:#}"))
-        });
-        result.clone().map_err(|e| anyhow!(e))?;
+        self.containerd
+            .import_once(K8S_NAMESPACE, &image.name(), || {
+                self.import_into(K8S_NAMESPACE, image)
+            })?
+            .ok()
+            .with_context(|| format!("importing into {K8S_NAMESPACE}"))?;
         Ok(image.name())
     }
 
     /// A new connection to containerd's CRI services.
     pub fn cri_client(&self) -> Result<CriClient> {
         CriClient::connect(&self.containerd.socket())
-    }
-
-    fn import(&self, image: TestImage) -> Result<()> {
-        self.import_outcome(image)?.ok()?;
-        Ok(())
     }
 
     /// `ctr run` arguments shared by every run: the runtime under test, and the platform of
