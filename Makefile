@@ -1,6 +1,6 @@
 # The Makefile is the contract CI and developers share: `make test` is what CI runs.
 CARGO ?= cargo
-SHIM_PACKAGES := -p wasmrunner-wasmtime -p wasmrunner-oci -p wasmrunner-installer
+SHIM_PACKAGES := -p wasmrunner-wasmtime -p wasmrunner-wasmedge -p wasmrunner-oci -p wasmrunner-installer
 # containerd releases the end-to-end suite runs against: the system one (Debian 12: 1.6.20)
 # and the ones test/containerd/fetch.sh unpacks from Debian's newer suites (1.7, 2.x).
 CONTAINERD_MATRIX ?= system target/containerd/trixie/bin target/containerd/sid/bin
@@ -16,7 +16,7 @@ setup:
 ## build: the shim binaries and the wasm-oci CLI, in release mode. Each engine binary also
 ## goes under its shared-manager name (containerd-shim-<engine>d-v1): the same program, a
 ## hard link, which selects the mode from the name it is started under.
-ENGINES := wasmtime
+ENGINES := wasmtime wasmedge
 build:
 	$(CARGO) build --release $(SHIM_PACKAGES) --bins
 	@for engine in $(ENGINES); do \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The demo: builds the wasmtime shim and a hello-world Wasm image, starts a private containerd
-# (its own root, state and socket under target/demo, so it never touches a containerd you
-# already run) and runs the image with `ctr run --runtime io.containerd.wasmtime.v1`.
+# The demo: builds a hello-world Wasm image, starts a private containerd (its own root, state
+# and socket in a temp dir, so it never touches a containerd you already run) and runs the
+# image with each engine's shim: `ctr run --runtime io.containerd.wasmtime.v1` and
+# `io.containerd.wasmedge.v1`.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,7 +49,9 @@ for _ in $(seq 100); do
 done
 
 "${ctr[@]}" image import "$demo/hello.tar" >/dev/null
-echo "demo: ctr run --rm --runtime io.containerd.wasmtime.v1 $image hello"
-echo "----"
-"${ctr[@]}" run --rm --runtime io.containerd.wasmtime.v1 "$image" hello
-echo "----"
+for engine in wasmtime wasmedge; do
+    echo "demo: ctr run --rm --runtime io.containerd.$engine.v1 $image hello-$engine"
+    echo "----"
+    "${ctr[@]}" run --rm --runtime "io.containerd.$engine.v1" "$image" "hello-$engine"
+    echo "----"
+done

@@ -4,6 +4,8 @@
 #   - Debian packages: containerd + runc (the system containerd, 1.6.20 on bookworm), and the
 #     C libraries and tools runwasi's crates build against (libseccomp, dbus, protoc, clang);
 #   - rustup targets wasm32-wasip1 and wasm32-wasip2 (for the fixture programs);
+#   - libwasmedge 0.14.1 from Debian trixie in a private prefix, for the WasmEdge shim
+#     (see scripts/fetch-libwasmedge.sh; Debian 12 packages no libwasmedge);
 #   - with --containerd-matrix: containerd 1.7 and 2.x from Debian's newer suites, unpacked
 #     under target/containerd (see test/containerd/fetch.sh).
 set -euo pipefail
@@ -34,6 +36,8 @@ installed_targets=$(rustup target list --installed)
 for target in wasm32-wasip1 wasm32-wasip2; do
     grep -qx "$target" <<<"$installed_targets" || rustup target add "$target"
 done
+
+"$here/scripts/fetch-libwasmedge.sh"
 
 if [ "${1:-}" = "--containerd-matrix" ]; then
     "$here/test/containerd/fetch.sh" "$here/target/containerd"

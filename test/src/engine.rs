@@ -6,6 +6,10 @@ use anyhow::{Result, bail};
 
 use crate::paths::bin_dir;
 
+/// Every engine wasmrunner ships, the default test matrix: a new engine is one line here
+/// (and one crate under `engines/`).
+pub const ENGINES: &[&str] = &["wasmtime", "wasmedge"];
+
 /// Who serves the Task API: one shim per pod, or one manager per engine and namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -44,10 +48,10 @@ impl Engine {
         }
     }
 
-    /// The engines named by `WASMRUNNER_ENGINES` (default: wasmtime), each in every mode of
-    /// `WASMRUNNER_MODES`.
+    /// The engines named by `WASMRUNNER_ENGINES` (default: every one of [`ENGINES`]), each in
+    /// every mode of `WASMRUNNER_MODES`.
     pub fn selected() -> Vec<Engine> {
-        let names = std::env::var("WASMRUNNER_ENGINES").unwrap_or_else(|_| "wasmtime".into());
+        let names = std::env::var("WASMRUNNER_ENGINES").unwrap_or_else(|_| ENGINES.join(","));
         let modes = Mode::selected();
         names
             .split(',')
@@ -106,4 +110,8 @@ impl Engine {
     pub fn runs_components(&self) -> bool {
         self.name == "wasmtime"
     }
+
+    /// What a container of `image` must print when this engine cannot run components: the
+    /// case then asserts this error (exit status 126, "cannot execute") instead of output.
+    pub const COMPONENT_REFUSAL: &'static str = "is a WebAssembly component (WASI preview 2)";
 }

@@ -8,7 +8,9 @@
 //! - `WASMRUNNER_BIN_DIR`: where the shim binaries are (default `target/release`);
 //! - `WASMRUNNER_CONTAINERD_BIN`: a folder with `containerd`, `ctr` and
 //!   `containerd-shim-runc-v2` (default: the ones on `PATH`);
-//! - `WASMRUNNER_ENGINES`: the engines to test, comma-separated (default `wasmtime`).
+//! - `WASMRUNNER_ENGINES`: the engines to test, comma-separated (default: all of
+//!   [`engine::ENGINES`]);
+//! - `WASMRUNNER_MODES`: `per-pod`, `shared` or both (the default).
 
 pub mod command;
 pub mod containerd;

@@ -37,6 +37,11 @@ pub const RUNTIMES: &[RuntimeSpec] = &[
         handler: "wasmedge",
         runtime_type: "io.containerd.wasmedge.v1",
     },
+    RuntimeSpec {
+        engine: "wasmedge",
+        handler: "wasmedge-shared",
+        runtime_type: "io.containerd.wasmedged.v1",
+    },
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -182,7 +187,10 @@ mod tests {
     fn select_keeps_table_order_and_rejects_unknown() {
         let picked = select(&["wasmedge", "wasmtime"]).unwrap();
         let handlers: Vec<_> = picked.iter().map(|s| s.handler).collect();
-        assert_eq!(handlers, ["wasmtime", "wasmtime-shared", "wasmedge"]);
+        assert_eq!(
+            handlers,
+            ["wasmtime", "wasmtime-shared", "wasmedge", "wasmedge-shared"]
+        );
         assert_eq!(select(&["wasmtime"]).unwrap().len(), 2);
         let err = select(&["wasmer"]).unwrap_err();
         assert!(err.to_string().contains("wasmtime, wasmedge"), "{err}");

@@ -1,0 +1,175 @@
+//! Runs one workload inside the container's init process.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use containerd_shim_wasm::sandbox::Sandbox;
+use containerd_shim_wasm::sandbox::context::RuntimeContext;
+use wasmedge_sdk::error::{CoreCommonError, CoreError, WasmEdgeError};
+use wasmedge_sdk::wasi::WasiModule;
+use wasmedge_sdk::{ExternalInstanceType, Module, Store, Vm};
+use wasmrunner_shim::{Workload, WorkloadError, WorkloadKind};
+
+use crate::engine::{INFO, new_config};
+
+#[derive(Default)]
+pub struct WasmEdgeSandbox;
+
+impl Sandbox for WasmEdgeSandbox {
+    async fn run_wasi(&self, ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
+        if let Err(err) = wasmrunner_shim::exit_on_termination_signals() {
+            tracing::warn!("cannot install termination signal handlers: {err}");
+        }
+        let outcome = Workload::load(ctx).and_then(|workload| run(&workload));
+        Ok(outcome.unwrap_or_else(|err| err.report(INFO.name)))
+    }
+
+    /// Accepts every non-native entrypoint: what is wrong with one is reported when it runs,
+    /// on the container's stderr, where the user looks.
+    async fn can_handle(&self, _ctx: &impl RuntimeContext) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs the module at `path` in this process, outside any container, with the rest of `args`
+/// as its arguments and the host's working directory preopened as `/`: the same engine
+/// configuration and code path a container uses, for comparing an engine with and without
+/// the container around it (see `examples/run-on-host.rs`).
+pub fn run_on_host(path: &str, args: &[String]) -> Result<i32, WorkloadError> {
+    let bytes = std::fs::read(path).map_err(|e| WorkloadError::Load {
+        what: path.to_string(),
+        reason: e.to_string(),
+    })?;
+    let kind = wasmrunner_shim::classify(path, &bytes)?;
+    let workload = Workload {
+        name: path.to_string(),
+        bytes: Cow::Owned(bytes),
+        kind,
+        function: wasmrunner_shim::DEFAULT_FUNCTION.to_string(),
+        args: std::iter::once(path.to_string())
+            .chain(args.iter().cloned())
+            .collect(),
+        env: Vec::new(),
+    };
+    run(&workload)
+}
+
+fn run(workload: &Workload<'_>) -> Result<i32, WorkloadError> {
+    if workload.kind == WorkloadKind::Component {
+        return Err(WorkloadError::Unsupported(format!(
+            "{} is a WebAssembly component (WASI preview 2); WasmEdge runs only core modules \
+             (WASI preview 1). Run components with the wasmtime runtime (io.containerd.wasmtime.v1, \
+             RuntimeClass wasmtime)",
+            workload.name
+        )));
+    }
+    let load_error = |e: Box<WasmEdgeError>| WorkloadError::Load {
+        what: workload.name.clone(),
+        reason: e.to_string(),
+    };
+    let args = c_strings(workload, "argument", workload.args.iter().cloned())?;
+    let env = c_strings(
+        workload,
+        "environment variable",
+        workload
+            .env
+            .iter()
+            .map(|(name, value)| format!("{name}={value}")),
+    )?;
+
+    // One clear line on stderr comes from `WorkloadError::report`; WasmEdge's own log would
+    // repeat it in its own format.
+    wasmedge_sdk::LogManager::log_off();
+    let config = new_config().map_err(load_error)?;
+    // Precompiled code is WasmEdge's universal format: a module with an AOT section.
+    let module = Module::from_bytes(Some(&config), &workload.bytes).map_err(load_error)?;
+    check_entrypoint(workload, &module)?;
+
+    // The container's rootfs is this process's `/`.
+    let mut wasi = WasiModule::create(
+        Some(args.iter().map(String::as_str).collect()),
+        Some(env.iter().map(String::as_str).collect()),
+        Some(vec!["/:/"]),
+    )
+    .map_err(load_error)?;
+    let outcome = {
+        let mut instances = HashMap::new();
+        instances.insert(wasi.name().to_string(), wasi.as_mut());
+        let store = Store::new(Some(&config), instances).map_err(load_error)?;
+        let mut vm = Vm::new(store);
+        match vm.register_module(None, module) {
+            Ok(_) => vm.run_func(None, &workload.function, []).map(|_| ()),
+            Err(err) => Err(err),
+        }
+    };
+    match outcome {
+        // WasmEdge reports a `proc_exit` as success or as "terminated"; the status is kept by
+        // the WASI module either way (0 when the guest returned from its entrypoint).
+        Ok(()) => Ok(wasi.exit_code() as i32),
+        Err(err) if is_exit(&err) => Ok(wasi.exit_code() as i32),
+        Err(err) => Err(classify_error(workload, &err)),
+    }
+}
+
+/// The function to call must exist and take no parameters, as `_start` does.
+fn check_entrypoint(workload: &Workload<'_>, module: &Module) -> Result<(), WorkloadError> {
+    let missing = |reason: String| WorkloadError::MissingExport {
+        what: workload.name.clone(),
+        func: workload.function.clone(),
+        reason,
+    };
+    match module.get_export(&workload.function) {
+        Some(ExternalInstanceType::Func(ty)) if ty.args_len() == 0 => Ok(()),
+        Some(ExternalInstanceType::Func(ty)) => Err(missing(format!(
+            "it takes {} parameters; an entrypoint takes none",
+            ty.args_len()
+        ))),
+        Some(_) => Err(missing("the export is not a function".to_string())),
+        None => Err(missing(
+            "no function is exported under that name".to_string(),
+        )),
+    }
+}
+
+/// WASI takes C strings: one with a NUL byte inside cannot be passed (and would make the
+/// WasmEdge bindings panic), so it is refused with a message instead.
+fn c_strings(
+    workload: &Workload<'_>,
+    what: &str,
+    values: impl Iterator<Item = String>,
+) -> Result<Vec<String>, WorkloadError> {
+    values
+        .map(|value| {
+            if value.contains('\0') {
+                Err(WorkloadError::Load {
+                    what: workload.name.clone(),
+                    reason: format!("{what} {value:?} contains a NUL byte"),
+                })
+            } else {
+                Ok(value)
+            }
+        })
+        .collect()
+}
+
+fn is_exit(err: &WasmEdgeError) -> bool {
+    matches!(
+        err,
+        WasmEdgeError::Core(CoreError::Common(CoreCommonError::Terminated))
+    )
+}
+
+/// Execution errors are traps; anything else (imports that do not link, a module that does
+/// not validate) means the module cannot be loaded.
+fn classify_error(workload: &Workload<'_>, err: &WasmEdgeError) -> WorkloadError {
+    match err {
+        WasmEdgeError::Core(CoreError::Execution(reason)) => WorkloadError::Trap {
+            what: workload.name.clone(),
+            reason: reason.to_string(),
+        },
+        other => WorkloadError::Load {
+            what: workload.name.clone(),
+            reason: other.to_string(),
+        },
+    }
+}
