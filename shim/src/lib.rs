@@ -10,6 +10,7 @@ pub mod container;
 pub mod content;
 mod entry;
 mod failure;
+mod memory;
 pub mod service;
 mod signals;
 mod version;
@@ -17,6 +18,7 @@ mod workload;
 
 pub use entry::run;
 pub use failure::{WorkloadError, exit_code_for};
+pub use memory::release_loader_memory;
 pub use signals::exit_on_termination_signals;
 pub use version::{EngineInfo, Mode};
 pub use workload::{DEFAULT_FUNCTION, Workload, WorkloadKind, classify};

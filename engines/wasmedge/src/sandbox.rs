@@ -98,7 +98,10 @@ fn run(workload: &Workload<'_>) -> Result<i32, WorkloadError> {
         let store = Store::new(Some(&config), instances).map_err(load_error)?;
         let mut vm = Vm::new(store);
         match vm.register_module(None, module) {
-            Ok(_) => vm.run_func(None, &workload.function, []).map(|_| ()),
+            Ok(_) => {
+                wasmrunner_shim::release_loader_memory();
+                vm.run_func(None, &workload.function, []).map(|_| ())
+            }
             Err(err) => Err(err),
         }
     };

@@ -48,7 +48,20 @@ impl Shim for WasmtimeShim {
 /// One configuration for compiling and for running: precompiled code is only loaded by an
 /// engine whose configuration matches the one that compiled it.
 pub fn new_engine() -> wasmtime::Result<wasmtime::Engine> {
+    wasmtime::Engine::new(&config())
+}
+
+/// The engine inside a container: the same code settings, compiling on the calling thread.
+/// A thread pool would leave a malloc arena per thread behind, megabytes of freed but
+/// resident memory in every long-running container (see `wasmrunner_shim::release_loader_memory`).
+pub fn new_container_engine() -> wasmtime::Result<wasmtime::Engine> {
+    let mut config = config();
+    config.parallel_compilation(false);
+    wasmtime::Engine::new(&config)
+}
+
+fn config() -> wasmtime::Config {
     let mut config = wasmtime::Config::new();
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-    wasmtime::Engine::new(&config)
+    config
 }

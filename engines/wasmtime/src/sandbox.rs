@@ -9,7 +9,7 @@ use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::Command;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::engine::{INFO, new_engine};
+use crate::engine::{INFO, new_container_engine};
 
 #[derive(Default)]
 pub struct WasmtimeSandbox;
@@ -38,7 +38,7 @@ async fn run(ctx: &impl RuntimeContext) -> Result<i32, WorkloadError> {
         what: workload.name.clone(),
         reason: format!("{e:#}"),
     };
-    let engine = new_engine().map_err(load_error)?;
+    let engine = new_container_engine().map_err(load_error)?;
     let code = match workload.kind {
         WorkloadKind::Module => {
             let module = Module::new(&engine, &workload.bytes).map_err(load_error)?;
@@ -141,6 +141,7 @@ async fn run_module(
         .results()
         .map(|result| Val::default_for_ty(&result).unwrap_or(Val::I32(0)))
         .collect();
+    wasmrunner_shim::release_loader_memory();
     match func.call_async(&mut store, &[], &mut results).await {
         Ok(()) => Ok(0),
         Err(err) => exit_status(workload, err),
@@ -185,6 +186,7 @@ async fn run_component(
     let command = Command::instantiate_async(&mut store, component, &linker)
         .await
         .map_err(|e| guest_outcome(workload, e))?;
+    wasmrunner_shim::release_loader_memory();
     match command.wasi_cli_run().call_run(&mut store).await {
         Ok(Ok(())) => Ok(0),
         Ok(Err(())) => Ok(1),
