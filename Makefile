@@ -45,11 +45,18 @@ e2e: build
 ## BENCH_ARGS=--quick for the short run CI does; see `wasmrunner-bench --help`.
 BENCH_ARGS ?=
 .PHONY: bench
-bench: build
+bench: build bench-bins
 	$(CARGO) run --release -p wasmrunner-bench -- --json target/bench/results.json $(BENCH_ARGS)
 
-bench-check: build
+bench-check: build bench-bins
 	$(CARGO) run --release -p wasmrunner-bench -- --quick --json target/bench/quick.json
+
+## bench-bins: what the bench runs besides the shims: the runwasi baseline shim
+## (containerd-shim-runwasi-v1) and WasmEdge's run-on-host (compute's "no container" place).
+.PHONY: bench-bins
+bench-bins:
+	$(CARGO) build --release -p wasmrunner-bench --bins
+	$(CARGO) build --release -p wasmrunner-wasmedge --examples
 
 ## lint: formatting and clippy, warnings as errors
 lint:

@@ -100,7 +100,7 @@ impl Bench {
     /// `ctr run --rm --runtime R [FLAGS] IMAGE ID [ARGS]`, timed; fails unless it exits 0.
     pub fn run_rm(
         &self,
-        runtime: Runtime,
+        runtime: &Runtime,
         flags: &[&str],
         image: &str,
         id: &str,
@@ -108,7 +108,8 @@ impl Bench {
     ) -> Result<(Duration, Outcome)> {
         let mut command = self.containerd.ctr_command();
         command
-            .args(["run", "--rm", "--runtime", runtime.runtime_name()])
+            .args(["run", "--rm", "--runtime"])
+            .arg(runtime.runtime_name())
             .args(flags)
             .arg(image)
             .arg(id)
@@ -176,26 +177,36 @@ impl Bench {
         Ok(())
     }
 
-    /// Keeps the shared manager up for as long as the returned guard lives: one sleeping
-    /// container (`probe sleep`) in shared mode, so that the manager always has a task and
-    /// never reaches its idle exit. That is the state the mode is designed around (a node
-    /// with pods on it); measuring without it would time manager restarts instead, since
+    /// Keeps every shared manager up for as long as the returned guard lives: one sleeping
+    /// container (`probe sleep`) per shared-mode engine, so that each manager always has a
+    /// task and never reaches its idle exit. That is the state the mode is designed around (a
+    /// node with pods on it); measuring without it would time manager restarts instead, since
     /// the harness's containerd gives managers a short idle time.
-    pub fn keep_manager_alive(&self) -> Result<Keeper<'_>> {
-        let (image, probe) = Runtime::Shared.probe_image();
-        let image = self.image(image)?;
-        let id = self.id("keeper");
-        let mut command = self.ctr_command();
-        command
-            .args(["run", "-d", "--null-io", "--runtime"])
-            .arg(Runtime::Shared.runtime_name())
-            .arg(&image)
-            .arg(&id)
-            .args([probe, "sleep"]);
-        let keeper = Keeper { bench: self, id };
-        run_command(&mut command)?
-            .ok()
-            .context("starting the container that keeps the shared manager up")?;
+    pub fn keep_managers_alive(&self) -> Result<Keeper<'_>> {
+        let mut keeper = Keeper {
+            bench: self,
+            ids: Vec::new(),
+        };
+        for runtime in Runtime::wasm().iter().filter(|r| r.is_shared()) {
+            let (image, probe) = runtime.probe_image();
+            let image = self.image(image)?;
+            let id = self.id(&format!("keeper-{}", runtime.tag()));
+            let mut command = self.ctr_command();
+            command
+                .args(["run", "-d", "--null-io", "--runtime"])
+                .arg(runtime.runtime_name())
+                .arg(&image)
+                .arg(&id)
+                .args([probe, "sleep"]);
+            // Recorded first: a container whose start failed half-way is still removed.
+            keeper.ids.push(id);
+            run_command(&mut command)?.ok().with_context(|| {
+                format!(
+                    "starting the container that keeps the {} manager up",
+                    runtime.label()
+                )
+            })?;
+        }
         Ok(keeper)
     }
 
@@ -279,11 +290,16 @@ impl Bench {
         for failure in wasmrunner_e2e::leaks::remove_cgroup(&format!("/{namespace}")) {
             problems.push(format!("cannot remove the run's cgroup: {failure}"));
         }
-        // runc keeps its state under /run/containerd/runc/<namespace>: empty once every
-        // container is gone.
-        let runc_state = Path::new("/run/containerd/runc").join(&namespace);
-        if runc_state.is_dir() {
-            let _ = std::fs::remove_dir(&runc_state);
+        // runc keeps its state under /run/containerd/runc/<namespace>, and runwasi's shim
+        // (the cold-start baseline) under /run/containerd/wasmtime/<namespace>: empty once
+        // every container is gone.
+        for runtime_state in ["runc", "wasmtime"] {
+            let state = Path::new("/run/containerd")
+                .join(runtime_state)
+                .join(&namespace);
+            if state.is_dir() {
+                let _ = std::fs::remove_dir(&state);
+            }
         }
         if !problems.is_empty() {
             bail!("{}", problems.join("\n"));
@@ -292,16 +308,16 @@ impl Bench {
     }
 }
 
-/// A sleeping shared-mode container; removed when dropped.
+/// One sleeping container per shared-mode engine; removed when dropped.
 pub struct Keeper<'a> {
     bench: &'a Bench,
-    id: String,
+    ids: Vec<String>,
 }
 
 impl Drop for Keeper<'_> {
     fn drop(&mut self) {
-        if let Err(e) = self.bench.remove_container(&self.id) {
-            eprintln!("removing {}: {e:#}", self.id);
+        if let Err(e) = self.bench.remove_containers(&self.ids) {
+            eprintln!("removing {:?}: {e:#}", self.ids);
         }
     }
 }

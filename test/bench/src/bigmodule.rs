@@ -25,6 +25,7 @@ const GROUPS_PER_FUNCTION: usize = 25;
 pub struct BigRuntime {
     pub image: String,
     pub module_bytes: usize,
+    pub functions: usize,
     pub first_start_s: f64,
     pub second_start_s: f64,
     /// Whether containerd's content store held precompiled code for the module after the
@@ -39,12 +40,15 @@ pub struct BigModule {
     /// Compiling the module in this process with the shim's engine configuration (not in a
     /// quick run).
     pub host_compile_s: Option<f64>,
-    pub runtimes: BTreeMap<&'static str, BigRuntime>,
+    /// By runtime key (`wasmtime_per_pod`, `wasmedge_shared`, ...).
+    pub runtimes: BTreeMap<String, BigRuntime>,
+    /// Runtimes not measured, and why.
+    pub skipped: BTreeMap<String, String>,
 }
 
 impl BigModule {
-    pub fn get(&self, runtime: Runtime) -> Option<&BigRuntime> {
-        self.runtimes.get(runtime.key())
+    pub fn get(&self, runtime: &Runtime) -> Option<&BigRuntime> {
+        self.runtimes.get(&runtime.key())
     }
 }
 
@@ -56,32 +60,56 @@ pub fn run(bench: &Bench) -> Result<SectionOutcome> {
         )));
     }
     let target = bench.sizes.big_module_bytes;
-    let _keeper = bench.keep_manager_alive()?;
+    let _keeper = bench.keep_managers_alive()?;
     let mut runtimes = BTreeMap::new();
     let mut host_compile_s = None;
     let mut shape = (0, 0);
-    // Compiling 10 MiB takes tens of seconds on a loaded 2-core machine: a quick run
-    // measures one mode and leaves the host compile out.
+    // Compiling 10 MiB with Cranelift takes tens of seconds on a loaded 2-core machine: a
+    // quick run measures each engine's per-pod mode only and leaves the host compile out.
+    // WasmEdge's LLVM AOT compiler takes about 10 minutes for 10 MiB here (574 s, loaded
+    // machine): it gets a module of `--big-module-aot-mib` (default 1 MiB), per-pod only,
+    // and none in a quick run.
     let thorough = bench.sizes.big_module_thorough;
-    let measured: &[Runtime] = if thorough {
-        &Runtime::WASM
-    } else {
-        &[Runtime::PerPod]
-    };
-    for (seed, &runtime) in measured.iter().enumerate() {
+    let mut measured: Vec<Runtime> = Vec::new();
+    let mut skipped = BTreeMap::new();
+    for runtime in Runtime::wasm() {
+        if runtime.compiles_with_llvm() && !thorough {
+            skipped.insert(
+                runtime.key(),
+                "quick run: LLVM AOT compile of a big module takes minutes (default run only)"
+                    .to_string(),
+            );
+        } else if runtime.compiles_with_llvm() && runtime.is_shared() {
+            skipped.insert(
+                runtime.key(),
+                "LLVM AOT compile of a big module takes minutes: per-pod mode only".to_string(),
+            );
+        } else if !thorough && runtime.is_shared() {
+            skipped.insert(runtime.key(), "quick run: per-pod mode only".to_string());
+        } else {
+            measured.push(runtime);
+        }
+    }
+    for (seed, runtime) in measured.iter().enumerate() {
         signals::check()?;
         // A module of its own per runtime: the precompiled code is keyed by the module, and
         // both modes share the engine's cache label.
-        let module = generate(target, seed as u32 + 1);
-        if seed == 0 {
+        let size = if runtime.compiles_with_llvm() {
+            bench.sizes.big_module_aot_bytes
+        } else {
+            target
+        };
+        let module = generate(size, seed as u32 + 1);
+        if shape == (0, 0) && size == target {
             shape = (module.functions, module.bytes.len());
-            eprintln!(
-                "big module: {} functions, {:.1} MiB",
-                module.functions,
-                module.bytes.len() as f64 / (1 << 20) as f64
-            );
         }
-        if seed == 0 && thorough {
+        eprintln!(
+            "big module: {}: {} functions, {:.1} MiB",
+            runtime.label(),
+            module.functions,
+            module.bytes.len() as f64 / (1 << 20) as f64
+        );
+        if host_compile_s.is_none() && thorough && runtime.engine_name() == "wasmtime" {
             let engine = crate::compute::new_engine()?;
             let started = Instant::now();
             wasmtime::Module::new(&engine, &module.bytes).map_err(
@@ -98,10 +126,12 @@ pub fn run(bench: &Bench) -> Result<SectionOutcome> {
         let image = bench.import_spec(&spec, true)?;
         let flags = ["--platform", "wasi/wasm"];
         let cached_before = precompiled_blobs(bench)?;
-        let (first, _) = bench.run_rm(runtime, &flags, &image, &bench.id("big"), &[])?;
+        let id = bench.id(&format!("big-{}", runtime.tag()));
+        let (first, _) = bench.run_rm(runtime, &flags, &image, &id, &[])?;
         let precompiled_cached = precompiled_blobs(bench)? > cached_before;
         signals::check()?;
-        let (second, _) = bench.run_rm(runtime, &flags, &image, &bench.id("big"), &[])?;
+        let id = bench.id(&format!("big-{}", runtime.tag()));
+        let (second, _) = bench.run_rm(runtime, &flags, &image, &id, &[])?;
         eprintln!(
             "big module: {}: first start {:.2} s, second {:.2} s",
             runtime.label(),
@@ -113,6 +143,7 @@ pub fn run(bench: &Bench) -> Result<SectionOutcome> {
             BigRuntime {
                 image,
                 module_bytes: module.bytes.len(),
+                functions: module.functions,
                 first_start_s: first.as_secs_f64(),
                 second_start_s: second.as_secs_f64(),
                 precompiled_cached,
@@ -127,13 +158,14 @@ pub fn run(bench: &Bench) -> Result<SectionOutcome> {
     Ok(SectionOutcome::BigModule(BigModule {
         functions: shape.0,
         module_bytes: shape.1,
+        skipped,
         host_compile_s,
         runtimes,
     }))
 }
 
 /// How many blobs of the content store carry the shim's precompiled-code label
-/// (`runwasi.io/precompiled/wasmtime/<key>`).
+/// (`runwasi.io/precompiled/<engine>/<key>`).
 fn precompiled_blobs(bench: &Bench) -> Result<usize> {
     let listing = bench.ctr(&["content", "ls"])?.ok()?;
     Ok(listing

@@ -7,22 +7,24 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Context, Result, ensure};
 use serde::Serialize;
 use wasmrunner_e2e::images::HELLO;
+use wasmrunner_e2e::paths::bin_dir;
 
 use crate::bench::Bench;
 use crate::procs;
-use crate::runtime::Runtime;
+use crate::runtime::{RUNWASI_BINARY, Runtime};
 use crate::signals;
 use crate::stats::Summary;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ColdRuntime {
-    pub runtime: &'static str,
+    pub runtime: String,
+    pub label: String,
     pub image: String,
     /// The untimed first run (loads the binaries into the page cache; in shared mode, starts
     /// the manager), in seconds.
     pub warm_up_s: f64,
     /// Shared mode: the timed runs had one sleeping shared-mode container alive beside them
-    /// (see `Bench::keep_manager_alive`).
+    /// (see `Bench::keep_managers_alive`).
     pub manager_kept_alive: bool,
     /// Timed runs, in seconds.
     pub samples_s: Vec<f64>,
@@ -35,81 +37,98 @@ pub struct ColdRuntime {
 #[derive(Debug, Clone, Serialize)]
 pub struct Cold {
     pub runs: usize,
-    pub runtimes: BTreeMap<&'static str, ColdRuntime>,
+    /// By runtime key (`runc`, `runwasi`, `wasmtime_per_pod`, `wasmedge_shared`, ...).
+    pub runtimes: BTreeMap<String, ColdRuntime>,
+    /// Why the runwasi baseline was not measured, when it was not.
+    pub runwasi_skipped: Option<String>,
 }
 
 impl Cold {
-    pub fn median(&self, runtime: Runtime) -> Option<f64> {
-        self.runtimes
-            .get(runtime.key())
-            .and_then(|r| r.summary.as_ref())
-            .map(|s| s.median)
+    pub fn median(&self, runtime: &Runtime) -> Option<f64> {
+        self.summary(runtime).map(|s| s.median)
     }
 
-    pub fn warm_up(&self, runtime: Runtime) -> Option<f64> {
-        self.runtimes.get(runtime.key()).map(|r| r.warm_up_s)
+    pub fn warm_up(&self, runtime: &Runtime) -> Option<f64> {
+        self.runtimes.get(&runtime.key()).map(|r| r.warm_up_s)
     }
 
-    pub fn summary(&self, runtime: Runtime) -> Option<&Summary> {
+    pub fn summary(&self, runtime: &Runtime) -> Option<&Summary> {
         self.runtimes
-            .get(runtime.key())
+            .get(&runtime.key())
             .and_then(|r| r.summary.as_ref())
     }
 }
 
-/// Runs each runtime `runs` times, round-robin (runc, per-pod, shared, runc, ...), so that
-/// the machine's load drifts over all three alike.
+/// Runs each runtime `runs` times, round-robin (runc, every engine and mode, runwasi, runc,
+/// ...), so that the machine's load drifts over all of them alike.
 pub fn run(bench: &Bench) -> Result<Cold> {
     let runs = bench.sizes.cold_runs;
-    let mut results: BTreeMap<&'static str, ColdRuntime> = BTreeMap::new();
-    let mut images = BTreeMap::new();
-    for runtime in Runtime::ALL {
+    let mut runtimes = Runtime::all();
+    let runwasi = bin_dir().join(RUNWASI_BINARY);
+    let runwasi_skipped = if runwasi.is_file() {
+        runtimes.push(Runtime::Runwasi);
+        None
+    } else {
+        let reason = format!(
+            "{} is missing (`cargo build --release -p wasmrunner-bench --bins`; `make bench` does it)",
+            runwasi.display()
+        );
+        eprintln!("cold: runwasi baseline skipped: {reason}");
+        Some(reason)
+    };
+    let mut results: BTreeMap<String, ColdRuntime> = BTreeMap::new();
+    let mut images = Vec::new();
+    for runtime in &runtimes {
         let image = bench.image(runtime.hello_image())?;
-        images.insert(runtime, image.clone());
-        let (warm_up, _) = once(bench, runtime, &image)?;
+        let (warm_up, _) = once(bench, runtime, &image)
+            .with_context(|| format!("warm-up run of {}", runtime.label()))?;
         results.insert(
             runtime.key(),
             ColdRuntime {
                 runtime: runtime.runtime_name(),
-                image,
+                label: runtime.label(),
+                image: image.clone(),
                 warm_up_s: warm_up,
                 samples_s: Vec::new(),
                 summary: None,
-                manager_kept_alive: runtime == Runtime::Shared,
+                manager_kept_alive: runtime.is_shared(),
                 managers_seen: None,
             },
         );
+        images.push(image);
     }
-    // After the warm-ups: the shared warm-up timed a start that spawns the manager.
-    let _keeper = bench.keep_manager_alive()?;
-    let mut managers = BTreeSet::new();
+    // After the warm-ups: the shared warm-ups timed starts that spawn the managers.
+    let _keeper = bench.keep_managers_alive()?;
+    let mut managers: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
     for round in 0..runs {
-        for runtime in Runtime::ALL {
+        for (runtime, image) in runtimes.iter().zip(&images) {
             signals::check()?;
-            let image = &images[&runtime];
             let (seconds, serving) = once(bench, runtime, image)
                 .with_context(|| format!("run {} of {}", round + 1, runtime.label()))?;
-            managers.extend(serving);
-            if let Some(result) = results.get_mut(runtime.key()) {
+            managers.entry(runtime.key()).or_default().extend(serving);
+            if let Some(result) = results.get_mut(&runtime.key()) {
                 result.samples_s.push(seconds);
             }
         }
     }
-    for (key, result) in results.iter_mut() {
-        result.summary = Summary::of(&result.samples_s);
-        if *key == Runtime::Shared.key() {
-            result.managers_seen = Some(managers.len());
+    for runtime in &runtimes {
+        if let Some(result) = results.get_mut(&runtime.key()) {
+            result.summary = Summary::of(&result.samples_s);
+            if runtime.is_shared() {
+                result.managers_seen = managers.get(&runtime.key()).map(BTreeSet::len);
+            }
         }
     }
     Ok(Cold {
         runs,
         runtimes: results,
+        runwasi_skipped,
     })
 }
 
 /// One timed `ctr run --rm`; returns its wall time and, in shared mode, the manager pids
 /// serving right after it.
-fn once(bench: &Bench, runtime: Runtime, image: &str) -> Result<(f64, Vec<u32>)> {
+fn once(bench: &Bench, runtime: &Runtime, image: &str) -> Result<(f64, Vec<u32>)> {
     let id = bench.id(&format!("cold-{}", runtime.tag()));
     let (elapsed, outcome) = bench.run_rm(runtime, &[], image, &id, &[])?;
     ensure!(
@@ -117,8 +136,8 @@ fn once(bench: &Bench, runtime: Runtime, image: &str) -> Result<(f64, Vec<u32>)>
         "{} container {id} did not greet: {outcome}",
         runtime.label()
     );
-    let serving = if runtime == Runtime::Shared {
-        procs::serving(&procs::all(), runtime.shim_binary(), &bench.socket())
+    let serving = if runtime.is_shared() {
+        procs::serving(&procs::all(), &runtime.shim_binary(), &bench.socket())
             .into_iter()
             .collect()
     } else {

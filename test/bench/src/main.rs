@@ -1,15 +1,19 @@
 //! `wasmrunner-bench`: what running Wasm through wasmrunner costs, beside what containerd
 //! itself costs. Every figure is measured in the same run as its baseline, against one
-//! private containerd (the e2e harness's [`wasmrunner_e2e::Containerd`]):
+//! private containerd (the e2e harness's [`wasmrunner_e2e::Containerd`]), for every engine
+//! (`wasmrunner_e2e::engine::ENGINES`, or `WASMRUNNER_ENGINES`) in each mode (per-pod and
+//! shared, or `WASMRUNNER_MODES`):
 //!
-//! - cold start: `ctr run --rm` of the hello image, per-pod and shared shims, and runc with the
-//!   static native hello (the floor containerd sets);
+//! - cold start: `ctr run --rm` of the hello image, every engine and mode, runc with the
+//!   static native hello (the floor containerd sets), and runwasi's own shim on the same
+//!   Wasmtime engine (`containerd-shim-runwasi-v1`, built from this crate);
 //! - throughput: create + start + wait + delete of many tasks through containerd's gRPC API,
 //!   M at a time;
 //! - memory: PSS of every shim, manager, zygote and container process per live container;
 //! - big module: first and second start of a >= 10 MiB module packaged as a runwasi artifact
 //!   (compiled, then loaded from containerd's content store);
-//! - compute: a CPU-bound loop in a container against the same engine outside any container.
+//! - compute: a CPU-bound loop in a container against the same engine outside any container
+//!   (an engine that interprets the module runs fewer rounds).
 //!
 //! `make bench` runs it; `--quick` is the short run CI does.
 
@@ -90,7 +94,7 @@ pub struct Args {
     /// Cold start: `ctr run --rm` runs per runtime (default 20, quick 3).
     #[arg(long)]
     pub runs: Option<usize>,
-    /// Throughput: tasks per concurrency level (default 200, quick 20).
+    /// Throughput: tasks per concurrency level (default 100, quick 20).
     #[arg(long)]
     pub tasks: Option<usize>,
     /// Throughput: concurrency levels (default 1,4,20).
@@ -102,7 +106,12 @@ pub struct Args {
     /// Big module: size of the generated module's code, in MiB (at least 10).
     #[arg(long, default_value_t = 10)]
     pub big_module_mib: usize,
+    /// Big module: the size for engines that AOT-compile artifacts with LLVM (WasmEdge, about
+    /// a minute per MiB here), in MiB; per-pod mode only, and not in a quick run.
+    #[arg(long, default_value_t = 1)]
+    pub big_module_aot_mib: usize,
     /// Compute: rounds of the probe's loop (default: about 2 s of Wasm, quick about 0.5 s).
+    /// An engine that interprets the module (WasmEdge) runs 1/50 of them.
     #[arg(long)]
     pub compute_rounds: Option<u64>,
     /// Compute: runs per place (default 3; the fastest loop and the median startup are
@@ -119,6 +128,8 @@ pub struct Sizes {
     pub concurrency: Vec<usize>,
     pub containers: Vec<usize>,
     pub big_module_bytes: usize,
+    /// Big module: the size for engines that compile with LLVM (WasmEdge).
+    pub big_module_aot_bytes: usize,
     /// Big module: both modes and a compile on the host (quick: per-pod only).
     pub big_module_thorough: bool,
     pub compute_rounds: u64,
@@ -130,7 +141,9 @@ impl Sizes {
         let quick = args.quick;
         let sizes = Self {
             cold_runs: args.runs.unwrap_or(if quick { 3 } else { 20 }),
-            tasks: args.tasks.unwrap_or(if quick { 20 } else { 200 }),
+            // 100, not more: five runtimes keep `make bench` under 15 minutes on a
+            // 2-core machine.
+            tasks: args.tasks.unwrap_or(if quick { 20 } else { 100 }),
             concurrency: if args.concurrency.is_empty() {
                 vec![1, 4, 20]
             } else {
@@ -142,6 +155,7 @@ impl Sizes {
                 args.containers.clone()
             },
             big_module_bytes: args.big_module_mib << 20,
+            big_module_aot_bytes: args.big_module_aot_mib << 20,
             big_module_thorough: !quick,
             // About 10 ns a round here: 2 s of loop by default, 0.5 s quick.
             compute_rounds: args.compute_rounds.unwrap_or(if quick {
@@ -164,6 +178,10 @@ impl Sizes {
         anyhow::ensure!(
             args.big_module_mib >= 10,
             "--big-module-mib must be at least 10 (the benchmark is about big modules)"
+        );
+        anyhow::ensure!(
+            args.big_module_aot_mib >= 1,
+            "--big-module-aot-mib must be at least 1"
         );
         anyhow::ensure!(sizes.compute_runs > 0, "--compute-runs must be at least 1");
         Ok(sizes)

@@ -27,14 +27,15 @@ pub struct Point {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Memory {
-    pub runtimes: BTreeMap<&'static str, Vec<Point>>,
+    /// By runtime key (`runc`, `wasmtime_per_pod`, ...).
+    pub runtimes: BTreeMap<String, Vec<Point>>,
     pub workload: &'static str,
 }
 
 impl Memory {
-    pub fn per_container_mib(&self, runtime: Runtime, containers: usize) -> Option<f64> {
+    pub fn per_container_mib(&self, runtime: &Runtime, containers: usize) -> Option<f64> {
         self.runtimes
-            .get(runtime.key())?
+            .get(&runtime.key())?
             .iter()
             .find(|p| p.containers == containers)
             .map(|p| p.pss_per_container_kib / 1024.0)
@@ -46,17 +47,18 @@ pub fn run(bench: &Bench) -> Result<Memory> {
     counts.sort_unstable();
     counts.dedup();
     let mut runtimes = BTreeMap::new();
-    for runtime in Runtime::ALL {
+    for runtime in &Runtime::all() {
         let mut started: Vec<String> = Vec::new();
         let result = measure(bench, runtime, &counts, &mut started);
         let removed = bench.remove_containers(&started);
         let points = result?;
         removed?;
         // Per-pod shims exit with their container; a shared manager after its idle time
-        // (it is measured last, and filtered by binary name anyway).
+        // (footprints are filtered by binary name, so an idle one does not count for the
+        // next runtime).
         let left =
-            bench.wait_for_shims_to_exit(Some(runtime.shim_binary()), Duration::from_secs(5));
-        if runtime != Runtime::Shared && !left.is_empty() {
+            bench.wait_for_shims_to_exit(Some(&runtime.shim_binary()), Duration::from_secs(5));
+        if !runtime.is_shared() && !left.is_empty() {
             bail!(
                 "{} shims still running after their containers were deleted: {left:?}",
                 runtime.label()
@@ -72,7 +74,7 @@ pub fn run(bench: &Bench) -> Result<Memory> {
 
 fn measure(
     bench: &Bench,
-    runtime: Runtime,
+    runtime: &Runtime,
     counts: &[usize],
     started: &mut Vec<String>,
 ) -> Result<Vec<Point>> {
@@ -111,7 +113,7 @@ fn measure(
 /// `ctr run -d --null-io` of each id, a few at a time.
 fn start_all(
     bench: &Bench,
-    runtime: Runtime,
+    runtime: &Runtime,
     image: &str,
     probe: &str,
     ids: &[String],
@@ -151,16 +153,11 @@ fn start_all(
     Ok(())
 }
 
-fn start_one(bench: &Bench, runtime: Runtime, image: &str, probe: &str, id: &str) -> Result<()> {
+fn start_one(bench: &Bench, runtime: &Runtime, image: &str, probe: &str, id: &str) -> Result<()> {
     let mut command = bench.ctr_command();
     command
-        .args([
-            "run",
-            "-d",
-            "--null-io",
-            "--runtime",
-            runtime.runtime_name(),
-        ])
+        .args(["run", "-d", "--null-io", "--runtime"])
+        .arg(runtime.runtime_name())
         .arg(image)
         .arg(id)
         .args([probe, "sleep"]);
@@ -173,9 +170,10 @@ fn start_one(bench: &Bench, runtime: Runtime, image: &str, probe: &str, id: &str
 /// Measures until the total changes by less than 1% between two readings a second apart
 /// (each container compiled its module and went to sleep), and every container has its
 /// process; at most 30 s.
-fn settled(bench: &Bench, runtime: Runtime, k: usize) -> Result<Footprint> {
+fn settled(bench: &Bench, runtime: &Runtime, k: usize) -> Result<Footprint> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let read = || footprint(runtime.shim_binary(), &bench.socket(), bench.namespace());
+    let shim = runtime.shim_binary();
+    let read = || footprint(&shim, &bench.socket(), bench.namespace());
     let mut last = read()?;
     loop {
         std::thread::sleep(Duration::from_secs(1));

@@ -7,12 +7,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::{Value, json};
+use wasmrunner_e2e::engine::{Engine, Mode};
 
 use crate::bigmodule::BigModule;
 use crate::cold::Cold;
-use crate::compute::{Compute, HOST};
+use crate::compute::{Compute, host_key};
 use crate::memory::Memory;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, engine_names};
 use crate::stats::Summary;
 use crate::throughput::Throughput;
 use crate::{Section, Sizes};
@@ -60,11 +61,13 @@ impl Unit {
     }
 }
 
-/// One line of the table: a figure for both modes, beside its baseline.
+/// One line of the table: a figure of one engine in both modes, beside its baseline.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
     pub section: &'static str,
     pub figure: String,
+    /// `wasmtime`, `wasmedge`, ...
+    pub engine: String,
     pub unit: Unit,
     pub per_pod: Option<f64>,
     pub shared: Option<f64>,
@@ -81,11 +84,34 @@ pub struct Row {
     notes: [Option<String>; 3],
 }
 
+/// An engine's two modes, as the runtimes the sections keyed their figures by.
+struct Modes {
+    engine: String,
+    per_pod: Runtime,
+    shared: Runtime,
+}
+
+impl Modes {
+    fn of(engine: &str) -> Self {
+        Self {
+            engine: engine.to_string(),
+            per_pod: Runtime::Wasm(Engine::new(engine, Mode::PerPod)),
+            shared: Runtime::Wasm(Engine::new(engine, Mode::Shared)),
+        }
+    }
+
+    /// Every engine measured.
+    fn all() -> Vec<Self> {
+        engine_names().iter().map(|e| Self::of(e)).collect()
+    }
+}
+
 impl Row {
     #[allow(clippy::too_many_arguments)]
     fn new(
         section: Section,
         figure: impl Into<String>,
+        engine: &str,
         unit: Unit,
         per_pod: Option<f64>,
         shared: Option<f64>,
@@ -100,6 +126,7 @@ impl Row {
         Self {
             section: section.key(),
             figure: figure.into(),
+            engine: engine.to_string(),
             unit,
             per_pod,
             shared,
@@ -173,7 +200,7 @@ impl Report {
                 SectionOutcome::Memory(m) => rows.extend(memory_rows(m, &self.sizes)),
                 SectionOutcome::BigModule(big) => {
                     let floor = self.sections.iter().find_map(|(_, o)| match o {
-                        SectionOutcome::Cold(cold) => cold.median(Runtime::Runc),
+                        SectionOutcome::Cold(cold) => cold.median(&Runtime::Runc),
                         _ => None,
                     });
                     rows.extend(big_module_rows(big, floor));
@@ -225,7 +252,12 @@ impl Report {
                 "bin_dir": self.containerd_dir,
                 "namespace": self.namespace,
             },
-            "runtimes": Runtime::ALL.iter().map(|r| (r.key(), r.runtime_name())).collect::<BTreeMap<_, _>>(),
+            "runtimes": Runtime::all()
+                .into_iter()
+                .chain([Runtime::Runwasi])
+                .map(|r| (r.key(), r.runtime_name()))
+                .collect::<BTreeMap<_, _>>(),
+            "engines": engine_names(),
             "baseline": BASELINE,
             "sizes": self.sizes,
             "sections": sections,
@@ -245,14 +277,15 @@ impl Report {
         let header = [
             "section",
             "figure",
-            "wasmtime per-pod",
-            "wasmtime shared",
+            "engine",
+            "per-pod",
+            "shared",
             "baseline",
             "baseline is",
             "per-pod/base",
             "shared/base",
         ];
-        let mut lines: Vec<[String; 8]> = vec![header.map(str::to_string)];
+        let mut lines: Vec<[String; 9]> = vec![header.map(str::to_string)];
         for row in &rows {
             let cell = |value: Option<f64>, note: &Option<String>| match (value, note) {
                 (Some(v), Some(n)) => format!("{} {n}", row.unit.show(v)),
@@ -263,6 +296,7 @@ impl Report {
             lines.push([
                 row.section.to_string(),
                 row.figure.clone(),
+                row.engine.clone(),
                 cell(row.per_pod, &row.notes[0]),
                 cell(row.shared, &row.notes[1]),
                 cell(row.baseline, &row.notes[2]),
@@ -271,7 +305,7 @@ impl Report {
                 ratio(row.shared_cost),
             ]);
         }
-        let mut widths = [0usize; 8];
+        let mut widths = [0usize; 9];
         for line in &lines {
             for (width, cell) in widths.iter_mut().zip(line) {
                 *width = (*width).max(cell.chars().count());
@@ -293,7 +327,7 @@ impl Report {
                 .enumerate()
                 .map(|(column, (cell, width))| {
                     // Numbers right-aligned, words left-aligned.
-                    if column >= 2 && column != 5 {
+                    if column >= 3 && column != 6 {
                         format!("{cell:>width$}")
                     } else {
                         format!("{cell:<width$}")
@@ -310,6 +344,14 @@ impl Report {
         }
         for (section, outcome) in &self.sections {
             match outcome {
+                SectionOutcome::BigModule(big) => {
+                    for (runtime, reason) in &big.skipped {
+                        out.push_str(&format!(
+                            "{}: {runtime} not measured: {reason}\n",
+                            section.key()
+                        ));
+                    }
+                }
                 SectionOutcome::Skipped(reason) => {
                     out.push_str(&format!("{}: skipped: {reason}\n", section.key()));
                 }
@@ -328,13 +370,24 @@ impl Report {
             out.push_str(&gap);
             out.push('\n');
         }
+        for (_, outcome) in &self.sections {
+            if let SectionOutcome::Cold(cold) = outcome {
+                out.push_str(&runwasi_line(cold));
+                out.push('\n');
+            }
+        }
         out
     }
 }
 
 const BASELINE: &str = "runc (io.containerd.runc.v2) running static native builds of the same programs \
      through the same containerd, measured in the same run: the floor containerd itself sets \
-     (compute: the same Wasmtime configuration outside any container)";
+     (compute: the same engine outside any container; cold start also beside runwasi's own shim \
+     on the same Wasmtime engine)";
+
+/// Issue #4's goal: a cold `ctr run --rm` of a tiny module in shared mode at most this
+/// fraction of runwasi's on the same machine.
+const RUNWASI_GOAL: f64 = 0.6;
 
 fn largest_gap(rows: &[Row]) -> Option<String> {
     let mut worst: Option<(f64, String)> = None;
@@ -345,8 +398,8 @@ fn largest_gap(rows: &[Row]) -> Option<String> {
                 worst = Some((
                     cost,
                     format!(
-                        "Largest gap to the floor: {} {} (wasmtime {mode}): {cost:.2}x {}",
-                        row.section, row.figure, row.baseline_is
+                        "Largest gap to the floor: {} {} ({} {mode}): {cost:.2}x {}",
+                        row.section, row.figure, row.engine, row.baseline_is
                     ),
                 ));
             }
@@ -355,146 +408,259 @@ fn largest_gap(rows: &[Row]) -> Option<String> {
     worst.map(|(_, text)| text)
 }
 
+/// Issue #4: wasmrunner's shared mode against runwasi's shim, both on Wasmtime.
+fn runwasi_line(cold: &Cold) -> String {
+    if let Some(reason) = &cold.runwasi_skipped {
+        return format!("runwasi baseline: not measured: {reason}");
+    }
+    let modes = Modes::of("wasmtime");
+    match (cold.median(&modes.shared), cold.median(&Runtime::Runwasi)) {
+        (Some(shared), Some(runwasi)) if runwasi > 0.0 => {
+            let ratio = shared / runwasi;
+            format!(
+                "Cold start, wasmtime shared / runwasi (same engine): {shared:.3} s / {runwasi:.3} s = {ratio:.2}x (issue #4 goal: at most {RUNWASI_GOAL:.1}x: {})",
+                if ratio <= RUNWASI_GOAL {
+                    "met"
+                } else {
+                    "not met"
+                }
+            )
+        }
+        _ => "runwasi baseline: no figure for wasmtime shared or runwasi".to_string(),
+    }
+}
+
 fn range(summary: Option<&Summary>) -> Option<String> {
     summary.map(|s| format!("({:.3}-{:.3})", s.min, s.max))
 }
 
 fn cold_rows(cold: &Cold) -> Vec<Row> {
-    let median = |r: Runtime| cold.median(r);
-    vec![
-        Row::new(
-            Section::Cold,
-            format!("ctr run --rm hello, median (min-max) of {}", cold.runs),
-            Unit::Seconds,
-            median(Runtime::PerPod),
-            median(Runtime::Shared),
-            median(Runtime::Runc),
-            "runc, native hello",
-            true,
-        )
-        .with_notes([
-            range(cold.summary(Runtime::PerPod)),
-            range(cold.summary(Runtime::Shared)),
-            range(cold.summary(Runtime::Runc)),
-        ]),
-        Row::new(
-            Section::Cold,
-            "first run, untimed above (shared: spawns the manager)",
-            Unit::Seconds,
-            cold.warm_up(Runtime::PerPod),
-            cold.warm_up(Runtime::Shared),
-            cold.warm_up(Runtime::Runc),
-            "runc, native hello",
-            false,
-        ),
-    ]
-}
-
-fn throughput_rows(t: &Throughput, sizes: &Sizes) -> Vec<Row> {
-    sizes
-        .concurrency
-        .iter()
-        .map(|&m| {
+    let engines = Modes::all();
+    let runc = Runtime::Runc;
+    let mut rows = Vec::new();
+    for m in &engines {
+        rows.push(
             Row::new(
-                Section::Throughput,
-                format!("{} tasks, {m} at a time (gRPC)", t.tasks),
-                Unit::TasksPerSecond,
-                t.tasks_per_s(Runtime::PerPod, m),
-                t.tasks_per_s(Runtime::Shared, m),
-                t.tasks_per_s(Runtime::Runc, m),
+                Section::Cold,
+                format!("ctr run --rm hello, median (min-max) of {}", cold.runs),
+                &m.engine,
+                Unit::Seconds,
+                cold.median(&m.per_pod),
+                cold.median(&m.shared),
+                cold.median(&runc),
                 "runc, native hello",
                 true,
             )
-        })
-        .collect()
+            .with_notes([
+                range(cold.summary(&m.per_pod)),
+                range(cold.summary(&m.shared)),
+                range(cold.summary(&runc)),
+            ]),
+        );
+    }
+    let wasmtime = Modes::of("wasmtime");
+    if cold.median(&Runtime::Runwasi).is_some() {
+        rows.push(
+            Row::new(
+                Section::Cold,
+                format!("ctr run --rm hello, median (min-max) of {}", cold.runs),
+                &wasmtime.engine,
+                Unit::Seconds,
+                cold.median(&wasmtime.per_pod),
+                cold.median(&wasmtime.shared),
+                cold.median(&Runtime::Runwasi),
+                "runwasi (same wasmtime engine)",
+                false,
+            )
+            .with_notes([
+                range(cold.summary(&wasmtime.per_pod)),
+                range(cold.summary(&wasmtime.shared)),
+                range(cold.summary(&Runtime::Runwasi)),
+            ]),
+        );
+    }
+    for m in &engines {
+        rows.push(Row::new(
+            Section::Cold,
+            "first run, untimed above (shared: spawns the manager)",
+            &m.engine,
+            Unit::Seconds,
+            cold.warm_up(&m.per_pod),
+            cold.warm_up(&m.shared),
+            cold.warm_up(&runc),
+            "runc, native hello",
+            false,
+        ));
+    }
+    rows
+}
+
+fn throughput_rows(t: &Throughput, sizes: &Sizes) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for &m in &sizes.concurrency {
+        for e in Modes::all() {
+            rows.push(Row::new(
+                Section::Throughput,
+                format!("{} tasks, {m} at a time (gRPC)", t.tasks),
+                &e.engine,
+                Unit::TasksPerSecond,
+                t.tasks_per_s(&e.per_pod, m),
+                t.tasks_per_s(&e.shared, m),
+                t.tasks_per_s(&Runtime::Runc, m),
+                "runc, native hello",
+                true,
+            ));
+        }
+    }
+    rows
 }
 
 fn memory_rows(m: &Memory, sizes: &Sizes) -> Vec<Row> {
     let mut counts = sizes.containers.clone();
     counts.sort_unstable();
     counts.dedup();
-    counts
-        .into_iter()
-        .map(|k| {
-            Row::new(
+    let mut rows = Vec::new();
+    for k in counts {
+        for e in Modes::all() {
+            rows.push(Row::new(
                 Section::Memory,
                 format!("PSS per container, {k} alive"),
+                &e.engine,
                 Unit::Mib,
-                m.per_container_mib(Runtime::PerPod, k),
-                m.per_container_mib(Runtime::Shared, k),
-                m.per_container_mib(Runtime::Runc, k),
+                m.per_container_mib(&e.per_pod, k),
+                m.per_container_mib(&e.shared, k),
+                m.per_container_mib(&Runtime::Runc, k),
                 "runc, native probe sleep",
                 true,
-            )
-        })
-        .collect()
+            ));
+        }
+    }
+    rows
 }
 
 fn big_module_rows(big: &BigModule, floor: Option<f64>) -> Vec<Row> {
-    let size = format!("{:.1} MiB", big.module_bytes as f64 / (1 << 20) as f64);
-    let first = |r: Runtime| big.get(r).map(|b| b.first_start_s);
-    let second = |r: Runtime| big.get(r).map(|b| b.second_start_s);
-    vec![
-        Row::new(
+    let first = |r: &Runtime| big.get(r).map(|b| b.first_start_s);
+    let second = |r: &Runtime| big.get(r).map(|b| b.second_start_s);
+    // Only the engines the section measured; each engine's module size (WasmEdge's LLVM
+    // compile gets a smaller one).
+    let engines: Vec<(Modes, String)> = Modes::all()
+        .into_iter()
+        .filter_map(|m| {
+            let measured = big.get(&m.per_pod).or_else(|| big.get(&m.shared))?;
+            let size = format!("{:.1} MiB", measured.module_bytes as f64 / (1 << 20) as f64);
+            Some((m, size))
+        })
+        .collect();
+    let mut rows = Vec::new();
+    for (m, size) in &engines {
+        let (host, host_is) = if m.engine == "wasmtime" {
+            (big.host_compile_s, "compile alone, on the host")
+        } else {
+            (None, "-")
+        };
+        rows.push(Row::new(
             Section::BigModule,
             format!("{size} artifact, first start (compiles)"),
+            &m.engine,
             Unit::Seconds,
-            first(Runtime::PerPod),
-            first(Runtime::Shared),
-            big.host_compile_s,
-            "compile alone, on the host",
+            first(&m.per_pod),
+            first(&m.shared),
+            host,
+            host_is,
             false,
-        ),
-        Row::new(
+        ));
+    }
+    for (m, size) in &engines {
+        rows.push(Row::new(
             Section::BigModule,
             format!("{size} artifact, second start (cached)"),
+            &m.engine,
             Unit::Seconds,
-            second(Runtime::PerPod),
-            second(Runtime::Shared),
+            second(&m.per_pod),
+            second(&m.shared),
             floor,
             "runc cold start, native hello",
             false,
-        ),
-    ]
+        ));
+    }
+    rows
 }
 
 fn compute_rows(c: &Compute) -> Vec<Row> {
     let loop_of = |key: &str| c.place(key).and_then(|p| p.loop_best());
     let startup_of = |key: &str| c.place(key).and_then(|p| p.startup_median());
-    let runs = c.place(HOST).map_or(0, |p| p.runs.len());
-    let mut rows = vec![
-        Row::new(
-            Section::Compute,
-            format!("probe compute {}: the loop, best of {runs}", c.rounds),
-            Unit::Seconds,
-            loop_of(Runtime::PerPod.key()),
-            loop_of(Runtime::Shared.key()),
-            loop_of(HOST),
-            "same engine, no container",
-            true,
-        ),
-        Row::new(
-            Section::Compute,
-            "startup around the loop (wall - loop), median".to_string(),
-            Unit::Seconds,
-            startup_of(Runtime::PerPod.key()),
-            startup_of(Runtime::Shared.key()),
-            startup_of(HOST).map(|s| s + c.host_compile_s),
-            "host compile + instantiate",
-            false,
-        ),
-    ];
-    if let Some(native) = loop_of(Runtime::Runc.key()) {
+    let engines = Modes::all();
+    let mut rows = Vec::new();
+    for m in &engines {
+        let host = host_key(&m.engine);
+        let runs = c
+            .place(&m.per_pod.key())
+            .or_else(|| c.place(&m.shared.key()))
+            .map_or(0, |p| p.runs.len());
+        let rounds = c.rounds_of(&m.engine);
+        let note = if rounds != c.rounds {
+            format!(
+                " (interpreter: 1/{} of the rounds)",
+                c.rounds / rounds.max(1)
+            )
+        } else {
+            String::new()
+        };
         rows.push(Row::new(
             Section::Compute,
-            "the loop: Wasm vs native code (runc)".to_string(),
+            format!("probe compute {rounds}{note}: the loop, best of {runs}"),
+            &m.engine,
             Unit::Seconds,
-            loop_of(Runtime::PerPod.key()),
-            loop_of(Runtime::Shared.key()),
-            Some(native),
-            "native build under runc",
+            loop_of(&m.per_pod.key()),
+            loop_of(&m.shared.key()),
+            loop_of(&host),
+            "same engine, no container",
+            true,
+        ));
+    }
+    for m in &engines {
+        let host = host_key(&m.engine);
+        let in_process = m.engine == "wasmtime";
+        let baseline = startup_of(&host).map(|s| {
+            if in_process {
+                s + c.host_compile_s.unwrap_or(0.0)
+            } else {
+                s
+            }
+        });
+        rows.push(Row::new(
+            Section::Compute,
+            "startup around the loop (wall - loop), median".to_string(),
+            &m.engine,
+            Unit::Seconds,
+            startup_of(&m.per_pod.key()),
+            startup_of(&m.shared.key()),
+            baseline,
+            if in_process {
+                "host compile + instantiate"
+            } else {
+                "run-on-host process, wall - loop"
+            },
             false,
         ));
+    }
+    if let Some(native) = loop_of(&Runtime::Runc.key()) {
+        for m in engines
+            .iter()
+            .filter(|m| c.rounds_of(&m.engine) == c.rounds)
+        {
+            rows.push(Row::new(
+                Section::Compute,
+                "the loop: Wasm vs native code (runc)".to_string(),
+                &m.engine,
+                Unit::Seconds,
+                loop_of(&m.per_pod.key()),
+                loop_of(&m.shared.key()),
+                Some(native),
+                "native build under runc",
+                false,
+            ));
+        }
     }
     rows
 }

@@ -29,15 +29,15 @@ pub struct Level {
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
     pub tasks: usize,
-    /// By runtime key, then concurrency.
-    pub runtimes: BTreeMap<&'static str, Vec<Level>>,
+    /// By runtime key (`runc`, `wasmtime_per_pod`, ...), then concurrency.
+    pub runtimes: BTreeMap<String, Vec<Level>>,
     pub via: &'static str,
 }
 
 impl Throughput {
-    pub fn tasks_per_s(&self, runtime: Runtime, concurrency: usize) -> Option<f64> {
+    pub fn tasks_per_s(&self, runtime: &Runtime, concurrency: usize) -> Option<f64> {
         self.runtimes
-            .get(runtime.key())?
+            .get(&runtime.key())?
             .iter()
             .find(|l| l.concurrency == concurrency)
             .map(|l| l.tasks_per_s)
@@ -51,9 +51,9 @@ pub fn run(bench: &Bench) -> Result<Throughput> {
         .build()
         .context("starting the async runtime")?;
     let client = tokio.block_on(Client::connect(&bench.socket(), bench.namespace()))?;
-    let _keeper = bench.keep_manager_alive()?;
+    let _keeper = bench.keep_managers_alive()?;
     let mut runtimes = BTreeMap::new();
-    for runtime in Runtime::ALL {
+    for runtime in &Runtime::all() {
         let template = template(bench, &tokio, &client, runtime)?;
         // Untimed: the first task loads binaries (and starts the shared manager).
         tokio
@@ -93,16 +93,17 @@ fn template(
     bench: &Bench,
     tokio: &tokio::runtime::Runtime,
     client: &Client,
-    runtime: Runtime,
+    runtime: &Runtime,
 ) -> Result<Template> {
     let image = bench.image(runtime.hello_image())?;
     let id = bench.id(&format!("template-{}", runtime.tag()));
+    let runtime_name = runtime.runtime_name();
     bench
         .ctr(&[
             "containers",
             "create",
             "--runtime",
-            runtime.runtime_name(),
+            &runtime_name,
             &image,
             &id,
         ])?
@@ -120,7 +121,7 @@ async fn level(
     bench: &Bench,
     client: &Client,
     template: &Template,
-    runtime: Runtime,
+    runtime: &Runtime,
     concurrency: usize,
     tasks: usize,
 ) -> Result<Level> {
