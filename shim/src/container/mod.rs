@@ -64,9 +64,14 @@ pub fn start(state_root: &Path, id: &str) -> Result<(), ContainerError> {
     zygote::operate(state_root, id, zygote::Operation::Start)
 }
 
-/// Sends `signal` to the container's processes.
-pub fn kill(state_root: &Path, id: &str, signal: u32) -> Result<(), ContainerError> {
-    zygote::operate(state_root, id, zygote::Operation::Kill(signal))
+/// Sends `signal` to the container's init process, or with `all` to each of its processes.
+///
+/// Only `all` goes through the cgroup: libcontainer freezes it, signals every pid and thaws
+/// it, and freezing interrupts whatever the processes were blocked in (WasmEdge's
+/// `poll_oneoff` then fails a guest's sleep, and a Rust guest panics before the signal lands:
+/// status 134 instead of 143). containerd asks for `all` only for `ctr task kill --all`.
+pub fn kill(state_root: &Path, id: &str, signal: u32, all: bool) -> Result<(), ContainerError> {
+    zygote::operate(state_root, id, zygote::Operation::Kill { signal, all })
 }
 
 /// Removes the container: its processes (killed if still running), cgroups and state.

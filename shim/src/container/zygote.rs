@@ -37,7 +37,11 @@ fn die_with_parent(_: ()) {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub enum Operation {
     Start,
-    Kill(u32),
+    /// A signal, to the init process only or (`all`) to every process of the container.
+    Kill {
+        signal: u32,
+        all: bool,
+    },
     Delete,
 }
 
@@ -45,7 +49,7 @@ impl Operation {
     fn name(self) -> &'static str {
         match self {
             Operation::Start => "start",
-            Operation::Kill(_) => "signal",
+            Operation::Kill { .. } => "signal",
             Operation::Delete => "delete",
         }
     }
@@ -148,9 +152,9 @@ fn operate_in_zygote(
     let mut container = Container::load(dir.clone()).map_err(|e| format!("{e}"))?;
     let result = match operation {
         Operation::Start => container.start(),
-        Operation::Kill(signal) => {
+        Operation::Kill { signal, all } => {
             let signal = Signal::try_from(signal as i32).map_err(|e| format!("{e}"))?;
-            container.kill(signal, true)
+            container.kill(signal, all)
         }
         Operation::Delete => return delete_until_gone(container, &dir),
     };

@@ -416,7 +416,7 @@ impl<S: Shim> containerd_shim::Task for TaskService<S> {
                 req.id
             )));
         }
-        match container::kill(&task.state_root, &task.id, req.signal) {
+        match container::kill(&task.state_root, &task.id, req.signal, req.all) {
             Ok(()) => Ok(Empty::new()),
             // It exited between the check and the signal.
             Err(_) if matches!(task.phase(), Phase::Stopped { .. }) => Err(not_found(format!(
