@@ -71,7 +71,8 @@ struct Inner {
     runtime: tokio::runtime::Runtime,
     /// Creates under way: a manager is not idle while one is, even with no task listed yet.
     creating: AtomicUsize,
-    /// When a task was last created or deleted, for the manager's idle exit.
+    /// When a task was last created or deleted, or `shim start` announced one, for the
+    /// manager's idle exit.
     last_activity: Mutex<Instant>,
 }
 
@@ -471,7 +472,10 @@ impl<S: Shim> containerd_shim::Task for TaskService<S> {
         })
     }
 
+    /// Also how `shim start` tells a manager that containerd is about to send it a task: the
+    /// manager then stays up for another idle period (see `ShimProcess::start_shim`).
     fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> TtrpcResult<ConnectResponse> {
+        self.inner.touch();
         let task_pid = self.task(&req.id).map(|task| task.pid).unwrap_or_default();
         Ok(ConnectResponse {
             shim_pid: std::process::id(),

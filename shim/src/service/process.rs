@@ -18,6 +18,43 @@ use super::{TaskService, state_root};
 use crate::container;
 use crate::version::Mode;
 
+/// How long `shim start` waits for a running manager to answer.
+const ANNOUNCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Tells the manager at `address` that containerd is about to create task `id` there, so it
+/// does not exit as idle between this `start` and containerd's Create (which then failed with
+/// "ttrpc: closed"); returns whether it answered.
+fn announce(address: &str, id: &str) -> bool {
+    use containerd_shim::protos::shim::shim::ConnectRequest;
+    use containerd_shim::protos::shim::shim_ttrpc::TaskClient;
+    let Ok(client) = containerd_shim::protos::ttrpc::Client::connect(address) else {
+        return false;
+    };
+    let request = ConnectRequest {
+        id: id.to_string(),
+        ..Default::default()
+    };
+    let timeout = ANNOUNCE_TIMEOUT.as_nanos().try_into().unwrap_or(i64::MAX);
+    TaskClient::new(client)
+        .connect(
+            containerd_shim::protos::ttrpc::context::with_timeout(timeout),
+            &request,
+        )
+        .is_ok()
+}
+
+/// `StartOpts` is not `Clone`.
+fn copy_opts(opts: &StartOpts) -> StartOpts {
+    StartOpts {
+        id: opts.id.clone(),
+        publish_binary: opts.publish_binary.clone(),
+        address: opts.address.clone(),
+        ttrpc_address: opts.ttrpc_address.clone(),
+        namespace: opts.namespace.clone(),
+        debug: opts.debug,
+    }
+}
+
 /// The annotation CRI puts on every container of a pod.
 const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 
@@ -78,7 +115,13 @@ impl<S: Shim> containerd_shim::Shim for ShimProcess<S> {
             Mode::Shared => vec![(crate::entry::MODE_ENV, "shared")],
             Mode::PerPod => Vec::new(),
         };
-        let (_pid, address) = containerd_shim::spawn(opts, &grouping, vars)?;
+        let retry = copy_opts(&opts);
+        let (pid, mut address) = containerd_shim::spawn(opts, &grouping, vars.clone())?;
+        // pid 0: a running manager was found rather than a new one started.
+        if self.mode == Mode::Shared && pid == 0 && !announce(&address, &retry.id) {
+            // It was exiting (idle) as this start reached it: start a new one.
+            (_, address) = containerd_shim::spawn(retry, &grouping, vars)?;
+        }
         write_address(&address)?;
         Ok(address)
     }
