@@ -372,16 +372,21 @@ impl Containerd {
 
     /// The shared managers serving namespace `namespace` with `binary` (their pids). The
     /// manager's zygotes and the container processes they fork carry the same command line;
-    /// the manager is the one whose parent is not among them.
+    /// the manager is the one whose parent is not among them. containerd's short-lived
+    /// `shim start` and `shim delete` runs of the binary (their last word) are not managers.
     pub fn managers(&self, binary: &str, namespace: &str) -> Vec<u32> {
         let family: Vec<u32> = self
             .shim_processes()
             .into_iter()
             .filter(|(_, cmdline)| {
-                let words: Vec<&str> = cmdline.split(' ').collect();
-                words
-                    .first()
-                    .is_some_and(|program| program.ends_with(binary))
+                let words: Vec<&str> = cmdline.split_whitespace().collect();
+                let subcommand = words
+                    .last()
+                    .is_some_and(|w| *w == "start" || *w == "delete");
+                !subcommand
+                    && words
+                        .first()
+                        .is_some_and(|program| program.ends_with(binary))
                     && words
                         .windows(2)
                         .any(|w| w[0] == "-namespace" && w[1] == namespace)
