@@ -187,6 +187,29 @@ impl Client {
         Ok(())
     }
 
+    /// Only the container record of `id` (no snapshot, no task): what a runwasi-based shim
+    /// reads back from containerd during Create (the image, for its wasm layers), for tasks
+    /// driven straight over the shim's ttrpc API.
+    pub async fn create_record(&self, template: &Template, id: &str) -> Result<()> {
+        let mut container = template.for_container(id);
+        container.snapshot_key = String::new();
+        self.containers()
+            .create(self.request(CreateContainerRequest {
+                container: Some(container),
+            }))
+            .await
+            .with_context(|| format!("creating container record {id}"))?;
+        Ok(())
+    }
+
+    pub async fn delete_record(&self, id: &str) -> Result<()> {
+        self.containers()
+            .delete(self.request(DeleteContainerRequest { id: id.to_string() }))
+            .await
+            .with_context(|| format!("deleting container record {id}"))?;
+        Ok(())
+    }
+
     /// Best effort, after a failure: whatever of the task, record and snapshot exists goes.
     async fn remove(&self, snapshotter: &str, id: &str) {
         let _ = self

@@ -9,6 +9,8 @@
 //!   Wasmtime engine (`containerd-shim-runwasi-v1`, built from this crate);
 //! - throughput: create + start + wait + delete of many tasks through containerd's gRPC API,
 //!   M at a time;
+//! - shim throughput: the same straight over each shim's ttrpc Task API, no containerd (the
+//!   shim alone);
 //! - memory: PSS of every shim, manager, zygote and container process per live container;
 //! - big module: first and second start of a >= 10 MiB module packaged as a runwasi artifact
 //!   (compiled, then loaded from containerd's content store);
@@ -26,6 +28,7 @@ mod memory;
 mod procs;
 mod report;
 mod runtime;
+mod shimtask;
 mod signals;
 mod stats;
 mod throughput;
@@ -47,6 +50,8 @@ use crate::report::{Report, SectionOutcome};
 pub enum Section {
     Cold,
     Throughput,
+    #[value(name = "shim-throughput", alias = "shim")]
+    ShimThroughput,
     Memory,
     #[value(name = "big-module", alias = "big")]
     BigModule,
@@ -54,9 +59,10 @@ pub enum Section {
 }
 
 impl Section {
-    pub const ALL: [Section; 5] = [
+    pub const ALL: [Section; 6] = [
         Section::Cold,
         Section::Throughput,
+        Section::ShimThroughput,
         Section::Memory,
         Section::BigModule,
         Section::Compute,
@@ -66,6 +72,7 @@ impl Section {
         match self {
             Section::Cold => "cold",
             Section::Throughput => "throughput",
+            Section::ShimThroughput => "shim_throughput",
             Section::Memory => "memory",
             Section::BigModule => "big_module",
             Section::Compute => "compute",
@@ -97,10 +104,14 @@ pub struct Args {
     /// Throughput: tasks per concurrency level (default 100, quick 20).
     #[arg(long)]
     pub tasks: Option<usize>,
-    /// Throughput: concurrency levels (default 1,4,20).
+    /// Shim throughput (straight over the shims' ttrpc): tasks per concurrency level
+    /// (default 50, quick 10).
+    #[arg(long)]
+    pub shim_tasks: Option<usize>,
+    /// Throughput and shim throughput: concurrency levels (default 1,4,20).
     #[arg(long, value_delimiter = ',')]
     pub concurrency: Vec<usize>,
-    /// Memory: numbers of live containers to measure at (default 1,20,100; quick 1,5).
+    /// Memory: numbers of live containers to measure at (default 1,20,50; quick 1,5).
     #[arg(long, value_delimiter = ',')]
     pub containers: Vec<usize>,
     /// Big module: size of the generated module's code, in MiB (at least 10).
@@ -114,8 +125,8 @@ pub struct Args {
     /// An engine that interprets the module (WasmEdge) runs 1/50 of them.
     #[arg(long)]
     pub compute_rounds: Option<u64>,
-    /// Compute: runs per place (default 3; the fastest loop and the median startup are
-    /// reported).
+    /// Compute: runs per place (default 3, quick 2; the fastest loop and the median startup
+    /// are reported).
     #[arg(long)]
     pub compute_runs: Option<usize>,
 }
@@ -125,6 +136,7 @@ pub struct Args {
 pub struct Sizes {
     pub cold_runs: usize,
     pub tasks: usize,
+    pub shim_tasks: usize,
     pub concurrency: Vec<usize>,
     pub containers: Vec<usize>,
     pub big_module_bytes: usize,
@@ -141,16 +153,17 @@ impl Sizes {
         let quick = args.quick;
         let sizes = Self {
             cold_runs: args.runs.unwrap_or(if quick { 3 } else { 20 }),
-            // 100, not more: five runtimes keep `make bench` under 15 minutes on a
-            // 2-core machine.
+            // The defaults keep `make bench` (five runtimes in every section) under 15
+            // minutes on a 2-core machine, and `--quick` around 3.
             tasks: args.tasks.unwrap_or(if quick { 20 } else { 100 }),
+            shim_tasks: args.shim_tasks.unwrap_or(if quick { 10 } else { 50 }),
             concurrency: if args.concurrency.is_empty() {
                 vec![1, 4, 20]
             } else {
                 args.concurrency.clone()
             },
             containers: if args.containers.is_empty() {
-                if quick { vec![1, 5] } else { vec![1, 20, 100] }
+                if quick { vec![1, 5] } else { vec![1, 20, 50] }
             } else {
                 args.containers.clone()
             },
@@ -163,10 +176,11 @@ impl Sizes {
             } else {
                 200_000_000
             }),
-            compute_runs: args.compute_runs.unwrap_or(3),
+            compute_runs: args.compute_runs.unwrap_or(if quick { 2 } else { 3 }),
         };
         anyhow::ensure!(sizes.cold_runs > 0, "--runs must be at least 1");
         anyhow::ensure!(sizes.tasks > 0, "--tasks must be at least 1");
+        anyhow::ensure!(sizes.shim_tasks > 0, "--shim-tasks must be at least 1");
         anyhow::ensure!(
             sizes.concurrency.iter().all(|&m| m > 0),
             "--concurrency levels must be at least 1"
@@ -309,6 +323,7 @@ fn run_section(bench: &Bench, section: Section) -> SectionOutcome {
     let result = match section {
         Section::Cold => cold::run(bench).map(SectionOutcome::Cold),
         Section::Throughput => throughput::run(bench).map(SectionOutcome::Throughput),
+        Section::ShimThroughput => shimtask::run(bench).map(SectionOutcome::ShimThroughput),
         Section::Memory => memory::run(bench).map(SectionOutcome::Memory),
         Section::BigModule => bigmodule::run(bench),
         Section::Compute => compute::run(bench).map(SectionOutcome::Compute),

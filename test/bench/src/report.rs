@@ -14,6 +14,7 @@ use crate::cold::Cold;
 use crate::compute::{Compute, host_key};
 use crate::memory::Memory;
 use crate::runtime::{Runtime, engine_names};
+use crate::shimtask::ShimThroughput;
 use crate::stats::Summary;
 use crate::throughput::Throughput;
 use crate::{Section, Sizes};
@@ -22,6 +23,7 @@ use crate::{Section, Sizes};
 pub enum SectionOutcome {
     Cold(Cold),
     Throughput(Throughput),
+    ShimThroughput(ShimThroughput),
     Memory(Memory),
     BigModule(BigModule),
     Compute(Compute),
@@ -197,6 +199,9 @@ impl Report {
             match outcome {
                 SectionOutcome::Cold(cold) => rows.extend(cold_rows(cold)),
                 SectionOutcome::Throughput(t) => rows.extend(throughput_rows(t, &self.sizes)),
+                SectionOutcome::ShimThroughput(t) => {
+                    rows.extend(shim_throughput_rows(t, &self.sizes))
+                }
                 SectionOutcome::Memory(m) => rows.extend(memory_rows(m, &self.sizes)),
                 SectionOutcome::BigModule(big) => {
                     let floor = self.sections.iter().find_map(|(_, o)| match o {
@@ -222,6 +227,7 @@ impl Report {
         match outcome {
             SectionOutcome::Cold(x) => data(serde_json::to_value(x)),
             SectionOutcome::Throughput(x) => data(serde_json::to_value(x)),
+            SectionOutcome::ShimThroughput(x) => data(serde_json::to_value(x)),
             SectionOutcome::Memory(x) => data(serde_json::to_value(x)),
             SectionOutcome::BigModule(x) => data(serde_json::to_value(x)),
             SectionOutcome::Compute(x) => data(serde_json::to_value(x)),
@@ -508,6 +514,29 @@ fn throughput_rows(t: &Throughput, sizes: &Sizes) -> Vec<Row> {
                 t.tasks_per_s(&e.shared, m),
                 t.tasks_per_s(&Runtime::Runc, m),
                 "runc, native hello",
+                true,
+            ));
+        }
+    }
+    rows
+}
+
+fn shim_throughput_rows(t: &ShimThroughput, sizes: &Sizes) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for &m in &sizes.concurrency {
+        for e in Modes::all() {
+            rows.push(Row::new(
+                Section::ShimThroughput,
+                format!(
+                    "{} tasks, {m} at a time (shim ttrpc, no containerd)",
+                    t.tasks
+                ),
+                &e.engine,
+                Unit::TasksPerSecond,
+                t.tasks_per_s(&e.per_pod, m),
+                t.tasks_per_s(&e.shared, m),
+                t.tasks_per_s(&Runtime::Runc, m),
+                "runc shim, native hello",
                 true,
             ));
         }

@@ -89,7 +89,7 @@ pub fn run(bench: &Bench) -> Result<Throughput> {
 }
 
 /// `ctr containers create` makes the record `ctr run` would; it is read back and deleted.
-fn template(
+pub fn template(
     bench: &Bench,
     tokio: &tokio::runtime::Runtime,
     client: &Client,
