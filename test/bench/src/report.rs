@@ -187,10 +187,11 @@ impl Report {
     }
 
     pub fn all_ok(&self) -> bool {
-        !self
-            .sections
-            .iter()
-            .any(|(_, outcome)| matches!(outcome, SectionOutcome::Failed(_)))
+        !self.sections.iter().any(|(_, outcome)| match outcome {
+            SectionOutcome::Failed(_) => true,
+            SectionOutcome::ShimThroughput(t) => !t.failed.is_empty(),
+            _ => false,
+        })
     }
 
     fn rows(&self) -> Vec<Row> {
@@ -350,6 +351,11 @@ impl Report {
         }
         for (section, outcome) in &self.sections {
             match outcome {
+                SectionOutcome::ShimThroughput(t) => {
+                    for (runtime, reason) in &t.failed {
+                        out.push_str(&format!("{}: {runtime} FAILED: {reason}\n", section.key()));
+                    }
+                }
                 SectionOutcome::BigModule(big) => {
                     for (runtime, reason) in &big.skipped {
                         out.push_str(&format!(

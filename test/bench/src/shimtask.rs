@@ -51,6 +51,8 @@ pub struct ShimThroughput {
     pub tasks: usize,
     /// By runtime key (`runc`, `wasmtime_per_pod`, ...), then concurrency.
     pub runtimes: BTreeMap<String, Vec<Level>>,
+    /// Runtimes whose tasks failed (by runtime key), with the first error.
+    pub failed: BTreeMap<String, String>,
     pub via: &'static str,
 }
 
@@ -110,49 +112,70 @@ pub fn run(bench: &Bench) -> Result<ShimThroughput> {
     };
     let _keeper = bench.keep_managers_alive()?;
     let mut runtimes = BTreeMap::new();
+    let mut failed = BTreeMap::new();
     for runtime in &Runtime::all() {
-        let mut recipe = recipe(bench, runtime, &spec, &bundles)?;
-        if *runtime != Runtime::Runc {
-            recipe.record = Some(template(bench, &tokio, &client, runtime)?);
+        signals::check()?;
+        // A runtime that fails is reported and the others still run: this section is also
+        // the stress test that finds such failures.
+        match runtime_levels(bench, runtime, &spec, &bundles, &tokio, &client, &records) {
+            Ok(levels) => {
+                runtimes.insert(runtime.key(), levels);
+            }
+            Err(err) => {
+                eprintln!("shim throughput: {} failed: {err:#}", runtime.label());
+                failed.insert(runtime.key(), format!("{err:#}"));
+            }
         }
-        // Untimed: the first task loads the binaries (the shared manager is already up).
-        run_task(
-            &recipe,
-            &records,
-            &bench.id(&format!("st-{}", runtime.tag())),
-        )
-        .with_context(|| format!("warm-up task of {} over ttrpc", runtime.label()))?;
-        let mut levels = Vec::new();
-        for &concurrency in &bench.sizes.concurrency {
-            signals::check()?;
-            let level = level(
-                bench,
-                &recipe,
-                &records,
-                runtime,
-                concurrency,
-                bench.sizes.shim_tasks,
-            )
-            .with_context(|| {
-                format!(
-                    "{} over ttrpc at concurrency {concurrency}",
-                    runtime.label()
-                )
-            })?;
-            eprintln!(
-                "shim throughput: {} M={concurrency}: {:.1} tasks/s",
-                runtime.label(),
-                level.tasks_per_s
-            );
-            levels.push(level);
-        }
-        runtimes.insert(runtime.key(), levels);
     }
     Ok(ShimThroughput {
         tasks: bench.sizes.shim_tasks,
         runtimes,
+        failed,
         via: "the shim's ttrpc Task API (start, Create, Start, Wait, Delete, Shutdown), no containerd",
     })
+}
+
+/// The warm-up task, then every concurrency level, for one runtime.
+fn runtime_levels(
+    bench: &Bench,
+    runtime: &Runtime,
+    spec: &Value,
+    bundles: &Path,
+    tokio: &tokio::runtime::Runtime,
+    client: &Client,
+    records: &Records<'_>,
+) -> Result<Vec<Level>> {
+    let mut recipe = recipe(bench, runtime, spec, bundles)?;
+    if *runtime != Runtime::Runc {
+        recipe.record = Some(template(bench, tokio, client, runtime)?);
+    }
+    // Untimed: the first task loads the binaries (the shared manager is already up).
+    run_task(
+        &recipe,
+        records,
+        &bench.id(&format!("st-{}", runtime.tag())),
+    )
+    .with_context(|| format!("warm-up task of {} over ttrpc", runtime.label()))?;
+    let mut levels = Vec::new();
+    for &concurrency in &bench.sizes.concurrency {
+        signals::check()?;
+        let level = level(
+            bench,
+            &recipe,
+            records,
+            runtime,
+            concurrency,
+            bench.sizes.shim_tasks,
+        )
+        .with_context(|| format!("at concurrency {concurrency}"))?;
+        eprintln!(
+            "shim throughput: {} M={concurrency}: {:.1} tasks/s",
+            runtime.label(),
+            level.tasks_per_s
+        );
+        levels.push(level);
+    }
+    Ok(levels)
 }
 
 fn recipe(bench: &Bench, runtime: &Runtime, spec: &Value, bundles: &Path) -> Result<Recipe> {
