@@ -4,18 +4,61 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use containerd_shim::monitor::{Subject, Topic, monitor_subscribe};
 
 type OnExit = Box<dyn FnOnce(i32) + Send>;
 
-/// Exits that arrived before anyone watched for them are kept, up to this many.
+/// Exits that arrived before anyone watched for them are kept, up to this many...
 const EARLY_EXITS_KEPT: usize = 1024;
+/// ...and for this long. An init that fails while it is being created exits before its pid is
+/// watched, by the length of a create; every other child (builder zygotes, libcontainer's
+/// intermediate processes, a killed first attempt) is never watched. Pids come back (32768 of
+/// them by default, a few thousand containers' worth in a busy manager): an exit kept longer
+/// would be handed to a new container that got the same pid, which then "exited" at once.
+const EARLY_EXIT_TTL: Duration = Duration::from_secs(30);
+
+struct EarlyExit {
+    pid: i32,
+    status: i32,
+    at: Instant,
+}
 
 #[derive(Default)]
 struct Watches {
     waiting: HashMap<i32, OnExit>,
-    early: VecDeque<(i32, i32)>,
+    early: VecDeque<EarlyExit>,
+}
+
+impl Watches {
+    fn keep_early(&mut self, pid: i32, status: i32, now: Instant) {
+        self.forget_stale(now);
+        if self.early.len() == EARLY_EXITS_KEPT {
+            self.early.pop_front();
+        }
+        self.early.push_back(EarlyExit {
+            pid,
+            status,
+            at: now,
+        });
+    }
+
+    fn take_early(&mut self, pid: i32, now: Instant) -> Option<i32> {
+        self.forget_stale(now);
+        let index = self.early.iter().position(|exit| exit.pid == pid)?;
+        self.early.remove(index).map(|exit| exit.status)
+    }
+
+    fn forget_stale(&mut self, now: Instant) {
+        while self
+            .early
+            .front()
+            .is_some_and(|exit| now.duration_since(exit.at) > EARLY_EXIT_TTL)
+        {
+            self.early.pop_front();
+        }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -41,10 +84,7 @@ impl ExitWatcher {
                         Ok(mut watches) => match watches.waiting.remove(&pid) {
                             Some(on_exit) => Some(on_exit),
                             None => {
-                                if watches.early.len() == EARLY_EXITS_KEPT {
-                                    watches.early.pop_front();
-                                }
-                                watches.early.push_back((pid, event.exit_code));
+                                watches.keep_early(pid, event.exit_code, Instant::now());
                                 None
                             }
                         },
@@ -63,11 +103,7 @@ impl ExitWatcher {
     pub fn watch(&self, pid: i32, on_exit: impl FnOnce(i32) + Send + 'static) {
         let early = match self.watches.lock() {
             Ok(mut watches) => {
-                let early = watches
-                    .early
-                    .iter()
-                    .position(|(exited, _)| *exited == pid)
-                    .and_then(|index| watches.early.remove(index));
+                let early = watches.take_early(pid, Instant::now());
                 if early.is_none() {
                     watches.waiting.insert(pid, Box::new(on_exit));
                     return;
@@ -76,8 +112,47 @@ impl ExitWatcher {
             }
             Err(_) => return,
         };
-        if let Some((_, status)) = early {
+        if let Some(status) = early {
             on_exit(status);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_early_exit_is_handed_to_a_watch_of_its_pid() {
+        let mut watches = Watches::default();
+        let now = Instant::now();
+        watches.keep_early(42, 3, now);
+        assert_eq!(watches.take_early(7, now), None);
+        assert_eq!(
+            watches.take_early(42, now + Duration::from_secs(1)),
+            Some(3)
+        );
+        assert_eq!(watches.take_early(42, now), None, "handed out once");
+    }
+
+    #[test]
+    fn a_stale_exit_is_not_handed_to_a_reused_pid() {
+        let mut watches = Watches::default();
+        let now = Instant::now();
+        watches.keep_early(42, 137, now);
+        let later = now + EARLY_EXIT_TTL + Duration::from_secs(1);
+        assert_eq!(watches.take_early(42, later), None);
+        assert!(watches.early.is_empty());
+    }
+
+    #[test]
+    fn early_exits_are_bounded() {
+        let mut watches = Watches::default();
+        let now = Instant::now();
+        for pid in 0..(EARLY_EXITS_KEPT as i32 + 10) {
+            watches.keep_early(pid, 0, now);
+        }
+        assert_eq!(watches.early.len(), EARLY_EXITS_KEPT);
+        assert_eq!(watches.take_early(0, now), None, "the oldest went first");
     }
 }
