@@ -40,7 +40,6 @@ use crate::bench::Bench;
 use crate::grpc::{Client, Template};
 use crate::runtime::Runtime;
 use crate::signals;
-use crate::stats::Summary;
 use crate::throughput::{Level, template};
 
 /// A ttrpc call that should answer at once (everything but Wait), in nanoseconds.
@@ -258,20 +257,7 @@ fn level(
         latencies.extend(result?);
     }
     signals::check()?;
-    let seconds: Vec<f64> = latencies.iter().map(Duration::as_secs_f64).collect();
-    ensure!(
-        seconds.len() == tasks,
-        "{} of {tasks} tasks ran",
-        seconds.len()
-    );
-    Ok(Level {
-        concurrency,
-        tasks,
-        wall_s: wall,
-        tasks_per_s: tasks as f64 / wall,
-        latency_s: Summary::of(&seconds),
-        latency_p95_s: Summary::percentile(&seconds, 0.95),
-    })
+    Level::measured(concurrency, tasks, wall, &latencies)
 }
 
 /// One task's life, from its bundle to the shim's shutdown; the bundle is removed after.

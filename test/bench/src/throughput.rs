@@ -26,6 +26,31 @@ pub struct Level {
     pub latency_p95_s: Option<f64>,
 }
 
+impl Level {
+    /// A level from its wall time and its tasks' latencies; fails unless every task ran.
+    pub fn measured(
+        concurrency: usize,
+        tasks: usize,
+        wall_s: f64,
+        latencies: &[Duration],
+    ) -> Result<Self> {
+        let seconds: Vec<f64> = latencies.iter().map(Duration::as_secs_f64).collect();
+        anyhow::ensure!(
+            seconds.len() == tasks,
+            "{} of {tasks} tasks ran",
+            seconds.len()
+        );
+        Ok(Level {
+            concurrency,
+            tasks,
+            wall_s,
+            tasks_per_s: tasks as f64 / wall_s,
+            latency_s: Summary::of(&seconds),
+            latency_p95_s: Summary::percentile(&seconds, 0.95),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
     pub tasks: usize,
@@ -174,18 +199,5 @@ async fn level(
         return Err(err);
     }
     signals::check()?;
-    let seconds: Vec<f64> = latencies.iter().map(Duration::as_secs_f64).collect();
-    anyhow::ensure!(
-        seconds.len() == tasks,
-        "{} of {tasks} tasks ran",
-        seconds.len()
-    );
-    Ok(Level {
-        concurrency,
-        tasks,
-        wall_s: wall,
-        tasks_per_s: tasks as f64 / wall,
-        latency_s: Summary::of(&seconds),
-        latency_p95_s: Summary::percentile(&seconds, 0.95),
-    })
+    Level::measured(concurrency, tasks, wall, &latencies)
 }
