@@ -57,11 +57,7 @@ pub struct ShimThroughput {
 
 impl ShimThroughput {
     pub fn tasks_per_s(&self, runtime: &Runtime, concurrency: usize) -> Option<f64> {
-        self.runtimes
-            .get(&runtime.key())?
-            .iter()
-            .find(|l| l.concurrency == concurrency)
-            .map(|l| l.tasks_per_s)
+        crate::throughput::tasks_per_s(&self.runtimes, runtime, concurrency)
     }
 }
 

@@ -61,12 +61,21 @@ pub struct Throughput {
 
 impl Throughput {
     pub fn tasks_per_s(&self, runtime: &Runtime, concurrency: usize) -> Option<f64> {
-        self.runtimes
-            .get(&runtime.key())?
-            .iter()
-            .find(|l| l.concurrency == concurrency)
-            .map(|l| l.tasks_per_s)
+        tasks_per_s(&self.runtimes, runtime, concurrency)
     }
+}
+
+/// The rate `runtime` reached at `concurrency`, from levels keyed by runtime.
+pub fn tasks_per_s(
+    runtimes: &BTreeMap<String, Vec<Level>>,
+    runtime: &Runtime,
+    concurrency: usize,
+) -> Option<f64> {
+    runtimes
+        .get(&runtime.key())?
+        .iter()
+        .find(|l| l.concurrency == concurrency)
+        .map(|l| l.tasks_per_s)
 }
 
 pub fn run(bench: &Bench) -> Result<Throughput> {
