@@ -217,6 +217,12 @@ impl Containerd {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// Whether containerd's log (which carries every per-pod shim's log) has `needle`.
+    pub fn log_mentions(&self, needle: &str) -> bool {
+        std::fs::read_to_string(self.root.join("containerd.log"))
+            .is_ok_and(|text| text.contains(needle))
+    }
+
     /// A `ctr` command bound to this containerd and namespace.
     pub fn ctr_command(&self) -> Command {
         self.ctr_command_in(&self.namespace)

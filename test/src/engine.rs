@@ -114,4 +114,20 @@ impl Engine {
     /// What a container of `image` must print when this engine cannot run components: the
     /// case then asserts this error (exit status 126, "cannot execute") instead of output.
     pub const COMPONENT_REFUSAL: &'static str = "is a WebAssembly component (WASI preview 2)";
+
+    /// The shim's fault injection (`wasmrunner_shim::container::FAULT_STARTUP_RACE`): a
+    /// container with this in its env is built twice, as after libcontainer's start-up race.
+    pub const FAULT_STARTUP_RACE: (&'static str, &'static str) =
+        ("WASMRUNNER_FAULT_STARTUP_RACE", "1");
+
+    /// What the shim logs for container `id` when it builds it again after that fault.
+    pub fn rebuild_log_line(id: &str) -> String {
+        format!("container {id}: received unexpected message: InitReady (injected")
+    }
+
+    /// Whether the shim's own log lines reach containerd's log: a per-pod shim's do; a
+    /// manager's go to the log of the container that started it.
+    pub fn logs_reach_containerd(&self) -> bool {
+        self.mode == Mode::PerPod
+    }
 }

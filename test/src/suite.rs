@@ -160,18 +160,28 @@ impl Env {
 
     /// [`Env::run_rm`] with extra `ctr run` flags (`--env K=V`, ...) before the image.
     pub fn run_rm_with(&self, image: TestImage, flags: &[&str], args: &[&str]) -> Result<Outcome> {
+        self.run_rm_as(&self.container_id("run"), image, flags, args)
+    }
+
+    /// [`Env::run_rm_with`] for a container id the test chose (see [`Env::container_id`]).
+    pub fn run_rm_as(
+        &self,
+        id: &str,
+        image: TestImage,
+        flags: &[&str],
+        args: &[&str],
+    ) -> Result<Outcome> {
         let reference = self.image(image)?;
-        let id = self.container_id("run");
         let mut command = self.containerd.ctr_command();
         command
             .args(self.run_args(image))
             .arg("--rm")
             .args(flags)
             .arg(&reference)
-            .arg(&id)
+            .arg(id)
             .args(args);
         let outcome = run_command(&mut command)?;
-        self.assert_clean(&id)?;
+        self.assert_clean(id)?;
         Ok(outcome)
     }
 

@@ -10,6 +10,7 @@
 
 mod context;
 mod executor;
+mod stdio;
 mod zygote;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use containerd_shim_wasm::shim::Shim;
 use serde::{Deserialize, Serialize};
 
 pub use context::WorkloadContext;
+pub use stdio::HeldOutput;
 pub use zygote::init as init_zygote;
 
 /// What a container is built from.
@@ -37,6 +39,32 @@ pub struct ContainerConfig {
     pub systemd_cgroup: bool,
     /// The image's wasm layers, when it has any (else the entrypoint is a file in the rootfs).
     pub wasm_layers: Vec<WasmLayer>,
+    /// Fault injection for tests: the first build counts as lost to libcontainer's start-up
+    /// race (see [`FAULT_STARTUP_RACE`]).
+    pub inject_startup_race: bool,
+}
+
+/// A container whose process env sets this to `1` is built twice, as if its first build had
+/// lost libcontainer's start-up race: how the end-to-end tests exercise that path. It costs
+/// the container one extra build and changes nothing else.
+pub const FAULT_STARTUP_RACE: &str = "WASMRUNNER_FAULT_STARTUP_RACE";
+
+/// Whether the bundle's spec asks for [`FAULT_STARTUP_RACE`]. The spec is parsed only when
+/// the variable's name appears in it, so other containers pay one read of `config.json`.
+pub fn startup_race_injected(bundle: &Path) -> bool {
+    let path = bundle.join("config.json");
+    let wanted = format!("{FAULT_STARTUP_RACE}=1");
+    let mentions = std::fs::read(&path).is_ok_and(|raw| {
+        raw.windows(FAULT_STARTUP_RACE.len())
+            .any(|window| window == FAULT_STARTUP_RACE.as_bytes())
+    });
+    mentions
+        && oci_spec::runtime::Spec::load(&path).is_ok_and(|spec| {
+            spec.process()
+                .as_ref()
+                .and_then(|process| process.env().as_ref())
+                .is_some_and(|env| env.contains(&wanted))
+        })
 }
 
 /// Why a container operation failed.

@@ -1,7 +1,5 @@
 //! The libcontainer calls, run in the zygote process.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use containerd_shim_wasm::shim::Shim;
@@ -13,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use zygote::Zygote;
 
 use super::executor::WorkloadExecutor;
+use super::stdio::{open_output, open_stdin};
 use super::{ContainerConfig, ContainerError};
 
 /// Forks the zygote. Call it first thing in `main`, while the process has one thread.
@@ -64,19 +63,30 @@ const BUILD_ATTEMPTS: u32 = 3;
 const STARTUP_RACE: &str = "received unexpected message: InitReady";
 
 /// Builds the container, retrying a build that lost libcontainer's start-up race.
+///
+/// The first attempt's init had opened containerd's output fifos; the task service holds
+/// them open too (`stdio::HeldOutput`), so its death does not end containerd's copy of the
+/// output that the rebuilt container writes.
 pub fn create<S: Shim>(config: ContainerConfig) -> Result<u32, ContainerError> {
     let mut attempt = 1;
+    let mut inject_race = config.inject_startup_race;
     loop {
-        match build::<S>(config.clone()) {
-            Err(ContainerError::Create { reason, .. })
-                if reason.contains(STARTUP_RACE) && attempt < BUILD_ATTEMPTS =>
-            {
-                tracing::warn!("container {}: {reason}; building it again", config.id);
-                operate(&config.state_root, &config.id, Operation::Delete)?;
-                attempt += 1;
-            }
-            result => return result,
+        let result = build::<S>(config.clone());
+        let lost_race = match &result {
+            Err(ContainerError::Create { reason, .. }) => reason.contains(STARTUP_RACE),
+            Ok(_) => std::mem::take(&mut inject_race),
+            Err(_) => false,
+        };
+        if !lost_race || attempt >= BUILD_ATTEMPTS {
+            return result;
         }
+        let reason = match &result {
+            Err(err) => err.to_string(),
+            Ok(_) => format!("{STARTUP_RACE} (injected: {})", super::FAULT_STARTUP_RACE),
+        };
+        tracing::warn!("container {}: {reason}; building it again", config.id);
+        operate(&config.state_root, &config.id, Operation::Delete)?;
+        attempt += 1;
     }
 }
 
@@ -185,45 +195,4 @@ fn delete_until_gone(mut container: Container, dir: &Path) -> Result<(), String>
             }
         }
     }
-}
-
-/// containerd's output fifos, opened read-write so that opening never blocks on a reader.
-fn open_output(path: &Path) -> Result<Option<File>, String> {
-    if path.as_os_str().is_empty() {
-        return Ok(None);
-    }
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map(Some)
-        .map_err(|e| format!("opening {}: {e}", path.display()))
-}
-
-/// containerd's stdin fifo: opened without waiting for a writer, then made blocking again so
-/// the workload's reads wait for input.
-fn open_stdin(path: &Path) -> Result<Option<File>, String> {
-    if path.as_os_str().is_empty() {
-        return Ok(None);
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| format!("opening {}: {e}", path.display()))?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: fcntl on a descriptor this function owns; F_GETFL/F_SETFL read and write only
-    // its status flags.
-    let cleared = unsafe {
-        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
-        flags >= 0 && libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) == 0
-    };
-    if !cleared {
-        return Err(format!(
-            "making {} blocking: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(Some(file))
 }

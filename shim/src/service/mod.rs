@@ -37,7 +37,7 @@ use task::{Phase, Task, timestamp};
 use containerd_shim_wasm::sandbox::context::WasmLayer;
 
 use crate::cgroups::ContainerCgroup;
-use crate::container::{self, ContainerConfig};
+use crate::container::{self, ContainerConfig, HeldOutput};
 use crate::content::ContentStore;
 use crate::version::Mode;
 
@@ -204,6 +204,8 @@ impl<S: Shim> TaskService<S> {
         let options = runtime_options(&req)?;
         let state_root = state_root(&bundle, S::name(), &self.inner.namespace);
         let wasm_layers = self.wasm_layers(&req.id)?;
+        let held_output = HeldOutput::open(Path::new(&req.stdout), Path::new(&req.stderr))
+            .map_err(|e| internal(format!("holding the output fifos: {e}")))?;
         let config = ContainerConfig {
             id: req.id.clone(),
             bundle: bundle.clone(),
@@ -213,6 +215,7 @@ impl<S: Shim> TaskService<S> {
             stderr: req.stderr.clone().into(),
             systemd_cgroup: options.systemd_cgroup,
             wasm_layers,
+            inject_startup_race: container::startup_race_injected(&bundle),
         };
         let pid = container::create::<S>(config).map_err(internal)?;
         let task = Arc::new(Task::new(
@@ -221,6 +224,7 @@ impl<S: Shim> TaskService<S> {
             [req.stdin.clone(), req.stdout.clone(), req.stderr.clone()],
             state_root,
             pid,
+            held_output,
         ));
         self.inner
             .tasks
@@ -246,6 +250,7 @@ impl<S: Shim> TaskService<S> {
         self.inner.exits.watch(pid as i32, move |code| {
             let status = code as u32;
             let at = watched.mark_stopped(status);
+            watched.release_output();
             if let Some(watch) = watched.oom_watch.lock().ok().and_then(|mut w| w.take()) {
                 drop(watch);
             }
@@ -346,6 +351,7 @@ impl<S: Shim> TaskService<S> {
         if let Ok(mut watch) = task.oom_watch.lock() {
             watch.take();
         }
+        task.release_output();
         self.inner.tasks.write().map_err(internal)?.remove(&task.id);
         self.inner.touch();
         self.inner.events.send(Event::Delete(TaskDelete {

@@ -9,6 +9,7 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 
 use crate::cgroups::{ContainerCgroup, OomWatch};
+use crate::container::HeldOutput;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -35,6 +36,8 @@ pub struct Task {
     /// Orders `/tasks/start` before `/tasks/exit`: an exit seen before the start event went
     /// out waits here.
     pub start_gate: Mutex<StartGate>,
+    /// The service's hold on the output fifos, until the workload exits.
+    held_output: Mutex<Option<HeldOutput>>,
 }
 
 #[derive(Default)]
@@ -50,6 +53,7 @@ impl Task {
         stdio: [String; 3],
         state_root: PathBuf,
         pid: u32,
+        held_output: HeldOutput,
     ) -> Self {
         let [stdin, stdout, stderr] = stdio;
         Self {
@@ -65,6 +69,7 @@ impl Task {
             cgroup: Mutex::new(None),
             oom_watch: Mutex::new(None),
             start_gate: Mutex::new(StartGate::default()),
+            held_output: Mutex::new(Some(held_output)),
         }
     }
 
@@ -91,6 +96,14 @@ impl Task {
                 Phase::Running => false,
             },
             Err(_) => false,
+        }
+    }
+
+    /// Lets go of the output fifos: containerd's copy ends once the workload's own ends are
+    /// closed too.
+    pub fn release_output(&self) {
+        if let Ok(mut held) = self.held_output.lock() {
+            held.take();
         }
     }
 

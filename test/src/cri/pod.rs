@@ -76,6 +76,8 @@ pub struct ContainerSpec {
     pub image: TestImage,
     pub args: Vec<String>,
     pub memory_limit: Option<i64>,
+    /// Set in the container's env, after kubelet's own (`POD_NAME`).
+    pub envs: Vec<(String, String)>,
 }
 
 impl ContainerSpec {
@@ -85,7 +87,13 @@ impl ContainerSpec {
             image,
             args: args.iter().map(|a| a.to_string()).collect(),
             memory_limit: None,
+            envs: Vec::new(),
         }
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.envs.push((key.to_string(), value.to_string()));
+        self
     }
 
     pub fn memory_limit(mut self, bytes: i64) -> Self {
@@ -429,10 +437,10 @@ impl<'e> Pod<'e> {
             }),
             command: Vec::new(),
             args: spec.args.clone(),
-            envs: vec![KeyValue {
-                key: "POD_NAME".into(),
-                value: self.spec.name.clone(),
-            }],
+            envs: std::iter::once(("POD_NAME".to_string(), self.spec.name.clone()))
+                .chain(spec.envs.iter().cloned())
+                .map(|(key, value)| KeyValue { key, value })
+                .collect(),
             mounts: vec![
                 Mount {
                     container_path: "/etc/hosts".into(),

@@ -9,6 +9,7 @@ use k8s_cri::v1::{ContainerStatus, CpuUsage, MemoryUsage, NamespaceMode, PodSand
 use wasmrunner_e2e::cri::config::CNI_BIN_DIR;
 use wasmrunner_e2e::cri::pod::netns_of;
 use wasmrunner_e2e::cri::{ContainerSpec, Network, Pod, PodSpec, RUNC_HANDLER};
+use wasmrunner_e2e::engine::Engine;
 use wasmrunner_e2e::fixtures::Target;
 use wasmrunner_e2e::images::{HELLO, TestImage};
 use wasmrunner_e2e::{Case, Env};
@@ -18,6 +19,7 @@ pub fn cases() -> Vec<Case> {
     vec![
         Case::new("runtime_handlers_registered", runtime_handlers_registered),
         Case::new("hello_pod", hello_pod),
+        Case::new("log_survives_a_rebuild", log_survives_a_rebuild),
         Case::new("wasm_and_native_sidecar", wasm_and_native_sidecar),
         Case::new("two_wasm_containers", two_wasm_containers),
         Case::new("oom_killed", oom_killed),
@@ -161,6 +163,30 @@ fn hello_pod(env: &Env) -> Result<()> {
             && status.finished_at + CLOCK_SLACK_NS >= status.started_at,
         "unexpected start and finish times: {status:?}"
     );
+    pod.remove()?.assert_clean()
+}
+
+/// A container built twice (libcontainer's start-up race, injected) still has its output in
+/// the CRI log, which is what `kubectl logs` reads.
+fn log_survives_a_rebuild(env: &Env) -> Result<()> {
+    let (key, value) = Engine::FAULT_STARTUP_RACE;
+    let mut pod = Pod::run(env, PodSpec::new("rebuilt", &handler(env), Network::Host))?;
+    let spec = ContainerSpec::new("hello", HELLO_WASM, &[]).env(key, value);
+    let id = pod.run_container(&spec)?;
+    let status = pod.wait_exited(&id, EXIT_TIMEOUT)?;
+    expect_exit(&status, 0, "Completed")?;
+    let lines = pod.wait_for_stdout("hello", 0, HELLO, LOG_TIMEOUT)?;
+    ensure!(
+        lines == [HELLO],
+        "unexpected stdout in the CRI log of the rebuilt container: {lines:?}"
+    );
+    if env.engine.logs_reach_containerd() {
+        ensure!(
+            env.containerd.log_mentions(&Engine::rebuild_log_line(&id)),
+            "containerd's log shows no rebuild of {id}: the fault was not injected\n{}",
+            env.containerd.log_tail()
+        );
+    }
     pod.remove()?.assert_clean()
 }
 

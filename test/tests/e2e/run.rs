@@ -16,7 +16,37 @@ pub fn cases() -> Vec<Case> {
         Case::new("exit_status_is_propagated", exit_status_is_propagated),
         Case::new("wasip2_component", wasip2_component),
         Case::new("native_executable", native_executable),
+        Case::new("output_survives_a_rebuild", output_survives_a_rebuild),
     ]
+}
+
+/// A container built twice (its first build lost libcontainer's start-up race: injected
+/// here) still gets its output to `ctr`: the first build's init dies, and that must not end
+/// containerd's copy of the fifo before the second one writes.
+fn output_survives_a_rebuild(env: &Env) -> Result<()> {
+    let id = env.container_id("rebuilt");
+    let (key, value) = Engine::FAULT_STARTUP_RACE;
+    let fault = format!("{key}={value}");
+    let out = env
+        .run_rm_as(
+            &id,
+            TestImage::Hello(Target::WasiP1, Flavour::Image),
+            &["--env", &fault],
+            &[],
+        )?
+        .ok()?;
+    ensure!(
+        out.stdout.trim_end() == HELLO,
+        "the rebuilt container's output was lost: {out}"
+    );
+    if env.engine.logs_reach_containerd() {
+        ensure!(
+            env.containerd.log_mentions(&Engine::rebuild_log_line(&id)),
+            "containerd's log shows no rebuild of {id}: the fault was not injected\n{}",
+            env.containerd.log_tail()
+        );
+    }
+    Ok(())
 }
 
 fn hello(env: &Env) -> Result<()> {
