@@ -96,8 +96,14 @@ pub fn create<S: Shim>(config: ContainerConfig) -> Result<u32, ContainerError> {
 fn build<S: Shim>(config: ContainerConfig) -> Result<u32, ContainerError> {
     let id = config.id.clone();
     // The fork happens inside the global zygote; `spawn` panics when that fails.
-    let builder = std::panic::catch_unwind(|| Zygote::global().spawn())
-        .map_err(|_| ContainerError::Zygote("cannot fork a builder from the zygote".into()))?;
+    let builder = std::panic::catch_unwind(|| Zygote::global().spawn()).map_err(|panic| {
+        let reason = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no reason given");
+        ContainerError::Zygote(format!("cannot fork a builder from the zygote: {reason}"))
+    })?;
     builder
         .try_run(create_in_zygote::<S>, config)
         .map_err(|e| ContainerError::Zygote(e.to_string()))?
