@@ -34,11 +34,13 @@ pub fn run<S: Shim>(info: EngineInfo) {
     // `start` only spawns the serving process; every other invocation may create or delete
     // containers, which happens in the zygote: fork it while this process has one thread.
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    let action = containerd_shim::parse(&args)
-        .map(|flags| flags.action)
-        .unwrap_or_default();
-    if action != "start" {
+    let flags = containerd_shim::parse(&args).unwrap_or_default();
+    if flags.action != "start" {
         container::init_zygote();
+    }
+    // Serving (no action): wasmrunner's own log, which never blocks (see `logging`).
+    if flags.action.is_empty() {
+        crate::logging::init(flags.debug, &default_log_level);
     }
     // The serving process learns the mode from `start` through the environment, since
     // `current_exe()` resolves a symlinked binary name away.
@@ -58,6 +60,7 @@ pub fn run<S: Shim>(info: EngineInfo) {
         &runtime_name,
         Some(Config {
             default_log_level,
+            no_setup_logger: true,
             ..Default::default()
         }),
     );

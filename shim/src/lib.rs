@@ -10,6 +10,7 @@ pub mod container;
 pub mod content;
 mod entry;
 mod failure;
+mod logging;
 mod memory;
 pub mod service;
 mod signals;

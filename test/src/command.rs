@@ -1,7 +1,11 @@
 //! Running a program and keeping what it said, for assertions and for failure messages.
 
 use std::fmt;
-use std::process::Command;
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -74,6 +78,87 @@ pub fn run_command(command: &mut Command) -> Result<Outcome> {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     })
+}
+
+/// [`run_command`], but a command still running after `limit` is killed: the outcome then
+/// has no status and says so on stderr (a hung shim fails its case instead of the suite).
+pub fn run_command_within(command: &mut Command, limit: Duration) -> Result<Outcome> {
+    let description = describe(command);
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting `{description}`"))?;
+    let stdout = Capture::start(child.stdout.take());
+    let stderr = Capture::start(child.stderr.take());
+    let status = wait_within(&mut child, limit)?;
+    let mut stderr = stderr.finish();
+    if status.is_none() {
+        stderr.push_str(&format!("(killed: still running after {limit:?})\n"));
+    }
+    Ok(Outcome {
+        command: description,
+        status: status.and_then(|s| s.code()),
+        stdout: stdout.finish(),
+        stderr,
+    })
+}
+
+/// Waits for `child` for up to `limit`, then kills it; `None` when it had to be killed.
+pub fn wait_within(child: &mut Child, limit: Duration) -> Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What a child's pipe says, read on a thread of its own as it comes.
+pub struct Capture {
+    text: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Capture {
+    pub fn start(pipe: Option<impl Read + Send + 'static>) -> Self {
+        let text = Arc::new(Mutex::new(String::new()));
+        let reader = pipe.map(|mut pipe| {
+            let sink = Arc::clone(&text);
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut text) = sink.lock() {
+                        text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+                    }
+                }
+            })
+        });
+        Self { text, reader }
+    }
+
+    /// What it said so far.
+    pub fn snapshot(&self) -> String {
+        self.text.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// Everything it said, once the pipe has closed.
+    pub fn finish(mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        self.snapshot()
+    }
 }
 
 pub fn describe(command: &Command) -> String {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::command::{Outcome, run_command};
-use crate::cri::config::{CriSettings, containerd_config, install_runtime_handlers};
+use crate::cri::config::{CriSettings, LogLevel, containerd_config, install_runtime_handlers};
 use crate::engine::Engine;
 use crate::paths::{bin_dir, scratch_dir};
 
@@ -106,8 +106,18 @@ impl Containerd {
     }
 
     /// Starts containerd from `bin_dir`, with a CRI runtime handler for each of `engines`,
-    /// and waits until it answers.
+    /// and waits until it answers. It and the shims log at debug level, as when a user
+    /// troubleshoots: the suites then also check that the shims' logging never gets in the way.
     pub fn start(bin_dir_containerd: &Path, engines: &[Engine]) -> Result<Self> {
+        Self::start_logging(bin_dir_containerd, engines, LogLevel::Debug)
+    }
+
+    /// [`Containerd::start`] with containerd (and the shims) logging at `log_level`.
+    pub fn start_logging(
+        bin_dir_containerd: &Path,
+        engines: &[Engine],
+        log_level: LogLevel,
+    ) -> Result<Self> {
         let containerd = bin_dir_containerd.join("containerd");
         let version_text = run_command(Command::new(&containerd).arg("--version"))?
             .ok()?
@@ -119,7 +129,7 @@ impl Containerd {
         let cri = CriSettings::new(&root);
         cri.write_cni_config()?;
         let config = root.join("config.toml");
-        std::fs::write(&config, containerd_config(&root, version, &cri))
+        std::fs::write(&config, containerd_config(&root, version, &cri, log_level))
             .with_context(|| format!("writing {}", config.display()))?;
         let installer_actions = install_runtime_handlers(&config, version, engines)?;
         let child = spawn_daemon(bin_dir_containerd, &root)?;

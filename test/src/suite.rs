@@ -1,17 +1,19 @@
 //! What a test case sees: one engine's shim behind one private containerd, images imported
 //! on first use, unique container ids, and helpers that run containers the way users do.
 
-use std::io::Read;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use wasmrunner_oci::Flavour;
 
-use crate::command::{Outcome, run_command};
+use crate::command::{Capture, Outcome, run_command_within, wait_within};
+
+/// How long a `ctr run --rm` of a case may take before the case fails (the slowest, a big
+/// module's first compile, takes seconds).
+const RUN_RM_LIMIT: Duration = Duration::from_secs(120);
 use crate::containerd::Containerd;
 use crate::cri::{CriClient, K8S_NAMESPACE};
 use crate::engine::{Engine, Mode};
@@ -180,7 +182,7 @@ impl Env {
             .arg(&reference)
             .arg(id)
             .args(args);
-        let outcome = run_command(&mut command)?;
+        let outcome = run_command_within(&mut command, RUN_RM_LIMIT)?;
         self.assert_clean(id)?;
         Ok(outcome)
     }
@@ -200,8 +202,8 @@ impl Env {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command.spawn().context("starting ctr run")?;
-        let stdout = collect(child.stdout.take());
-        let stderr = collect(child.stderr.take());
+        let stdout = Capture::start(child.stdout.take());
+        let stderr = Capture::start(child.stderr.take());
         let attached = Attached {
             id,
             child,
@@ -253,45 +255,21 @@ impl Env {
 pub struct Attached {
     pub id: String,
     child: Child,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-}
-
-/// Copies what a pipe says into a shared string, on a thread of its own.
-fn collect(pipe: Option<impl Read + Send + 'static>) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    if let Some(mut pipe) = pipe {
-        let sink = Arc::clone(&text);
-        std::thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buffer) {
-                if n == 0 {
-                    break;
-                }
-                if let Ok(mut text) = sink.lock() {
-                    text.push_str(&String::from_utf8_lossy(&buffer[..n]));
-                }
-            }
-        });
-    }
-    text
-}
-
-fn snapshot(text: &Mutex<String>) -> String {
-    text.lock().map(|t| t.clone()).unwrap_or_default()
+    stdout: Capture,
+    stderr: Capture,
 }
 
 impl Attached {
     /// Waits until the task has printed `needle` on stdout.
     pub fn wait_for_stdout(&self, needle: &str, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        while !snapshot(&self.stdout).contains(needle) {
+        while !self.stdout.snapshot().contains(needle) {
             if Instant::now() > deadline {
                 bail!(
                     "task {} did not print {needle:?} within {timeout:?}; stdout: {:?}, stderr: {:?}",
                     self.id,
-                    snapshot(&self.stdout),
-                    snapshot(&self.stderr)
+                    self.stdout.snapshot(),
+                    self.stderr.snapshot()
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -307,25 +285,14 @@ impl Attached {
             stdout,
             stderr,
         } = self;
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("`ctr run` of {id} did not return within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(25));
+        let Some(status) = wait_within(&mut child, timeout)? else {
+            bail!("`ctr run` of {id} did not return within {timeout:?}");
         };
-        // Let the reader threads drain what the pipes still hold.
-        std::thread::sleep(Duration::from_millis(50));
         Ok(Outcome {
             command: format!("ctr run ... {id}"),
             status: status.code(),
-            stdout: snapshot(&stdout),
-            stderr: snapshot(&stderr),
+            stdout: stdout.finish(),
+            stderr: stderr.finish(),
         })
     }
 }

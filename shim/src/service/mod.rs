@@ -200,6 +200,8 @@ impl<S: Shim> TaskService<S> {
             ));
         }
         let bundle = PathBuf::from(&req.bundle);
+        crate::logging::add_fifo(&bundle.join("log"));
+        tracing::debug!("creating task {}", req.id);
         mount_rootfs(&bundle, &req)?;
         let options = runtime_options(&req)?;
         let state_root = state_root(&bundle, S::name(), &self.inner.namespace);

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use wasmrunner_e2e::command::{Outcome, run_command};
+use wasmrunner_e2e::cri::config::LogLevel;
 use wasmrunner_e2e::images::TestImage;
 use wasmrunner_e2e::{Containerd, Engine, Env};
 use wasmrunner_oci::ImageSpec;
@@ -38,9 +39,10 @@ impl Bench {
             engine.binary()?;
         }
         let containerd = Arc::new(
-            Containerd::start(containerd_dir, &engines).with_context(|| {
-                format!("starting containerd from {}", containerd_dir.display())
-            })?,
+            // Info, not the suites' debug: logging is not what is measured.
+            Containerd::start_logging(containerd_dir, &engines, LogLevel::Info).with_context(
+                || format!("starting containerd from {}", containerd_dir.display()),
+            )?,
         );
         Ok(Self {
             env: Env::new(Arc::clone(&containerd), engine),

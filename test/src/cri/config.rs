@@ -121,7 +121,28 @@ fn quote_path(path: &Path) -> String {
 
 /// The config file a private containerd under `root` starts with, before the installer adds
 /// the wasm runtime handlers.
-pub fn containerd_config(root: &Path, version: ContainerdVersion, cri: &CriSettings) -> String {
+/// containerd's log level; at `Debug` it starts shims with `-debug`, so they log at debug too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Info,
+    Debug,
+}
+
+impl LogLevel {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+        }
+    }
+}
+
+pub fn containerd_config(
+    root: &Path,
+    version: ContainerdVersion,
+    cri: &CriSettings,
+    log_level: LogLevel,
+) -> String {
     let header = format!(
         r#"version = {config_version}
 root = {root_dir}
@@ -134,8 +155,9 @@ state = {state_dir}
   address = {ttrpc}
 
 [debug]
-  level = "info"
+  level = "{log_level}"
 "#,
+        log_level = log_level.name(),
         config_version = version.config_version(),
         root_dir = quote_path(&root.join("root")),
         state_dir = quote_path(&root.join("state")),
@@ -270,19 +292,19 @@ mod tests {
     fn each_release_gets_its_own_config_format() -> Result<()> {
         let root = Path::new("/tmp/e2e \"x\"");
         let cri = CriSettings::new(root);
-        let v16 = containerd_config(root, version("1.6.20")?, &cri);
+        let v16 = containerd_config(root, version("1.6.20")?, &cri, LogLevel::Info);
         assert!(v16.starts_with("version = 2\n"));
         assert!(v16.contains("sandbox_image = \"docker.io/wasmrunner/test:pause\""));
         assert!(v16.contains("bin_dir = \"/usr/lib/cni\""));
         assert!(v16.contains(r#"root = "/tmp/e2e \"x\"/root""#));
         assert!(!v16.contains("nri"));
-        let v17 = containerd_config(root, version("1.7.24")?, &cri);
+        let v17 = containerd_config(root, version("1.7.24")?, &cri, LogLevel::Info);
         assert!(v17.contains("io.containerd.nri.v1.nri"));
-        let v21 = containerd_config(root, version("2.1.9")?, &cri);
+        let v21 = containerd_config(root, version("2.1.9")?, &cri, LogLevel::Info);
         assert!(v21.starts_with("version = 3\n"));
         assert!(v21.contains("[plugins.\"io.containerd.cri.v1.images\".pinned_images]"));
         assert!(v21.contains("bin_dirs = [\"/usr/lib/cni\"]"));
-        let v20 = containerd_config(root, version("2.0.5")?, &cri);
+        let v20 = containerd_config(root, version("2.0.5")?, &cri, LogLevel::Info);
         assert!(v20.contains("bin_dir = \"/usr/lib/cni\""));
         for text in [v16, v17, v21, v20] {
             assert!(text.contains("restrict_oom_score_adj = true"));

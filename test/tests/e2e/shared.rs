@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use wasmrunner_e2e::command::run_command_within;
 use wasmrunner_e2e::containerd::{Containerd, parent_of};
 use wasmrunner_e2e::fixtures::Target;
 use wasmrunner_e2e::images::{HELLO, TestImage};
@@ -24,6 +25,11 @@ pub fn cases() -> Vec<Case> {
         Case::new(
             "a_crash_takes_down_only_its_container",
             a_crash_takes_down_only_its_container,
+        )
+        .needs(&[Needs::SharedMode]),
+        Case::new(
+            "manager_logs_outlive_its_first_container",
+            manager_logs_outlive_its_first_container,
         )
         .needs(&[Needs::SharedMode]),
         Case::new(
@@ -187,6 +193,66 @@ fn killed_manager_leaks_nothing(env: &Env) -> Result<()> {
         eprintln!("{failure}");
     }
     Ok(())
+}
+
+/// A manager outlives the container that started it, whose log fifo containerd closes on
+/// delete; with containerd (and so the shims) at debug level, the manager's next log line
+/// used to hit that closed fifo: SIGPIPE, logged, another SIGPIPE, for ever, and no child
+/// reaped again (the next Create hung). Containers after the first still run, and the
+/// manager's log still reaches containerd's, through the fifos of later tasks. In a namespace
+/// of its own, so that this case's first container is the manager's first.
+fn manager_logs_outlive_its_first_container(env: &Env) -> Result<()> {
+    let containerd = &env.containerd;
+    let namespace = format!("{}-log-{}", containerd.namespace, env.engine.label());
+    let hello = TestImage::Hello(Target::WasiP1, Flavour::Image);
+    env.import_into(&namespace, hello)?.ok()?;
+    let ids: Vec<String> = (0..3).map(|_| env.container_id("logs")).collect();
+    for id in &ids {
+        let mut command = containerd.ctr_command_in(&namespace);
+        command.args([
+            "run",
+            "--rm",
+            "--runtime",
+            &env.engine.runtime(),
+            &hello.name(),
+            id,
+        ]);
+        let out = run_command_within(&mut command, WAIT)?;
+        ensure!(
+            out.success() && out.stdout.contains(HELLO),
+            "container {id} of a manager whose first container is gone did not run: {out}\n{}",
+            containerd.log_tail()
+        );
+    }
+    let last = ids.last().context("three ids")?;
+    ensure!(
+        containerd.log_mentions(&format!("creating task {last}")),
+        "the manager's log of {last} never reached containerd's log\n{}",
+        containerd.log_tail()
+    );
+    let managers = containerd.managers(&manager_binary(env)?, &namespace);
+    for pid in managers {
+        let busy = cpu_seconds(pid).unwrap_or(0.0);
+        ensure!(
+            busy < 5.0,
+            "manager {pid} has used {busy:.1} s of CPU for three hello containers"
+        );
+    }
+    for failure in remove_cgroup(&format!("/{namespace}")) {
+        eprintln!("{failure}");
+    }
+    Ok(())
+}
+
+/// CPU time (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some(ticks as f64 / per_second.max(1) as f64)
 }
 
 /// A workload that exhausts its memory ends alone: its neighbour and the manager live on.
