@@ -2,7 +2,8 @@ use containerd_shim::Config;
 use containerd_shim_wasm::shim::Shim;
 
 use crate::container;
-use crate::service::ShimProcess;
+use crate::module_cache::NODE_MODULE_CACHE;
+use crate::service::{ServingConfig, ShimProcess};
 
 use crate::version::{EngineInfo, Mode, VersionReport};
 
@@ -55,7 +56,10 @@ pub fn run<S: Shim>(info: EngineInfo) {
         Mode::PerPod => info.runtime_name(),
         Mode::Shared => info.shared_runtime_name(),
     };
-    ShimProcess::<S>::set_mode(mode);
+    ShimProcess::<S>::configure(ServingConfig {
+        mode,
+        node_module_cache: info.features.contains(&NODE_MODULE_CACHE),
+    });
     containerd_shim::run::<ShimProcess<S>>(
         &runtime_name,
         Some(Config {

@@ -12,6 +12,7 @@ mod entry;
 mod failure;
 mod logging;
 mod memory;
+pub mod module_cache;
 pub mod service;
 mod signals;
 mod version;

@@ -3,11 +3,31 @@
 //! turning the OCI process args and env into what a WASI context takes.
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Mutex;
 
 use containerd_shim_wasm::sandbox::context::{RuntimeContext, Source, WasmBinaryType, WasmLayer};
 
 use crate::failure::WorkloadError;
+use crate::module_cache::{OfferedCode, entrypoint_candidates};
+
+/// The node cache's compiled code for this container's module, put here by the container's
+/// init process before the engine runs (one workload per process).
+static OFFERED_CODE: Mutex<Option<OfferedCode>> = Mutex::new(None);
+
+/// Offers the engine the node cache's compiled code (see `module_cache`).
+pub(crate) fn offer_compiled(code: OfferedCode) {
+    if let Ok(mut slot) = OFFERED_CODE.lock() {
+        *slot = Some(code);
+    }
+}
+
+/// The offered code, if it was compiled from `wasm`.
+fn compiled_for(wasm: &[u8]) -> Option<File> {
+    let offered = OFFERED_CODE.lock().ok()?.take()?;
+    offered.for_module(wasm)
+}
 
 /// The export a WASI command runs when the entrypoint names no function.
 pub const DEFAULT_FUNCTION: &str = "_start";
@@ -37,6 +57,10 @@ pub struct Workload<'a> {
     pub args: Vec<String>,
     /// Environment as `(name, value)` pairs.
     pub env: Vec<(String, String)>,
+    /// This engine's code for `bytes`, compiled once per node and kept in a file: an engine
+    /// that maps it (for example Wasmtime's `Module::deserialize_open_file`) neither compiles
+    /// nor copies the code. Only set for modules and components from the rootfs.
+    pub compiled: Option<File>,
 }
 
 impl<'a> Workload<'a> {
@@ -82,6 +106,10 @@ impl<'a> Workload<'a> {
         } else {
             classify(&name, &bytes)?
         };
+        let compiled = match entrypoint.source {
+            Source::File(_) => compiled_for(&bytes),
+            Source::Oci(_) => None,
+        };
         Ok(Self {
             name,
             bytes,
@@ -89,6 +117,7 @@ impl<'a> Workload<'a> {
             function: entrypoint.func,
             args,
             env,
+            compiled,
         })
     }
 }
@@ -136,24 +165,13 @@ fn resolve_entrypoint(path: &str, env: &[(String, String)]) -> Result<PathBuf, W
     if path.is_empty() {
         return Err(not_found());
     }
-    if path.contains('/') {
-        let file = PathBuf::from(path);
-        return if file.is_file() {
-            Ok(file)
-        } else {
-            Err(not_found())
-        };
-    }
     let search_path = env
         .iter()
         .find(|(name, _)| name == "PATH")
         .map(|(_, value)| value.as_str())
         .unwrap_or("");
-    search_path
-        .split(':')
-        .filter(|dir| !dir.is_empty())
-        .map(|dir| Path::new(dir).join(path))
-        .chain(std::iter::once(PathBuf::from(path)))
+    entrypoint_candidates(path, search_path)
+        .into_iter()
         .find(|candidate| candidate.is_file())
         .ok_or_else(not_found)
 }

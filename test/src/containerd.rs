@@ -227,6 +227,11 @@ impl Containerd {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// Where this containerd's shims keep compiled modules (`WASMRUNNER_CACHE_DIR`).
+    pub fn module_cache_dir(&self) -> PathBuf {
+        self.root.join(MODULE_CACHE_DIR)
+    }
+
     /// Whether containerd's log (which carries every per-pod shim's log) has `needle`.
     pub fn log_mentions(&self, needle: &str) -> bool {
         std::fs::read_to_string(self.root.join("containerd.log"))
@@ -304,6 +309,9 @@ impl Containerd {
     }
 }
 
+/// The module cache's folder in a containerd's scratch root.
+const MODULE_CACHE_DIR: &str = "module-cache";
+
 /// Starts the containerd of `bin_dir` on the config in `root`, appending to its log.
 fn spawn_daemon(bin_dir: &Path, root: &Path) -> Result<Child> {
     let containerd = bin_dir.join("containerd");
@@ -316,6 +324,8 @@ fn spawn_daemon(bin_dir: &Path, root: &Path) -> Result<Child> {
         .arg("--config")
         .arg(root.join("config.toml"))
         .env("PATH", shim_path(bin_dir))
+        // Compiled modules are cached per containerd, so each run starts cold.
+        .env("WASMRUNNER_CACHE_DIR", root.join(MODULE_CACHE_DIR))
         // Shared managers exit soon after their last container, so a run ends with none
         // (unless the caller, e.g. the benchmarks, chose another idle time).
         .env(

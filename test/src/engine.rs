@@ -106,6 +106,26 @@ impl Engine {
         (self.mode == Mode::Shared).then(|| self.binary_name())
     }
 
+    /// What the shim binary says it can do: the `Features:` line of its `--version`.
+    pub fn features(&self) -> Result<Vec<String>> {
+        let binary = self.binary()?;
+        let output = std::process::Command::new(&binary)
+            .arg("--version")
+            .output()?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let line = text
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("Features:"))
+            .ok_or_else(|| {
+                anyhow::anyhow!("{} --version names no features:\n{text}", binary.display())
+            })?;
+        Ok(line.split(',').map(|f| f.trim().to_string()).collect())
+    }
+
+    /// The feature of engines that compile a rootfs module once per node and map it into
+    /// each container (`wasmrunner_shim::module_cache::NODE_MODULE_CACHE`).
+    pub const NODE_MODULE_CACHE: &'static str = "node-module-cache";
+
     /// Whether this engine runs WASI preview 2 components.
     pub fn runs_components(&self) -> bool {
         self.name == "wasmtime"

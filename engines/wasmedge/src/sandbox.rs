@@ -50,6 +50,7 @@ pub fn run_on_host(path: &str, args: &[String]) -> Result<i32, WorkloadError> {
             .chain(args.iter().cloned())
             .collect(),
         env: Vec::new(),
+        compiled: None,
     };
     run(&workload)
 }

@@ -17,6 +17,7 @@ pub const INFO: EngineInfo = EngineInfo {
         "wasi-p2-components",
         "entrypoint-function",
         "precompile-cache",
+        wasmrunner_shim::module_cache::NODE_MODULE_CACHE,
         "native-executables",
     ],
 };

@@ -33,22 +33,25 @@ impl Sandbox for WasmtimeSandbox {
 }
 
 async fn run(ctx: &impl RuntimeContext) -> Result<i32, WorkloadError> {
-    let workload = Workload::load(ctx)?;
+    let mut workload = Workload::load(ctx)?;
+    let compiled = workload.compiled.take();
     let load_error = |e: wasmtime::Error| WorkloadError::Load {
         what: workload.name.clone(),
         reason: format!("{e:#}"),
     };
     let engine = new_container_engine().map_err(load_error)?;
-    let code = match workload.kind {
-        WorkloadKind::Module => {
+    let cached = compiled.and_then(|file| from_node_cache(&engine, workload.kind, file));
+    let code = match (cached, workload.kind) {
+        (Some(code), _) => code,
+        (None, WorkloadKind::Module) => {
             let module = Module::new(&engine, &workload.bytes).map_err(load_error)?;
             Code::Module(module)
         }
-        WorkloadKind::Component => {
+        (None, WorkloadKind::Component) => {
             let component = Component::new(&engine, &workload.bytes).map_err(load_error)?;
             Code::Component(component)
         }
-        WorkloadKind::Precompiled => deserialize(&engine, &workload)?,
+        (None, WorkloadKind::Precompiled) => deserialize(&engine, &workload)?,
     };
     match code {
         Code::Module(module) => run_module(&engine, &module, &workload).await,
@@ -59,6 +62,31 @@ async fn run(ctx: &impl RuntimeContext) -> Result<i32, WorkloadError> {
 enum Code {
     Module(Module),
     Component(Component),
+}
+
+/// The node cache's code for the workload (see `wasmrunner_shim::module_cache`): a module's
+/// is mapped from the file, so every container of it shares the pages; a component's is read.
+/// `None` when it does not load (another Wasmtime's, say): the workload is compiled here.
+fn from_node_cache(engine: &Engine, kind: WorkloadKind, file: std::fs::File) -> Option<Code> {
+    let loaded = match kind {
+        // SAFETY: the file is the node cache's: written by the shim (as root, in a directory
+        // only root can write) with the output of `WasmtimeCompiler::compile`, under this
+        // engine's compatibility hash, for the module whose sha256 the shim checked against
+        // the one this container runs; Wasmtime also checks the header, version and settings.
+        WorkloadKind::Module => {
+            unsafe { Module::deserialize_open_file(engine, file) }.map(Code::Module)
+        }
+        WorkloadKind::Component => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut &file, &mut bytes).ok()?;
+            // SAFETY: as for modules above.
+            unsafe { Component::deserialize(engine, &bytes) }.map(Code::Component)
+        }
+        WorkloadKind::Precompiled => return None,
+    };
+    loaded
+        .inspect_err(|e| tracing::debug!("not using the node's compiled code: {e:#}"))
+        .ok()
 }
 
 fn deserialize(engine: &Engine, workload: &Workload<'_>) -> Result<Code, WorkloadError> {

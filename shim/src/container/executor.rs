@@ -6,7 +6,7 @@ use std::io::Read;
 use std::marker::PhantomData;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use containerd_shim_wasm::sandbox::Sandbox;
 use containerd_shim_wasm::sandbox::context::WasmLayer;
@@ -16,12 +16,15 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use oci_spec::runtime::Spec;
 
 use super::context::WorkloadContext;
+use crate::module_cache::OfferedCode;
 
 /// The exit status when the engine itself fails before it could report (126: cannot execute).
 const ENGINE_FAILURE: i32 = 126;
 
 pub struct WorkloadExecutor<S: Shim> {
     wasm_layers: Arc<Vec<WasmLayer>>,
+    /// The node cache's compiled code for the rootfs module, open since the build.
+    compiled: Arc<Mutex<Option<OfferedCode>>>,
     _engine: PhantomData<fn() -> S>,
 }
 
@@ -29,15 +32,17 @@ impl<S: Shim> Clone for WorkloadExecutor<S> {
     fn clone(&self) -> Self {
         Self {
             wasm_layers: Arc::clone(&self.wasm_layers),
+            compiled: Arc::clone(&self.compiled),
             _engine: PhantomData,
         }
     }
 }
 
 impl<S: Shim> WorkloadExecutor<S> {
-    pub fn new(wasm_layers: Vec<WasmLayer>) -> Self {
+    pub fn new(wasm_layers: Vec<WasmLayer>, compiled: Option<OfferedCode>) -> Self {
         Self {
             wasm_layers: Arc::new(wasm_layers),
+            compiled: Arc::new(Mutex::new(compiled)),
             _engine: PhantomData,
         }
     }
@@ -47,6 +52,9 @@ impl<S: Shim> WorkloadExecutor<S> {
     }
 
     fn run_wasm(&self, spec: &Spec) -> ! {
+        if let Some(code) = self.compiled.lock().ok().and_then(|mut code| code.take()) {
+            crate::workload::offer_compiled(code);
+        }
         let ctx = WorkloadContext::new(spec, &self.wasm_layers);
         // One thread: the guest runs on it, and nothing else in this process needs more.
         let status = match tokio::runtime::Builder::new_current_thread()

@@ -19,6 +19,8 @@ use containerd_shim_wasm::sandbox::context::WasmLayer;
 use containerd_shim_wasm::shim::Shim;
 use serde::{Deserialize, Serialize};
 
+use crate::module_cache::CompiledModule;
+
 pub use context::WorkloadContext;
 pub use stdio::HeldOutput;
 pub use zygote::init as init_zygote;
@@ -39,6 +41,8 @@ pub struct ContainerConfig {
     pub systemd_cgroup: bool,
     /// The image's wasm layers, when it has any (else the entrypoint is a file in the rootfs).
     pub wasm_layers: Vec<WasmLayer>,
+    /// The node cache's compiled code for the rootfs module, when the engine uses the cache.
+    pub compiled_module: Option<CompiledModule>,
     /// Fault injection for tests: the first build counts as lost to libcontainer's start-up
     /// race (see [`FAULT_STARTUP_RACE`]).
     pub inject_startup_race: bool,

@@ -13,6 +13,7 @@ use zygote::Zygote;
 use super::executor::WorkloadExecutor;
 use super::stdio::{open_output, open_stdin};
 use super::{ContainerConfig, ContainerError};
+use crate::module_cache::OfferedCode;
 
 /// Forks the zygote. Call it first thing in `main`, while the process has one thread.
 pub fn init() {
@@ -130,7 +131,10 @@ fn create_in_zygote<S: Shim>(config: ContainerConfig) -> Result<u32, String> {
     std::fs::create_dir_all(&config.state_root)
         .map_err(|e| format!("creating {}: {e}", config.state_root.display()))?;
     let mut builder = ContainerBuilder::new(config.id.clone(), SyscallType::Linux)
-        .with_executor(WorkloadExecutor::<S>::new(config.wasm_layers))
+        .with_executor(WorkloadExecutor::<S>::new(
+            config.wasm_layers,
+            config.compiled_module.as_ref().and_then(OfferedCode::open),
+        ))
         .with_root_path(config.state_root.clone())
         .map_err(|e| format!("{e}"))?;
     if let Some(stdin) = open_stdin(&config.stdin)? {

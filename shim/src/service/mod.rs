@@ -31,7 +31,7 @@ use containerd_shim_wasm::shim::Shim;
 
 use events::{Event, EventSink};
 use exits::ExitWatcher;
-pub use process::ShimProcess;
+pub use process::{ServingConfig, ShimProcess};
 use task::{Phase, Task, timestamp};
 
 use containerd_shim_wasm::sandbox::context::WasmLayer;
@@ -39,6 +39,7 @@ use containerd_shim_wasm::sandbox::context::WasmLayer;
 use crate::cgroups::ContainerCgroup;
 use crate::container::{self, ContainerConfig, HeldOutput};
 use crate::content::ContentStore;
+use crate::module_cache::{CompiledModule, ModuleCache};
 use crate::version::Mode;
 
 /// How long an idle manager (shared mode) stays up, unless `WASMRUNNER_MANAGER_IDLE_SECS` says.
@@ -61,6 +62,8 @@ pub struct TaskService<S: Shim> {
 
 struct Inner {
     mode: Mode,
+    /// The node's compiled-module cache, for engines that use it.
+    module_cache: Option<ModuleCache>,
     namespace: String,
     containerd_address: String,
     tasks: RwLock<HashMap<String, Arc<Task>>>,
@@ -138,6 +141,7 @@ fn no_exec(exec_id: &str) -> TtrpcResult<()> {
 impl<S: Shim> TaskService<S> {
     pub(crate) fn new(
         mode: Mode,
+        module_cache: Option<ModuleCache>,
         events: EventSink,
         namespace: String,
         containerd_address: String,
@@ -146,6 +150,7 @@ impl<S: Shim> TaskService<S> {
         Ok(Self {
             inner: Arc::new(Inner {
                 mode,
+                module_cache,
                 namespace,
                 containerd_address,
                 tasks: RwLock::new(HashMap::new()),
@@ -206,6 +211,11 @@ impl<S: Shim> TaskService<S> {
         let options = runtime_options(&req)?;
         let state_root = state_root(&bundle, S::name(), &self.inner.namespace);
         let wasm_layers = self.wasm_layers(&req.id)?;
+        let compiled_module = if wasm_layers.is_empty() {
+            self.compiled_module(&bundle)
+        } else {
+            None
+        };
         let held_output = HeldOutput::open(Path::new(&req.stdout), Path::new(&req.stderr))
             .map_err(|e| internal(format!("holding the output fifos: {e}")))?;
         let config = ContainerConfig {
@@ -217,6 +227,7 @@ impl<S: Shim> TaskService<S> {
             stderr: req.stderr.clone().into(),
             systemd_cgroup: options.systemd_cgroup,
             wasm_layers,
+            compiled_module,
             inject_startup_race: container::startup_race_injected(&bundle),
         };
         let pid = container::create::<S>(config).map_err(internal)?;
@@ -298,6 +309,23 @@ impl<S: Shim> TaskService<S> {
                     .await
             })
             .map_err(|e| internal(format!("reading the image's wasm layers: {e}")))
+    }
+
+    /// The node cache's compiled code for a rootfs entrypoint, compiled now on a miss. A
+    /// failure only costs the container its own compile, so it is logged and passed over.
+    fn compiled_module(&self, bundle: &Path) -> Option<CompiledModule> {
+        let cache = self.inner.module_cache.as_ref()?;
+        let prepared = self.inner.runtime.block_on(async {
+            let compiler = S::compiler().await?;
+            Some(cache.prepare(bundle, &compiler).await)
+        });
+        match prepared? {
+            Ok(module) => module,
+            Err(err) => {
+                tracing::warn!("node module cache: {err}");
+                None
+            }
+        }
     }
 
     fn start_task(&self, task: &Task) -> TtrpcResult<u32> {

@@ -16,6 +16,7 @@ use super::events::EventSink;
 use super::task::timestamp;
 use super::{TaskService, state_root};
 use crate::container;
+use crate::module_cache::ModuleCache;
 use crate::version::Mode;
 
 /// How long `shim start` waits for a running manager to answer.
@@ -58,12 +59,20 @@ fn copy_opts(opts: &StartOpts) -> StartOpts {
 /// The annotation CRI puts on every container of a pod.
 const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 
-/// The mode this process runs in, chosen in `main` from the binary's name (containerd builds
-/// the shim through `Shim::new`, which cannot be given it directly).
-static MODE: OnceLock<Mode> = OnceLock::new();
+/// How this process serves, chosen in `main` from the binary's name and the engine's
+/// features (containerd builds the shim through `Shim::new`, which cannot be given it).
+#[derive(Debug, Clone, Copy)]
+pub struct ServingConfig {
+    pub mode: Mode,
+    /// Compile rootfs modules once per node ([`crate::module_cache`]).
+    pub node_module_cache: bool,
+}
+
+static SERVING: OnceLock<ServingConfig> = OnceLock::new();
 
 pub struct ShimProcess<S: Shim> {
     mode: Mode,
+    node_module_cache: bool,
     id: String,
     namespace: String,
     containerd_address: String,
@@ -72,9 +81,9 @@ pub struct ShimProcess<S: Shim> {
 }
 
 impl<S: Shim> ShimProcess<S> {
-    /// Sets the mode for this process; the first call wins.
-    pub fn set_mode(mode: Mode) {
-        let _ = MODE.set(mode);
+    /// Sets how this process serves; the first call wins.
+    pub fn configure(config: ServingConfig) {
+        let _ = SERVING.set(config);
     }
 }
 
@@ -82,8 +91,13 @@ impl<S: Shim> containerd_shim::Shim for ShimProcess<S> {
     type T = TaskService<S>;
 
     fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
+        let serving = SERVING.get().copied().unwrap_or(ServingConfig {
+            mode: Mode::PerPod,
+            node_module_cache: false,
+        });
         Self {
-            mode: MODE.get().copied().unwrap_or(Mode::PerPod),
+            mode: serving.mode,
+            node_module_cache: serving.node_module_cache,
             id: args.id.clone(),
             namespace: args.namespace.clone(),
             containerd_address: args.address.clone(),
@@ -151,8 +165,12 @@ impl<S: Shim> containerd_shim::Shim for ShimProcess<S> {
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
         let events = EventSink::start(publisher, self.namespace.clone());
+        let module_cache = self
+            .node_module_cache
+            .then(|| ModuleCache::for_engine(S::name()));
         match TaskService::new(
             self.mode,
+            module_cache,
             events,
             self.namespace.clone(),
             self.containerd_address.clone(),

@@ -74,6 +74,8 @@ struct Recipe {
     address: String,
     ttrpc_address: String,
     bundles: PathBuf,
+    /// The shims' compiled-module cache: the bench containerd's, as it would give its shims.
+    module_cache: PathBuf,
     /// wasmrunner's shims (runwasi's library) read the container's image from containerd
     /// during Create: each task gets a container record (no snapshot, no task), made over
     /// gRPC before the task's timed part and deleted after it.
@@ -197,6 +199,7 @@ fn recipe(bench: &Bench, runtime: &Runtime, spec: &Value, bundles: &Path) -> Res
         ttrpc_address: format!("{socket}.ttrpc"),
         address: socket,
         bundles: bundles.to_path_buf(),
+        module_cache: bench.containerd().module_cache_dir(),
         record: None,
     })
 }
@@ -349,6 +352,7 @@ fn shim_command(recipe: &Recipe, id: &str, bundle: &Path) -> Command {
         .env("TTRPC_ADDRESS", &recipe.ttrpc_address)
         .env("GRPC_ADDRESS", &recipe.address)
         .env("NAMESPACE", &recipe.namespace)
+        .env("WASMRUNNER_CACHE_DIR", &recipe.module_cache)
         .args(["-namespace", &recipe.namespace, "-id", id, "-address"])
         .arg(&recipe.address);
     command

@@ -8,6 +8,7 @@ mod bad_input;
 mod cri;
 mod flavours;
 mod lifecycle;
+mod module_cache;
 mod run;
 mod shared;
 
@@ -20,13 +21,14 @@ use wasmrunner_e2e::{Case, Containerd, Engine, Env, fixtures};
 
 /// Every case, by area.
 fn cases() -> Vec<(&'static str, Case)> {
-    let areas: [(&str, Vec<Case>); 6] = [
+    let areas: [(&str, Vec<Case>); 7] = [
         ("run", run::cases()),
         ("lifecycle", lifecycle::cases()),
         ("flavours", flavours::cases()),
         ("bad_input", bad_input::cases()),
         ("cri", cri::cases()),
         ("shared", shared::cases()),
+        ("module_cache", module_cache::cases()),
     ];
     areas
         .into_iter()

@@ -1,0 +1,262 @@
+//! Compiled modules, cached once per node and mapped into every container that runs them.
+//!
+//! For an image whose rootfs holds the `.wasm` entrypoint, the serving process (per-pod shim
+//! or manager) finds the module in the rootfs before the container is built, compiles it
+//! once with the engine's `Compiler` and keeps the result in a file:
+//! `<cache dir>/<engine>/<cache key hash>/<sha256 of the module>`. Every container of that
+//! module then gets the file open on a descriptor and maps it (`offer_compiled`), instead of
+//! compiling in the container: no compiler heap in the container, and the code pages are
+//! the page cache's, shared by all of them.
+//!
+//! The container checks that the module it is about to run is the one that was compiled
+//! (same sha256), since a volume mounted over the image's path is only visible inside it;
+//! on any mismatch or failure it compiles as before. Only engines that list
+//! [`NODE_MODULE_CACHE`] in their features take part.
+
+mod in_root;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use containerd_shim_wasm::sandbox::context::WasmLayer;
+use containerd_shim_wasm::shim::Compiler;
+use oci_spec::image::{Descriptor, Digest, MediaType};
+use oci_spec::runtime::Spec;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::content::cache_key_hash;
+pub(crate) use in_root::candidates as entrypoint_candidates;
+
+/// The engine feature (`EngineInfo::features`) that turns the node's module cache on.
+pub const NODE_MODULE_CACHE: &str = "node-module-cache";
+
+/// Where the cache lives, unless set: persistent, like containerd's own `/var/lib/containerd`.
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/wasmrunner/cache";
+
+/// Overrides [`DEFAULT_CACHE_DIR`] (the test harness gives each containerd its own).
+pub const CACHE_DIR_ENV: &str = "WASMRUNNER_CACHE_DIR";
+
+/// A compiled module in the cache, as the container is told about it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CompiledModule {
+    pub path: PathBuf,
+    /// sha256 of the module it was compiled from, in hex.
+    pub source_sha256: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModuleCacheError {
+    #[error("reading the bundle's config.json: {0}")]
+    Spec(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("compiling {what}: {reason}")]
+    Compile { what: String, reason: String },
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ModuleCacheError {
+    let what = what.into();
+    move |source| ModuleCacheError::Io { what, source }
+}
+
+/// One engine's part of the node's module cache.
+#[derive(Debug, Clone)]
+pub struct ModuleCache {
+    dir: PathBuf,
+}
+
+impl ModuleCache {
+    /// The cache of `engine` under [`CACHE_DIR_ENV`] or [`DEFAULT_CACHE_DIR`].
+    pub fn for_engine(engine: &str) -> Self {
+        let root = std::env::var_os(CACHE_DIR_ENV)
+            .filter(|dir| !dir.is_empty())
+            .map_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR), PathBuf::from);
+        Self {
+            dir: root.join(engine),
+        }
+    }
+
+    pub fn in_dir(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    /// The compiled code of the container's entrypoint, compiled now on a miss. `None` when
+    /// the entrypoint is not a module or component found in the bundle's rootfs, or does not
+    /// compile: the container then finds (and reports) it itself, as without a cache.
+    pub async fn prepare<C: Compiler>(
+        &self,
+        bundle: &Path,
+        compiler: &C,
+    ) -> Result<Option<CompiledModule>, ModuleCacheError> {
+        let Some((name, bytes)) = entrypoint_module(bundle)? else {
+            return Ok(None);
+        };
+        let source_sha256 = hex(&Sha256::digest(&bytes));
+        let dir = self.dir.join(cache_key_hash(compiler.cache_key()));
+        let path = dir.join(&source_sha256);
+        if trusted(&path) {
+            return Ok(Some(CompiledModule {
+                path,
+                source_sha256,
+            }));
+        }
+        let layer = WasmLayer {
+            config: Descriptor::new(
+                MediaType::Other("application/wasm".into()),
+                bytes.len() as u64,
+                sha256_digest(&source_sha256)?,
+            ),
+            precompiled: false,
+            layer: bytes,
+        };
+        let compiled = compiler
+            .compile(std::slice::from_ref(&layer))
+            .await
+            .map_err(|e| ModuleCacheError::Compile {
+                what: name.clone(),
+                reason: format!("{e:#}"),
+            })?;
+        drop(layer);
+        // The compiler's working memory is not needed again until the next miss.
+        crate::release_loader_memory();
+        let Some(Some(code)) = compiled.into_iter().next() else {
+            return Ok(None);
+        };
+        write_atomically(&dir, &path, &code)?;
+        Ok(Some(CompiledModule {
+            path,
+            source_sha256,
+        }))
+    }
+}
+
+/// A cache entry is used only if it is a regular file of this process's user that nobody
+/// else can write: its code will run unchecked in containers.
+fn trusted(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    std::fs::symlink_metadata(path)
+        .is_ok_and(|meta| meta.is_file() && meta.uid() == euid && meta.mode() & 0o022 == 0)
+}
+
+/// The entrypoint's path and bytes, when it is a wasm binary in the bundle's rootfs.
+fn entrypoint_module(bundle: &Path) -> Result<Option<(String, Vec<u8>)>, ModuleCacheError> {
+    let spec = Spec::load(bundle.join("config.json"))
+        .map_err(|e| ModuleCacheError::Spec(e.to_string()))?;
+    let Some(process) = spec.process().as_ref() else {
+        return Ok(None);
+    };
+    let Some(arg0) = process.args().as_ref().and_then(|args| args.first()) else {
+        return Ok(None);
+    };
+    let path = arg0.split_once('#').map_or(arg0.as_str(), |(path, _)| path);
+    let search_path = process
+        .env()
+        .as_ref()
+        .and_then(|env| env.iter().find_map(|var| var.strip_prefix("PATH=")))
+        .unwrap_or("");
+    let root = spec
+        .root()
+        .as_ref()
+        .map_or_else(|| PathBuf::from("rootfs"), |root| root.path().clone());
+    let rootfs = bundle.join(root);
+    let rootfs = File::open(&rootfs).map_err(io_error(format!("opening {}", rootfs.display())))?;
+    for candidate in entrypoint_candidates(path, search_path) {
+        let opened = in_root::open_regular(&rootfs, process.cwd(), &candidate).map_err(
+            io_error(format!("opening {} in the rootfs", candidate.display())),
+        )?;
+        let Some(mut file) = opened else {
+            continue;
+        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io_error(format!(
+            "reading {} in the rootfs",
+            candidate.display()
+        )))?;
+        // A native executable, a script or junk: not the cache's business.
+        return Ok(bytes
+            .starts_with(b"\0asm")
+            .then(|| (path.to_string(), bytes)));
+    }
+    Ok(None)
+}
+
+/// Writes `code` to `path` so that no reader ever sees part of it: a private temporary file
+/// in the same directory, renamed over `path`. Two shims compiling the same module at once
+/// both succeed; the last rename wins with identical bytes.
+fn write_atomically(dir: &Path, path: &Path, code: &[u8]) -> Result<(), ModuleCacheError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_error(format!("creating {}", dir.display())))?;
+    let temporary = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().map_or_else(
+            || "module".into(),
+            |name| name.to_string_lossy().into_owned()
+        ),
+        std::process::id()
+    ));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)
+        .and_then(|mut file| file.write_all(code))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written.map_err(io_error(format!("writing {}", path.display())))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256_digest(hex: &str) -> Result<Digest, ModuleCacheError> {
+    format!("sha256:{hex}")
+        .parse()
+        .map_err(|e: oci_spec::OciSpecError| ModuleCacheError::Compile {
+            what: hex.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// What the container is offered: the cache file, open, and the module it was compiled from.
+#[derive(Debug)]
+pub struct OfferedCode {
+    pub file: File,
+    pub source_sha256: String,
+}
+
+impl OfferedCode {
+    /// Opens the cache file for a container (in the builder, before libcontainer clones the
+    /// container's init, which inherits the descriptor).
+    pub fn open(module: &CompiledModule) -> Option<Self> {
+        match File::open(&module.path) {
+            Ok(file) => Some(Self {
+                file,
+                source_sha256: module.source_sha256.clone(),
+            }),
+            Err(err) => {
+                tracing::warn!("not using {}: {err}", module.path.display());
+                None
+            }
+        }
+    }
+
+    /// The file, if `wasm` is the module it was compiled from.
+    pub fn for_module(self, wasm: &[u8]) -> Option<File> {
+        (hex(&Sha256::digest(wasm)) == self.source_sha256).then_some(self.file)
+    }
+}

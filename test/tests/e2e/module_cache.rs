@@ -1,0 +1,149 @@
+//! Compiled modules cached once per node: the first container of a rootfs module compiles it
+//! into the cache, every container of it maps the cached code, and a module the container
+//! sees differently from the image (a mount over it) is never mistaken for the cached one.
+//! Engines without the cache (`Engine::NODE_MODULE_CACHE` missing from `--version`) must
+//! leave it empty and run as before.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use sha2::{Digest, Sha256};
+use wasmrunner_e2e::engine::Engine;
+use wasmrunner_e2e::fixtures::{self, Target};
+use wasmrunner_e2e::images::{HELLO, TestImage};
+use wasmrunner_e2e::suite::{Attached, delete_container};
+use wasmrunner_e2e::{Case, Env};
+
+pub fn cases() -> Vec<Case> {
+    vec![
+        Case::new("compiled_once_and_mapped", compiled_once_and_mapped),
+        Case::new(
+            "a_mount_over_the_module_is_not_the_cached_one",
+            a_mount_over_the_module_is_not_the_cached_one,
+        ),
+    ]
+}
+
+const PROBE: TestImage = TestImage::Probe(Target::WasiP1);
+const WAIT: Duration = Duration::from_secs(20);
+
+fn uses_cache(env: &Env) -> Result<bool> {
+    Ok(env
+        .engine
+        .features()?
+        .iter()
+        .any(|feature| feature == Engine::NODE_MODULE_CACHE))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The cache's entries for the module with this sha256, under any engine and cache key.
+fn entries_for(cache: &Path, sha256: &str) -> Vec<PathBuf> {
+    let children = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+            .unwrap_or_default()
+    };
+    children(cache)
+        .iter()
+        .flat_map(|engine| children(engine))
+        .map(|key| key.join(sha256))
+        .filter(|entry| entry.is_file())
+        .collect()
+}
+
+fn task_pid(env: &Env, id: &str) -> Result<u32> {
+    let listing = env.containerd.ctr(&["task", "ls"])?.ok()?;
+    listing
+        .stdout
+        .lines()
+        .find_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            (words.first() == Some(&id)).then(|| words.get(1)?.parse().ok())?
+        })
+        .with_context(|| format!("task {id} is not in `ctr task ls`: {listing}"))
+}
+
+fn stop(env: &Env, task: Attached) -> Result<()> {
+    let id = task.id.clone();
+    env.containerd
+        .ctr(&["task", "kill", "--signal", "SIGKILL", &id])?
+        .ok()?;
+    task.wait(WAIT)?.expect_status(137)?;
+    delete_container(env, &id)?;
+    env.assert_clean(&id)
+}
+
+/// Two containers of one rootfs module: one cache entry, mapped by both (so its pages are
+/// shared); without the engine feature, no entry at all.
+fn compiled_once_and_mapped(env: &Env) -> Result<()> {
+    let sha256 = sha256_hex(&fixtures::bytes("probe", Target::WasiP1)?);
+    let tasks = [
+        env.start_attached(PROBE, &["/probe.wasm", "sleep"])?,
+        env.start_attached(PROBE, &["/probe.wasm", "sleep"])?,
+    ];
+    let cache = env.containerd.module_cache_dir();
+    let entries = entries_for(&cache, &sha256);
+    let checked = if uses_cache(env)? {
+        check_mapped(env, &tasks, &entries)
+    } else {
+        let engine_dir = cache.join(&env.engine.name);
+        ensure!(
+            !engine_dir.exists(),
+            "{} does not cache modules, yet {} exists",
+            env.engine.name,
+            engine_dir.display()
+        );
+        Ok(())
+    };
+    for task in tasks {
+        stop(env, task)?;
+    }
+    checked
+}
+
+fn check_mapped(env: &Env, tasks: &[Attached], entries: &[PathBuf]) -> Result<()> {
+    let [entry] = entries else {
+        anyhow::bail!("expected one cache entry for the probe module, found {entries:?}");
+    };
+    let entry = entry.to_string_lossy();
+    for task in tasks {
+        let pid = task_pid(env, &task.id)?;
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .with_context(|| format!("reading the maps of {pid}"))?;
+        ensure!(
+            maps.contains(entry.as_ref()),
+            "container {} (pid {pid}) does not map the cached code {entry}:\n{maps}",
+            task.id
+        );
+    }
+    Ok(())
+}
+
+/// A file mounted over the image's module is what the container runs: the cache holds the
+/// image's module (the shim compiled it before the container's mounts existed), and the
+/// container must notice the difference and compile what it sees.
+fn a_mount_over_the_module_is_not_the_cached_one(env: &Env) -> Result<()> {
+    // The image's own module first, so that the cache has it.
+    env.run_rm(PROBE, &["/probe.wasm", "cat", "/data/greeting.txt"])?
+        .ok()?;
+    let hello = fixtures::path("hello", Target::WasiP1)?;
+    let mount = format!(
+        "type=bind,src={},dst=/probe.wasm,options=rbind:ro",
+        hello.display()
+    );
+    let out = env
+        .run_rm_with(PROBE, &["--mount", &mount], &["/probe.wasm"])?
+        .ok()?;
+    ensure!(
+        out.stdout.trim_end() == HELLO,
+        "the container ran something other than the module mounted over /probe.wasm: {out}"
+    );
+    Ok(())
+}
