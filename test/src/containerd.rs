@@ -232,10 +232,16 @@ impl Containerd {
         self.root.join(MODULE_CACHE_DIR)
     }
 
-    /// Whether containerd's log (which carries every per-pod shim's log) has `needle`.
+    /// Whether containerd's log (which carries the shims' logs) has `needle`.
     pub fn log_mentions(&self, needle: &str) -> bool {
+        self.log_count(needle) > 0
+    }
+
+    /// How many lines of containerd's log have `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
         std::fs::read_to_string(self.root.join("containerd.log"))
-            .is_ok_and(|text| text.contains(needle))
+            .map(|text| text.lines().filter(|line| line.contains(needle)).count())
+            .unwrap_or(0)
     }
 
     /// A `ctr` command bound to this containerd and namespace.

@@ -30,6 +30,9 @@ pub enum TestImage {
     MissingExport,
     /// A valid module with no `_start` (it exports `other` only).
     NoStart,
+    /// `/noop.wasm`: a module whose `_start` does nothing, run by no other case (so the node
+    /// module cache has never seen it), with enough unused code to take a moment to compile.
+    Noop,
     /// The entrypoint names `/missing.wasm`; the image holds only `/hello.wasm`.
     MissingEntrypoint,
     /// The hello module cut short: a corrupted module in a normal image.
@@ -48,6 +51,7 @@ impl TestImage {
             TestImage::IgnoreTerm => "ignore-term".into(),
             TestImage::NotWasm => "bad-not-wasm".into(),
             TestImage::NoStart => "bad-no-start".into(),
+            TestImage::Noop => "noop".into(),
             TestImage::MissingExport => "bad-missing-export".into(),
             TestImage::MissingEntrypoint => "bad-missing-entrypoint".into(),
             TestImage::Truncated => "bad-truncated".into(),
@@ -100,6 +104,9 @@ impl TestImage {
             TestImage::NotWasm => ImageSpec::new(self.name(), Flavour::Image)
                 .file("/bad.wasm", b"this is not wasm, just text\n".to_vec())
                 .entrypoint(["/bad.wasm"]),
+            TestImage::Noop => ImageSpec::new(self.name(), Flavour::Image)
+                .file("/noop.wasm", noop_module()?)
+                .entrypoint(["/noop.wasm"]),
             TestImage::NoStart => ImageSpec::new(self.name(), Flavour::Image)
                 .file(
                     "/nostart.wasm",
@@ -136,4 +143,19 @@ fn target_tag(target: Target) -> &'static str {
         Target::WasiP2 => "wasip2",
         Target::Native => "native",
     }
+}
+
+/// The module of [`TestImage::Noop`]: `_start` returns at once; 3000 unused functions make
+/// compiling it take a few hundred milliseconds, so that containers started together
+/// overlap in their creates.
+pub fn noop_module() -> Result<Vec<u8>> {
+    let unused: String = (0..3000)
+        .map(|i| {
+            format!(
+                "(func $f{i} (param i64) (result i64) local.get 0 i64.const {i} i64.mul \
+                 i64.const 7 i64.rem_u local.get 0 i64.add)\n"
+            )
+        })
+        .collect();
+    fixtures::wat(&format!(r#"(module (func (export "_start")) {unused})"#))
 }

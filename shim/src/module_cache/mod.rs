@@ -68,6 +68,7 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ModuleCac
 /// One engine's part of the node's module cache.
 #[derive(Debug, Clone)]
 pub struct ModuleCache {
+    engine: String,
     dir: PathBuf,
 }
 
@@ -78,12 +79,9 @@ impl ModuleCache {
             .filter(|dir| !dir.is_empty())
             .map_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR), PathBuf::from);
         Self {
+            engine: engine.to_string(),
             dir: root.join(engine),
         }
-    }
-
-    pub fn in_dir(dir: PathBuf) -> Self {
-        Self { dir }
     }
 
     /// The compiled code of the container's entrypoint, compiled now on a miss. `None` when
@@ -100,11 +98,20 @@ impl ModuleCache {
         let source_sha256 = hex(&Sha256::digest(&bytes));
         let dir = self.dir.join(cache_key_hash(compiler.cache_key()));
         let path = dir.join(&source_sha256);
-        if trusted(&path) {
-            return Ok(Some(CompiledModule {
+        let found = |path: PathBuf| {
+            Some(CompiledModule {
                 path,
-                source_sha256,
-            }));
+                source_sha256: source_sha256.clone(),
+            })
+        };
+        if trusted(&path) {
+            return Ok(found(path));
+        }
+        // Many pods of a new module start at once: one compiles, in whichever shim or
+        // manager takes the lock first, and the others wait for its result.
+        let _lock = CompileLock::take(&dir, &source_sha256)?;
+        if trusted(&path) {
+            return Ok(found(path));
         }
         let layer = WasmLayer {
             config: Descriptor::new(
@@ -129,11 +136,50 @@ impl ModuleCache {
             return Ok(None);
         };
         write_atomically(&dir, &path, &code)?;
-        Ok(Some(CompiledModule {
-            path,
-            source_sha256,
-        }))
+        tracing::debug!(
+            "{}: compiled {name} ({source_sha256}) into the node cache",
+            self.engine
+        );
+        Ok(found(path))
     }
+}
+
+/// An exclusive `flock` on `<dir>/.<sha256>.lock`, shared by every process on the node,
+/// released when dropped (the empty lock file stays).
+struct CompileLock {
+    /// Holding the descriptor holds the lock; closing it releases it.
+    _file: File,
+}
+
+impl CompileLock {
+    fn take(dir: &Path, sha256: &str) -> Result<Self, ModuleCacheError> {
+        create_private_dir(dir)?;
+        let path = dir.join(format!(".{sha256}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_error(format!("opening {}", path.display())))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns; it blocks until the lock is ours.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0;
+        if !locked {
+            return Err(io_error(format!("locking {}", path.display()))(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(Self { _file: file })
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), ModuleCacheError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_error(format!("creating {}", dir.display())))
 }
 
 /// A cache entry is used only if it is a regular file of this process's user that nobody
@@ -192,11 +238,7 @@ fn entrypoint_module(bundle: &Path) -> Result<Option<(String, Vec<u8>)>, ModuleC
 /// in the same directory, renamed over `path`. Two shims compiling the same module at once
 /// both succeed; the last rename wins with identical bytes.
 fn write_atomically(dir: &Path, path: &Path, code: &[u8]) -> Result<(), ModuleCacheError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io_error(format!("creating {}", dir.display())))?;
+    create_private_dir(dir)?;
     let temporary = dir.join(format!(
         ".{}.{}.tmp",
         path.file_name().map_or_else(

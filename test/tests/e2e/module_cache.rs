@@ -9,15 +9,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use sha2::{Digest, Sha256};
+use wasmrunner_e2e::command::Outcome;
 use wasmrunner_e2e::engine::Engine;
 use wasmrunner_e2e::fixtures::{self, Target};
-use wasmrunner_e2e::images::{HELLO, TestImage};
+use wasmrunner_e2e::images::{HELLO, TestImage, noop_module};
 use wasmrunner_e2e::suite::{Attached, delete_container};
 use wasmrunner_e2e::{Case, Env};
 
 pub fn cases() -> Vec<Case> {
     vec![
         Case::new("compiled_once_and_mapped", compiled_once_and_mapped),
+        Case::new("a_burst_compiles_once", a_burst_compiles_once),
         Case::new(
             "a_mount_over_the_module_is_not_the_cached_one",
             a_mount_over_the_module_is_not_the_cached_one,
@@ -123,6 +125,47 @@ fn check_mapped(env: &Env, tasks: &[Attached], entries: &[PathBuf]) -> Result<()
             task.id
         );
     }
+    Ok(())
+}
+
+/// Four containers of a module the node has never seen, started at once: all run, and it
+/// is compiled once (the others wait for that compile), whichever shims or managers serve
+/// them: the shims' debug log names each compile.
+fn a_burst_compiles_once(env: &Env) -> Result<()> {
+    let image = TestImage::Noop;
+    env.image(image)?;
+    let outcomes: Vec<Result<Outcome>> = std::thread::scope(|scope| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| env.run_rm(image, &[])))
+            .collect();
+        runs.into_iter()
+            .map(|run| {
+                run.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a ctr run thread panicked")))
+            })
+            .collect()
+    });
+    for outcome in outcomes {
+        outcome?.ok()?;
+    }
+    let line = format!(
+        "{}: compiled /noop.wasm ({})",
+        env.engine.name,
+        sha256_hex(&noop_module()?)
+    );
+    let expected = usize::from(uses_cache(env)?);
+    // containerd copies the shims' log lines a moment after they are written.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut compiles = env.containerd.log_count(&line);
+    while compiles < expected && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        compiles = env.containerd.log_count(&line);
+    }
+    ensure!(
+        compiles == expected,
+        "expected {expected} compile(s) of the noop module for {} on this node, the log has {compiles}",
+        env.engine.name
+    );
     Ok(())
 }
 
