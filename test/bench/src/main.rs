@@ -111,7 +111,7 @@ pub struct Args {
     /// Throughput and shim throughput: concurrency levels (default 1,4,20).
     #[arg(long, value_delimiter = ',')]
     pub concurrency: Vec<usize>,
-    /// Memory: numbers of live containers to measure at (default 1,20,50; quick 1,5).
+    /// Memory: numbers of live containers to measure at (default 1,20,100; quick 1,5).
     #[arg(long, value_delimiter = ',')]
     pub containers: Vec<usize>,
     /// Big module: size of the generated module's code, in MiB (at least 10).
@@ -163,7 +163,7 @@ impl Sizes {
                 args.concurrency.clone()
             },
             containers: if args.containers.is_empty() {
-                if quick { vec![1, 5] } else { vec![1, 20, 50] }
+                if quick { vec![1, 5] } else { vec![1, 20, 100] }
             } else {
                 args.containers.clone()
             },
