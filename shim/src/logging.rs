@@ -88,9 +88,22 @@ impl FifoLog {
     }
 }
 
+/// Below info, only these crates' lines are kept: at debug level the engine's compiler logs
+/// every function it compiles and the gRPC client every HTTP/2 frame, thousands of lines per
+/// container that would bury the shim's own.
+const DEBUG_TARGETS: &[&str] = &["wasmrunner", "containerd_shim"];
+
+fn wanted(metadata: &log::Metadata) -> bool {
+    metadata.level() <= log::max_level()
+        && (metadata.level() <= log::Level::Info
+            || DEBUG_TARGETS
+                .iter()
+                .any(|target| metadata.target().starts_with(target)))
+}
+
 impl log::Log for FifoLog {
     fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::max_level()
+        wanted(metadata)
     }
 
     fn log(&self, record: &log::Record) {
@@ -188,6 +201,23 @@ mod tests {
             1,
             "a full fifo is kept"
         );
+    }
+
+    #[test]
+    fn debug_lines_of_dependencies_are_left_out() {
+        log::set_max_level(log::LevelFilter::Debug);
+        let meta = |level, target| log::Metadata::builder().level(level).target(target).build();
+        assert!(wanted(&meta(log::Level::Debug, "wasmrunner_shim::service")));
+        assert!(wanted(&meta(
+            log::Level::Debug,
+            "containerd_shim::synchronous"
+        )));
+        assert!(!wanted(&meta(
+            log::Level::Debug,
+            "cranelift_codegen::timing"
+        )));
+        assert!(!wanted(&meta(log::Level::Debug, "h2::codec")));
+        assert!(wanted(&meta(log::Level::Warn, "wasmtime::engine")));
     }
 
     #[test]
