@@ -15,6 +15,8 @@ mod memory;
 pub mod module_cache;
 pub mod service;
 mod signals;
+#[cfg(test)]
+mod test_fifo;
 mod version;
 mod workload;
 

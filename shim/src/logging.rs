@@ -130,21 +130,7 @@ mod tests {
     use std::io::Read;
 
     use super::*;
-
-    fn fifo(path: &Path) {
-        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-            .expect("no NUL in a temp path");
-        // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
-        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
-    }
-
-    fn reader(path: &Path) -> File {
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .expect("reader")
-    }
+    use crate::test_fifo::{make as fifo, reader};
 
     fn read_all(file: &mut File) -> String {
         let mut text = String::new();

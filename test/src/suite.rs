@@ -277,6 +277,18 @@ impl Attached {
         Ok(())
     }
 
+    /// Ends the task with SIGKILL, checks that `ctr run` returns 137 within `timeout`, then
+    /// removes the container and checks that nothing of it is left on the host.
+    pub fn kill_and_remove(self, env: &Env, timeout: Duration) -> Result<()> {
+        let id = self.id.clone();
+        env.containerd
+            .ctr(&["task", "kill", "--signal", "SIGKILL", &id])?
+            .ok()?;
+        self.wait(timeout)?.expect_status(137)?;
+        delete_container(env, &id)?;
+        env.assert_clean(&id)
+    }
+
     /// Waits for `ctr run` to return (the task exited) and captures what it printed.
     pub fn wait(self, timeout: Duration) -> Result<Outcome> {
         let Attached {

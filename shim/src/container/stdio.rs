@@ -70,26 +70,10 @@ impl HeldOutput {
 
 #[cfg(test)]
 mod tests {
-    use std::ffi::CString;
     use std::io::Read;
-    use std::os::unix::ffi::OsStrExt;
 
     use super::*;
-
-    fn fifo(path: &Path) {
-        let c_path = CString::new(path.as_os_str().as_bytes()).expect("no NUL in a temp path");
-        // SAFETY: mkfifo reads a NUL-terminated path that outlives the call.
-        let made = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
-        assert_eq!(made, 0, "mkfifo: {}", std::io::Error::last_os_error());
-    }
-
-    fn open_reader(path: &Path) -> File {
-        OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .expect("reader")
-    }
+    use crate::test_fifo::{make as fifo, reader as open_reader};
 
     /// The reader sees no end of file while the hold lasts, even when every other writer
     /// has gone, and sees it once the hold is released.

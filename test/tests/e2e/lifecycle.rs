@@ -89,10 +89,5 @@ fn task_ls_and_metrics(env: &Env) -> Result<()> {
         "no pid count in metrics: {metrics}"
     );
 
-    env.containerd
-        .ctr(&["task", "kill", "--signal", "SIGKILL", &id])?
-        .ok()?;
-    task.wait(Duration::from_secs(20))?.expect_status(137)?;
-    delete_container(env, &id)?;
-    env.assert_clean(&id)
+    task.kill_and_remove(env, Duration::from_secs(20))
 }

@@ -13,7 +13,7 @@ use wasmrunner_e2e::command::Outcome;
 use wasmrunner_e2e::engine::Engine;
 use wasmrunner_e2e::fixtures::{self, Target};
 use wasmrunner_e2e::images::{HELLO, TestImage, noop_module};
-use wasmrunner_e2e::suite::{Attached, delete_container};
+use wasmrunner_e2e::suite::Attached;
 use wasmrunner_e2e::{Case, Env};
 
 pub fn cases() -> Vec<Case> {
@@ -72,16 +72,6 @@ fn task_pid(env: &Env, id: &str) -> Result<u32> {
         .with_context(|| format!("task {id} is not in `ctr task ls`: {listing}"))
 }
 
-fn stop(env: &Env, task: Attached) -> Result<()> {
-    let id = task.id.clone();
-    env.containerd
-        .ctr(&["task", "kill", "--signal", "SIGKILL", &id])?
-        .ok()?;
-    task.wait(WAIT)?.expect_status(137)?;
-    delete_container(env, &id)?;
-    env.assert_clean(&id)
-}
-
 /// Two containers of one rootfs module: one cache entry, mapped by both (so its pages are
 /// shared); without the engine feature, no entry at all.
 fn compiled_once_and_mapped(env: &Env) -> Result<()> {
@@ -105,7 +95,7 @@ fn compiled_once_and_mapped(env: &Env) -> Result<()> {
         Ok(())
     };
     for task in tasks {
-        stop(env, task)?;
+        task.kill_and_remove(env, WAIT)?;
     }
     checked
 }

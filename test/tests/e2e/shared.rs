@@ -9,7 +9,7 @@ use wasmrunner_e2e::containerd::{Containerd, parent_of};
 use wasmrunner_e2e::fixtures::Target;
 use wasmrunner_e2e::images::{HELLO, TestImage};
 use wasmrunner_e2e::leaks::{Trace, assert_clean, remove_cgroup};
-use wasmrunner_e2e::suite::{Needs, delete_container};
+use wasmrunner_e2e::suite::Needs;
 use wasmrunner_e2e::{Case, Env};
 use wasmrunner_oci::Flavour;
 
@@ -111,13 +111,7 @@ fn one_manager_serves_every_container(env: &Env) -> Result<()> {
         );
     }
     for task in tasks {
-        let id = task.id.clone();
-        env.containerd
-            .ctr(&["task", "kill", "--signal", "SIGKILL", &id])?
-            .ok()?;
-        task.wait(WAIT)?.expect_status(137)?;
-        delete_container(env, &id)?;
-        env.assert_clean(&id)?;
+        task.kill_and_remove(env, WAIT)?;
     }
     Ok(())
 }
@@ -277,13 +271,7 @@ fn a_crash_takes_down_only_its_container(env: &Env) -> Result<()> {
         after == manager,
         "the manager changed from {manager} to {after}"
     );
-    let id = neighbour.id.clone();
-    env.containerd
-        .ctr(&["task", "kill", "--signal", "SIGKILL", &id])?
-        .ok()?;
-    neighbour.wait(WAIT)?.expect_status(137)?;
-    delete_container(env, &id)?;
-    env.assert_clean(&id)
+    neighbour.kill_and_remove(env, WAIT)
 }
 
 /// containerd restarts while a task runs: the task keeps running (same process) and is
