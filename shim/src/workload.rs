@@ -29,6 +29,12 @@ fn compiled_for(wasm: &[u8]) -> Option<File> {
     offered.for_module(wasm)
 }
 
+/// The offered code of a precompiled image layer (the shim wrote it from the layer itself).
+fn layer_code() -> Option<File> {
+    let offered = OFFERED_CODE.lock().ok()?.take()?;
+    Some(offered.for_layer())
+}
+
 /// The export a WASI command runs when the entrypoint names no function.
 pub const DEFAULT_FUNCTION: &str = "_start";
 
@@ -59,7 +65,8 @@ pub struct Workload<'a> {
     pub env: Vec<(String, String)>,
     /// This engine's code for `bytes`, compiled once per node and kept in a file: an engine
     /// that maps it (for example Wasmtime's `Module::deserialize_open_file`) neither compiles
-    /// nor copies the code. Only set for modules and components from the rootfs.
+    /// nor copies the code. For a `Precompiled` layer the file *is* the code, and `bytes` is
+    /// then empty (the shim did not send them).
     pub compiled: Option<File>,
 }
 
@@ -108,6 +115,7 @@ impl<'a> Workload<'a> {
         };
         let compiled = match entrypoint.source {
             Source::File(_) => compiled_for(&bytes),
+            Source::Oci(_) if precompiled => layer_code(),
             Source::Oci(_) => None,
         };
         Ok(Self {

@@ -20,6 +20,8 @@ pub enum TestImage {
     /// The probe program (see `test/fixtures/src/bin/probe.rs`) and `/data/greeting.txt`.
     /// Its entrypoint is `/probe.wasm` (`/probe` for the native build).
     Probe(Target),
+    /// The wasip1 probe as runwasi's artifact: its one wasm layer is precompiled on first use.
+    ProbeArtifact,
     /// The native pause program: a pod's sandbox image for the CRI suite.
     Pause,
     /// The native `ignore-term` program: ignores SIGTERM, prints `ready`, sleeps until SIGKILL.
@@ -47,6 +49,7 @@ impl TestImage {
         let tag = match self {
             TestImage::Hello(target, flavour) => format!("hello-{}-{flavour}", target_tag(*target)),
             TestImage::Probe(target) => format!("probe-{}", target_tag(*target)),
+            TestImage::ProbeArtifact => "probe-artifact".into(),
             TestImage::Pause => "pause".into(),
             TestImage::IgnoreTerm => "ignore-term".into(),
             TestImage::NotWasm => "bad-not-wasm".into(),
@@ -66,6 +69,7 @@ impl TestImage {
             self,
             TestImage::Hello(_, Flavour::RunwasiArtifact | Flavour::CncfArtifact)
                 | TestImage::GarbageLayer
+                | TestImage::ProbeArtifact
         )
     }
 
@@ -90,6 +94,9 @@ impl TestImage {
                     .file("/data/greeting.txt", GREETING.as_bytes().to_vec())
                     .entrypoint([path])
             }
+            TestImage::ProbeArtifact => ImageSpec::new(self.name(), Flavour::RunwasiArtifact)
+                .file("/probe.wasm", fixtures::bytes("probe", Target::WasiP1)?)
+                .entrypoint(["/probe.wasm"]),
             // Like Kubernetes' pause image, whose config sets the default PATH.
             TestImage::Pause => ImageSpec::new(self.name(), Flavour::Image)
                 .file("/pause", fixtures::bytes("pause", Target::Native)?)

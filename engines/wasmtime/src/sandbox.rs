@@ -40,18 +40,16 @@ async fn run(ctx: &impl RuntimeContext) -> Result<i32, WorkloadError> {
         reason: format!("{e:#}"),
     };
     let engine = new_container_engine().map_err(load_error)?;
-    let cached = compiled.and_then(|file| from_node_cache(&engine, workload.kind, file));
-    let code = match (cached, workload.kind) {
-        (Some(code), _) => code,
-        (None, WorkloadKind::Module) => {
-            let module = Module::new(&engine, &workload.bytes).map_err(load_error)?;
-            Code::Module(module)
-        }
-        (None, WorkloadKind::Component) => {
-            let component = Component::new(&engine, &workload.bytes).map_err(load_error)?;
-            Code::Component(component)
-        }
-        (None, WorkloadKind::Precompiled) => deserialize(&engine, &workload)?,
+    let code = match (compiled, workload.kind) {
+        (Some(file), WorkloadKind::Precompiled) => layer_code(&engine, &workload, file)?,
+        (None, WorkloadKind::Precompiled) => deserialize(&engine, &workload, &workload.bytes)?,
+        (compiled, kind) => match compiled.and_then(|file| from_node_cache(&engine, kind, file)) {
+            Some(code) => code,
+            None if kind == WorkloadKind::Component => {
+                Code::Component(Component::new(&engine, &workload.bytes).map_err(load_error)?)
+            }
+            None => Code::Module(Module::new(&engine, &workload.bytes).map_err(load_error)?),
+        },
     };
     match code {
         Code::Module(module) => run_module(&engine, &module, &workload).await,
@@ -89,20 +87,49 @@ fn from_node_cache(engine: &Engine, kind: WorkloadKind, file: std::fs::File) -> 
         .ok()
 }
 
-fn deserialize(engine: &Engine, workload: &Workload<'_>) -> Result<Code, WorkloadError> {
+/// A precompiled layer's code, which the shim put in the node cache instead of sending it: a
+/// module's is mapped, a component's read.
+fn layer_code(
+    engine: &Engine,
+    workload: &Workload<'_>,
+    file: std::fs::File,
+) -> Result<Code, WorkloadError> {
+    let read_error = |e: std::io::Error| WorkloadError::Load {
+        what: workload.name.clone(),
+        reason: format!("reading the precompiled code: {e}"),
+    };
+    let mut bytes = Vec::new();
+    let mapped = file.try_clone().ok().and_then(|file| {
+        // SAFETY: the file is the node cache's copy of this layer's precompiled code, written
+        // by the shim (see `from_node_cache`) from the content store's blob, which runwasi's
+        // labels tie to this engine's compatibility hash; Wasmtime checks header and version.
+        unsafe { Module::deserialize_open_file(engine, file) }.ok()
+    });
+    if let Some(module) = mapped {
+        return Ok(Code::Module(module));
+    }
+    std::io::Read::read_to_end(&mut &file, &mut bytes).map_err(read_error)?;
+    deserialize(engine, workload, &bytes)
+}
+
+fn deserialize(
+    engine: &Engine,
+    workload: &Workload<'_>,
+    bytes: &[u8],
+) -> Result<Code, WorkloadError> {
     let load_error = |e: wasmtime::Error| WorkloadError::Load {
         what: workload.name.clone(),
         reason: format!("{e:#}"),
     };
-    match Engine::detect_precompiled(&workload.bytes) {
+    match Engine::detect_precompiled(bytes) {
         // SAFETY: precompiled bytes only come from containerd's content store, under a label
         // that runwasi writes with the output of `WasmtimeCompiler::compile` and whose key is
         // this engine's compatibility hash; Wasmtime also checks the header and version.
-        Some(Precompiled::Module) => unsafe { Module::deserialize(engine, &workload.bytes) }
+        Some(Precompiled::Module) => unsafe { Module::deserialize(engine, bytes) }
             .map(Code::Module)
             .map_err(load_error),
         // SAFETY: as for modules above.
-        Some(Precompiled::Component) => unsafe { Component::deserialize(engine, &workload.bytes) }
+        Some(Precompiled::Component) => unsafe { Component::deserialize(engine, bytes) }
             .map(Code::Component)
             .map_err(load_error),
         None => Err(WorkloadError::NotWasm {

@@ -133,7 +133,10 @@ fn create_in_zygote<S: Shim>(config: ContainerConfig) -> Result<u32, String> {
     let mut builder = ContainerBuilder::new(config.id.clone(), SyscallType::Linux)
         .with_executor(WorkloadExecutor::<S>::new(
             config.wasm_layers,
-            config.compiled_module.as_ref().and_then(OfferedCode::open),
+            match config.compiled_module.as_ref() {
+                Some(module) => OfferedCode::open(module)?,
+                None => None,
+            },
         ))
         .with_root_path(config.state_root.clone())
         .map_err(|e| format!("{e}"))?;

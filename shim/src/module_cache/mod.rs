@@ -43,8 +43,12 @@ pub const CACHE_DIR_ENV: &str = "WASMRUNNER_CACHE_DIR";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompiledModule {
     pub path: PathBuf,
-    /// sha256 of the module it was compiled from, in hex.
+    /// sha256 of the module it was compiled from (of the code itself, for a precompiled
+    /// image layer), in hex.
     pub source_sha256: String,
+    /// The code of a precompiled image layer, whose bytes the container is not sent: it
+    /// cannot run without this file.
+    pub replaces_layer: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +106,7 @@ impl ModuleCache {
             Some(CompiledModule {
                 path,
                 source_sha256: source_sha256.clone(),
+                replaces_layer: false,
             })
         };
         if trusted(&path) {
@@ -131,7 +136,7 @@ impl ModuleCache {
             })?;
         drop(layer);
         // The compiler's working memory is not needed again until the next miss.
-        crate::release_loader_memory();
+        crate::memory::release_loader_memory();
         let Some(Some(code)) = compiled.into_iter().next() else {
             return Ok(None);
         };
@@ -141,6 +146,29 @@ impl ModuleCache {
             self.engine
         );
         Ok(found(path))
+    }
+}
+
+impl ModuleCache {
+    /// Keeps an image layer's precompiled code (from containerd's content store, see
+    /// `content`) in a file of the cache, so that containers map it rather than each getting
+    /// a copy: the returned module replaces the layer's bytes, which need not be sent.
+    pub fn keep_precompiled(
+        &self,
+        cache_key: &str,
+        code: &[u8],
+    ) -> Result<CompiledModule, ModuleCacheError> {
+        let sha256 = hex(&Sha256::digest(code));
+        let dir = self.dir.join(cache_key);
+        let path = dir.join(&sha256);
+        if !trusted(&path) {
+            write_atomically(&dir, &path, code)?;
+        }
+        Ok(CompiledModule {
+            path,
+            source_sha256: sha256,
+            replaces_layer: true,
+        })
     }
 }
 
@@ -283,18 +311,28 @@ pub struct OfferedCode {
 
 impl OfferedCode {
     /// Opens the cache file for a container (in the builder, before libcontainer clones the
-    /// container's init, which inherits the descriptor).
-    pub fn open(module: &CompiledModule) -> Option<Self> {
+    /// container's init, which inherits the descriptor). Failing to is an error only for an
+    /// image layer's code, which the container has no other copy of.
+    pub fn open(module: &CompiledModule) -> Result<Option<Self>, String> {
         match File::open(&module.path) {
-            Ok(file) => Some(Self {
+            Ok(file) => Ok(Some(Self {
                 file,
                 source_sha256: module.source_sha256.clone(),
-            }),
+            })),
+            Err(err) if module.replaces_layer => Err(format!(
+                "opening the precompiled code {}: {err}",
+                module.path.display()
+            )),
             Err(err) => {
                 tracing::warn!("not using {}: {err}", module.path.display());
-                None
+                Ok(None)
             }
         }
+    }
+
+    /// The file, for the image layer whose code it is.
+    pub fn for_layer(self) -> File {
+        self.file
     }
 
     /// The file, if `wasm` is the module it was compiled from.

@@ -27,7 +27,7 @@ use containerd_shim::protos::ttrpc;
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::protos::types::task::Status;
 use containerd_shim::{DeleteResponse, ExitSignal, TtrpcContext, TtrpcResult};
-use containerd_shim_wasm::shim::Shim;
+use containerd_shim_wasm::shim::{Compiler as _, Shim};
 
 use events::{Event, EventSink};
 use exits::ExitWatcher;
@@ -38,7 +38,7 @@ use containerd_shim_wasm::sandbox::context::WasmLayer;
 
 use crate::cgroups::ContainerCgroup;
 use crate::container::{self, ContainerConfig, HeldOutput};
-use crate::content::ContentStore;
+use crate::content::{ContentStore, cache_key_hash};
 use crate::module_cache::{CompiledModule, ModuleCache};
 use crate::version::Mode;
 
@@ -210,11 +210,11 @@ impl<S: Shim> TaskService<S> {
         mount_rootfs(&bundle, &req)?;
         let options = runtime_options(&req)?;
         let state_root = state_root(&bundle, S::name(), &self.inner.namespace);
-        let wasm_layers = self.wasm_layers(&req.id)?;
+        let mut wasm_layers = self.wasm_layers(&req.id)?;
         let compiled_module = if wasm_layers.is_empty() {
             self.compiled_module(&bundle)
         } else {
-            None
+            self.mapped_layer(&mut wasm_layers)
         };
         let held_output = HeldOutput::open(Path::new(&req.stdout), Path::new(&req.stderr))
             .map_err(|e| internal(format!("holding the output fifos: {e}")))?;
@@ -321,6 +321,33 @@ impl<S: Shim> TaskService<S> {
         });
         match prepared? {
             Ok(module) => module,
+            Err(err) => {
+                tracing::warn!("node module cache: {err}");
+                None
+            }
+        }
+    }
+
+    /// Moves a precompiled layer's code into the node cache, for the container to map: its
+    /// bytes are then not sent (a copy per container otherwise). On any failure the layer
+    /// goes as it is.
+    fn mapped_layer(&self, layers: &mut [WasmLayer]) -> Option<CompiledModule> {
+        let cache = self.inner.module_cache.as_ref()?;
+        let [layer] = layers else {
+            return None;
+        };
+        if !layer.precompiled {
+            return None;
+        }
+        let cache_key = self
+            .inner
+            .runtime
+            .block_on(async { S::compiler().await.map(|c| cache_key_hash(c.cache_key())) })?;
+        match cache.keep_precompiled(&cache_key, &layer.layer) {
+            Ok(module) => {
+                layer.layer = Vec::new();
+                Some(module)
+            }
             Err(err) => {
                 tracing::warn!("node module cache: {err}");
                 None

@@ -13,13 +13,14 @@ use wasmrunner_e2e::command::Outcome;
 use wasmrunner_e2e::engine::Engine;
 use wasmrunner_e2e::fixtures::{self, Target};
 use wasmrunner_e2e::images::{HELLO, TestImage, noop_module};
-use wasmrunner_e2e::suite::Attached;
+use wasmrunner_e2e::suite::{Attached, Needs};
 use wasmrunner_e2e::{Case, Env};
 
 pub fn cases() -> Vec<Case> {
     vec![
         Case::new("compiled_once_and_mapped", compiled_once_and_mapped),
         Case::new("a_burst_compiles_once", a_burst_compiles_once),
+        Case::new("artifact_code_is_mapped", artifact_code_is_mapped).needs(&[Needs::WasmLayers]),
         Case::new(
             "a_mount_over_the_module_is_not_the_cached_one",
             a_mount_over_the_module_is_not_the_cached_one,
@@ -104,18 +105,48 @@ fn check_mapped(env: &Env, tasks: &[Attached], entries: &[PathBuf]) -> Result<()
     let [entry] = entries else {
         anyhow::bail!("expected one cache entry for the probe module, found {entries:?}");
     };
-    let entry = entry.to_string_lossy();
+    check_maps(env, tasks, &entry.to_string_lossy())
+}
+
+/// Every task's process maps a file whose path has `entry`.
+fn check_maps(env: &Env, tasks: &[Attached], entry: &str) -> Result<()> {
     for task in tasks {
         let pid = task_pid(env, &task.id)?;
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
             .with_context(|| format!("reading the maps of {pid}"))?;
         ensure!(
-            maps.contains(entry.as_ref()),
+            maps.contains(entry),
             "container {} (pid {pid}) does not map the cached code {entry}:\n{maps}",
             task.id
         );
     }
     Ok(())
+}
+
+/// Two containers of a runwasi artifact: the layer's precompiled code (from containerd's
+/// content store) is put in the node cache and both map it, instead of each getting a copy
+/// through the zygote; without the engine feature, nothing is cached.
+fn artifact_code_is_mapped(env: &Env) -> Result<()> {
+    let tasks = [
+        env.start_attached(TestImage::ProbeArtifact, &["/probe.wasm", "sleep"])?,
+        env.start_attached(TestImage::ProbeArtifact, &["/probe.wasm", "sleep"])?,
+    ];
+    let engine_dir = env.containerd.module_cache_dir().join(&env.engine.name);
+    let checked = if uses_cache(env)? {
+        check_maps(env, &tasks, &format!("{}/", engine_dir.display()))
+    } else {
+        ensure!(
+            !engine_dir.exists(),
+            "{} does not cache modules, yet {} exists",
+            env.engine.name,
+            engine_dir.display()
+        );
+        Ok(())
+    };
+    for task in tasks {
+        task.kill_and_remove(env, WAIT)?;
+    }
+    checked
 }
 
 /// Four containers of a module the node has never seen, started at once: all run, and it
