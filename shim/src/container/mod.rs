@@ -53,22 +53,13 @@ pub struct ContainerConfig {
 /// the container one extra build and changes nothing else.
 pub const FAULT_STARTUP_RACE: &str = "WASMRUNNER_FAULT_STARTUP_RACE";
 
-/// Whether the bundle's spec asks for [`FAULT_STARTUP_RACE`]. The spec is parsed only when
-/// the variable's name appears in it, so other containers pay one read of `config.json`.
-pub fn startup_race_injected(bundle: &Path) -> bool {
-    let path = bundle.join("config.json");
+/// Whether the container's spec asks for [`FAULT_STARTUP_RACE`].
+pub fn startup_race_injected(spec: &oci_spec::runtime::Spec) -> bool {
     let wanted = format!("{FAULT_STARTUP_RACE}=1");
-    let mentions = std::fs::read(&path).is_ok_and(|raw| {
-        raw.windows(FAULT_STARTUP_RACE.len())
-            .any(|window| window == FAULT_STARTUP_RACE.as_bytes())
-    });
-    mentions
-        && oci_spec::runtime::Spec::load(&path).is_ok_and(|spec| {
-            spec.process()
-                .as_ref()
-                .and_then(|process| process.env().as_ref())
-                .is_some_and(|env| env.contains(&wanted))
-        })
+    spec.process()
+        .as_ref()
+        .and_then(|process| process.env().as_ref())
+        .is_some_and(|env| env.contains(&wanted))
 }
 
 /// Why a container operation failed.

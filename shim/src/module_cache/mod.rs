@@ -53,8 +53,6 @@ pub struct CompiledModule {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleCacheError {
-    #[error("reading the bundle's config.json: {0}")]
-    Spec(String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -94,9 +92,10 @@ impl ModuleCache {
     pub async fn prepare<C: Compiler>(
         &self,
         bundle: &Path,
+        spec: &Spec,
         compiler: &C,
     ) -> Result<Option<CompiledModule>, ModuleCacheError> {
-        let Some((name, bytes)) = entrypoint_module(bundle)? else {
+        let Some((name, bytes)) = entrypoint_module(bundle, spec)? else {
             return Ok(None);
         };
         let source_sha256 = hex(&Sha256::digest(&bytes));
@@ -221,9 +220,10 @@ fn trusted(path: &Path) -> bool {
 }
 
 /// The entrypoint's path and bytes, when it is a wasm binary in the bundle's rootfs.
-fn entrypoint_module(bundle: &Path) -> Result<Option<(String, Vec<u8>)>, ModuleCacheError> {
-    let spec = Spec::load(bundle.join("config.json"))
-        .map_err(|e| ModuleCacheError::Spec(e.to_string()))?;
+fn entrypoint_module(
+    bundle: &Path,
+    spec: &Spec,
+) -> Result<Option<(String, Vec<u8>)>, ModuleCacheError> {
     let Some(process) = spec.process().as_ref() else {
         return Ok(None);
     };

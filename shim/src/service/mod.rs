@@ -35,6 +35,7 @@ pub use process::{ServingConfig, ShimProcess};
 use task::{Phase, Task, timestamp};
 
 use containerd_shim_wasm::sandbox::context::WasmLayer;
+use oci_spec::runtime::Spec;
 
 use crate::cgroups::ContainerCgroup;
 use crate::container::{self, ContainerConfig, HeldOutput};
@@ -208,11 +209,17 @@ impl<S: Shim> TaskService<S> {
         crate::logging::add_fifo(&bundle.join("log"));
         tracing::debug!("creating task {}", req.id);
         mount_rootfs(&bundle, &req)?;
+        let spec = Spec::load(bundle.join("config.json")).map_err(|e| {
+            status(
+                ttrpc::Code::INVALID_ARGUMENT,
+                format!("reading the bundle's config.json: {e}"),
+            )
+        })?;
         let options = runtime_options(&req)?;
         let state_root = state_root(&bundle, S::name(), &self.inner.namespace);
         let mut wasm_layers = self.wasm_layers(&req.id)?;
         let compiled_module = if wasm_layers.is_empty() {
-            self.compiled_module(&bundle)
+            self.compiled_module(&bundle, &spec)
         } else {
             self.mapped_layer(&mut wasm_layers)
         };
@@ -228,7 +235,7 @@ impl<S: Shim> TaskService<S> {
             systemd_cgroup: options.systemd_cgroup,
             wasm_layers,
             compiled_module,
-            inject_startup_race: container::startup_race_injected(&bundle),
+            inject_startup_race: container::startup_race_injected(&spec),
         };
         let pid = container::create::<S>(config).map_err(internal)?;
         let task = Arc::new(Task::new(
@@ -313,11 +320,11 @@ impl<S: Shim> TaskService<S> {
 
     /// The node cache's compiled code for a rootfs entrypoint, compiled now on a miss. A
     /// failure only costs the container its own compile, so it is logged and passed over.
-    fn compiled_module(&self, bundle: &Path) -> Option<CompiledModule> {
+    fn compiled_module(&self, bundle: &Path, spec: &Spec) -> Option<CompiledModule> {
         let cache = self.inner.module_cache.as_ref()?;
         let prepared = self.inner.runtime.block_on(async {
             let compiler = S::compiler().await?;
-            Some(cache.prepare(bundle, &compiler).await)
+            Some(cache.prepare(bundle, spec, &compiler).await)
         });
         match prepared? {
             Ok(module) => module,
