@@ -77,35 +77,54 @@ fn task_pid(env: &Env, id: &str) -> Result<u32> {
 /// shared); without the engine feature, no entry at all.
 fn compiled_once_and_mapped(env: &Env) -> Result<()> {
     let sha256 = sha256_hex(&fixtures::bytes("probe", Target::WasiP1)?);
+    two_sleepers_map(env, PROBE, |cache| {
+        match entries_for(cache, &sha256).as_slice() {
+            [entry] => Ok(entry.to_string_lossy().into_owned()),
+            entries => {
+                anyhow::bail!("expected one cache entry for the probe module, found {entries:?}")
+            }
+        }
+    })
+}
+
+/// Two containers of a runwasi artifact: the layer's precompiled code (from containerd's
+/// content store) is put in the node cache and both map it, instead of each getting a copy
+/// through the zygote; without the engine feature, nothing is cached.
+fn artifact_code_is_mapped(env: &Env) -> Result<()> {
+    two_sleepers_map(env, TestImage::ProbeArtifact, |cache| {
+        Ok(format!("{}/", cache.join(&env.engine.name).display()))
+    })
+}
+
+/// Starts two sleeping containers of `image`. With the engine's cache, both must map a file
+/// whose path has what `mapped` names (given the cache's folder); without it, the engine has
+/// no folder in the cache. Both are stopped and removed either way.
+fn two_sleepers_map(
+    env: &Env,
+    image: TestImage,
+    mapped: impl Fn(&Path) -> Result<String>,
+) -> Result<()> {
     let tasks = [
-        env.start_attached(PROBE, &["/probe.wasm", "sleep"])?,
-        env.start_attached(PROBE, &["/probe.wasm", "sleep"])?,
+        env.start_attached(image, &["/probe.wasm", "sleep"])?,
+        env.start_attached(image, &["/probe.wasm", "sleep"])?,
     ];
     let cache = env.containerd.module_cache_dir();
-    let entries = entries_for(&cache, &sha256);
+    let engine_dir = cache.join(&env.engine.name);
     let checked = if uses_cache(env)? {
-        check_mapped(env, &tasks, &entries)
-    } else {
-        let engine_dir = cache.join(&env.engine.name);
-        ensure!(
-            !engine_dir.exists(),
+        mapped(&cache).and_then(|entry| check_maps(env, &tasks, &entry))
+    } else if engine_dir.exists() {
+        Err(anyhow::anyhow!(
             "{} does not cache modules, yet {} exists",
             env.engine.name,
             engine_dir.display()
-        );
+        ))
+    } else {
         Ok(())
     };
     for task in tasks {
         task.kill_and_remove(env, WAIT)?;
     }
     checked
-}
-
-fn check_mapped(env: &Env, tasks: &[Attached], entries: &[PathBuf]) -> Result<()> {
-    let [entry] = entries else {
-        anyhow::bail!("expected one cache entry for the probe module, found {entries:?}");
-    };
-    check_maps(env, tasks, &entry.to_string_lossy())
 }
 
 /// Every task's process maps a file whose path has `entry`.
@@ -121,32 +140,6 @@ fn check_maps(env: &Env, tasks: &[Attached], entry: &str) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Two containers of a runwasi artifact: the layer's precompiled code (from containerd's
-/// content store) is put in the node cache and both map it, instead of each getting a copy
-/// through the zygote; without the engine feature, nothing is cached.
-fn artifact_code_is_mapped(env: &Env) -> Result<()> {
-    let tasks = [
-        env.start_attached(TestImage::ProbeArtifact, &["/probe.wasm", "sleep"])?,
-        env.start_attached(TestImage::ProbeArtifact, &["/probe.wasm", "sleep"])?,
-    ];
-    let engine_dir = env.containerd.module_cache_dir().join(&env.engine.name);
-    let checked = if uses_cache(env)? {
-        check_maps(env, &tasks, &format!("{}/", engine_dir.display()))
-    } else {
-        ensure!(
-            !engine_dir.exists(),
-            "{} does not cache modules, yet {} exists",
-            env.engine.name,
-            engine_dir.display()
-        );
-        Ok(())
-    };
-    for task in tasks {
-        task.kill_and_remove(env, WAIT)?;
-    }
-    checked
 }
 
 /// Four containers of a module the node has never seen, started at once: all run, and it
