@@ -23,9 +23,10 @@ build:
 		ln -f target/release/containerd-shim-$$engine-v1 target/release/containerd-shim-$${engine}d-v1; \
 	done
 
-## test: everything CI runs: setup, build, unit tests, the end-to-end suite on every
-## containerd, and a quick benchmark run (a check that it still works; timings are not judged)
-test: setup build unit e2e bench-check
+## test: everything CI runs: setup, build, lint (fmt and clippy), unit tests, the end-to-end
+## suite on every containerd, and a quick benchmark run (a check that it still works; timings
+## are not judged)
+test: setup build lint unit e2e bench-check
 
 ## unit: the crates' own tests
 unit:

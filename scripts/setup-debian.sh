@@ -32,6 +32,11 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: no Rust toolchain; install rustup (https://rustup.rs) and run this again" >&2
     exit 1
 fi
+# `make lint` (part of `make test`) needs rustfmt and clippy.
+installed_components=$(rustup component list --installed)
+for component in rustfmt clippy; do
+    grep -q "^$component" <<<"$installed_components" || rustup component add "$component"
+done
 installed_targets=$(rustup target list --installed)
 for target in wasm32-wasip1 wasm32-wasip2; do
     grep -qx "$target" <<<"$installed_targets" || rustup target add "$target"
