@@ -59,11 +59,36 @@ impl Shim for WasmEdgeShim {
 /// One configuration for compiling and for running: the AOT section of a precompiled module
 /// is only used by a runtime whose configuration matches the one that compiled it.
 pub fn new_config() -> WasmEdgeResult<Config> {
-    ConfigBuilder::new(CommonConfigOptions::default())
+    configured(CommonConfigOptions::default())
+}
+
+/// The configuration a workload runs under. Only code this shim compiled (an image layer
+/// precompiled into containerd's content store under this engine's key) may run as native
+/// code. Any other module (a rootfs `.wasm`, an uncompiled layer) runs in the interpreter,
+/// whatever AOT section it carries: an image must not bring its own machine code.
+pub fn run_config(shim_compiled: bool) -> WasmEdgeResult<Config> {
+    configured(CommonConfigOptions::default().interpreter_mode(!shim_compiled))
+}
+
+fn configured(common: CommonConfigOptions) -> WasmEdgeResult<Config> {
+    ConfigBuilder::new(common)
         .with_compiler_config(
             CompilerConfigOptions::default()
                 .out_format(CompilerOutputFormat::Wasm)
                 .optimization_level(CompilerOptimizationLevel::O2),
         )
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_shim_compiled_code_runs_natively() {
+        let untrusted = run_config(false).expect("config");
+        assert!(untrusted.interpreter_mode_enabled());
+        let precompiled = run_config(true).expect("config");
+        assert!(!precompiled.interpreter_mode_enabled());
+    }
 }

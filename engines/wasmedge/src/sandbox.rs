@@ -10,7 +10,7 @@ use wasmedge_sdk::wasi::WasiModule;
 use wasmedge_sdk::{ExternalInstanceType, Module, Store, Vm};
 use wasmrunner_shim::{Workload, WorkloadError, WorkloadKind};
 
-use crate::engine::{INFO, new_config};
+use crate::engine::{INFO, run_config};
 
 #[derive(Default)]
 pub struct WasmEdgeSandbox;
@@ -81,8 +81,9 @@ fn run(workload: &Workload<'_>) -> Result<i32, WorkloadError> {
     // One clear line on stderr comes from `WorkloadError::report`; WasmEdge's own log would
     // repeat it in its own format.
     wasmedge_sdk::LogManager::log_off();
-    let config = new_config().map_err(load_error)?;
-    // Precompiled code is WasmEdge's universal format: a module with an AOT section.
+    // Precompiled code is WasmEdge's universal format: a module with an AOT section, used only
+    // when the shim compiled it (see `run_config`).
+    let config = run_config(workload.kind == WorkloadKind::Precompiled).map_err(load_error)?;
     let module = Module::from_bytes(Some(&config), &workload.bytes).map_err(load_error)?;
     check_entrypoint(workload, &module)?;
 
