@@ -2,6 +2,7 @@ use containerd_shim::Config;
 use containerd_shim_wasm::shim::Shim;
 
 use crate::container;
+use crate::isolation::NodePolicy;
 use crate::module_cache::NODE_MODULE_CACHE;
 use crate::service::{ServingConfig, ShimProcess};
 
@@ -59,6 +60,7 @@ pub fn run<S: Shim>(info: EngineInfo) {
     ShimProcess::<S>::configure(ServingConfig {
         mode,
         node_module_cache: info.features.contains(&NODE_MODULE_CACHE),
+        policy: NodePolicy::from_env(),
     });
     containerd_shim::run::<ShimProcess<S>>(
         &runtime_name,

@@ -9,8 +9,9 @@ use std::sync::Mutex;
 
 use containerd_shim_wasm::sandbox::context::{RuntimeContext, Source, WasmBinaryType, WasmLayer};
 
+use crate::entrypoint::{DEFAULT_PATH, candidates as entrypoint_candidates, path_of};
 use crate::failure::WorkloadError;
-use crate::module_cache::{OfferedCode, entrypoint_candidates};
+use crate::module_cache::OfferedCode;
 
 /// The node cache's compiled code for this container's module, put here by the container's
 /// init process before the engine runs (one workload per process).
@@ -79,11 +80,7 @@ impl<'a> Workload<'a> {
         let mut args = ctx.args().to_vec();
         let path = args
             .first()
-            .map(|arg0| {
-                arg0.split_once('#')
-                    .map_or(arg0.as_str(), |(path, _)| path)
-                    .to_string()
-            })
+            .map(|arg0| path_of(arg0).to_string())
             .unwrap_or_default();
         if let Some(arg0) = args.first_mut() {
             arg0.clone_from(&path);
@@ -177,7 +174,7 @@ fn resolve_entrypoint(path: &str, env: &[(String, String)]) -> Result<PathBuf, W
         .iter()
         .find(|(name, _)| name == "PATH")
         .map(|(_, value)| value.as_str())
-        .unwrap_or("");
+        .unwrap_or(DEFAULT_PATH);
     entrypoint_candidates(path, search_path)
         .into_iter()
         .find(|candidate| candidate.is_file())

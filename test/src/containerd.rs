@@ -332,6 +332,9 @@ fn spawn_daemon(bin_dir: &Path, root: &Path) -> Result<Child> {
         .env("PATH", shim_path(bin_dir))
         // Compiled modules are cached per containerd, so each run starts cold.
         .env("WASMRUNNER_CACHE_DIR", root.join(MODULE_CACHE_DIR))
+        // The shims honour fault-injection requests in a container's env (the rebuild
+        // cases use them); on any other node a pod's env triggers nothing.
+        .env("WASMRUNNER_TEST_FAULTS", "1")
         // Shared managers exit soon after their last container, so a run ends with none
         // (unless the caller, e.g. the benchmarks, chose another idle time).
         .env(

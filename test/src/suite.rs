@@ -190,11 +190,22 @@ impl Env {
     /// Starts `ctr run IMAGE ID ARGS...` in the foreground, in the background of the test,
     /// and waits until the task is running and has printed `ready` on stdout.
     pub fn start_attached(&self, image: TestImage, args: &[&str]) -> Result<Attached> {
+        self.start_attached_with(image, &[], args)
+    }
+
+    /// [`Env::start_attached`] with more `ctr run` flags (`--env`, say).
+    pub fn start_attached_with(
+        &self,
+        image: TestImage,
+        flags: &[&str],
+        args: &[&str],
+    ) -> Result<Attached> {
         let reference = self.image(image)?;
         let id = self.container_id("task");
         let mut command = self.containerd.ctr_command();
         command
             .args(self.run_args(image))
+            .args(flags)
             .arg(&reference)
             .arg(&id)
             .args(args)
@@ -242,6 +253,19 @@ impl Env {
         }))
     }
 
+    /// The host pid of task `id`'s init process, from `ctr task ls`.
+    pub fn task_pid(&self, id: &str) -> Result<u32> {
+        let listing = self.containerd.ctr(&["task", "ls"])?.ok()?;
+        listing
+            .stdout
+            .lines()
+            .find_map(|line| {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                (words.first() == Some(&id)).then(|| words.get(1)?.parse().ok())?
+            })
+            .with_context(|| format!("task {id} is not in `ctr task ls`: {listing}"))
+    }
+
     /// Checks that nothing of container `id` is left on the host.
     pub fn assert_clean(&self, id: &str) -> Result<()> {
         let mut trace = Trace::new(id, &self.containerd.namespace);
@@ -260,6 +284,11 @@ pub struct Attached {
 }
 
 impl Attached {
+    /// What the task printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.snapshot()
+    }
+
     /// Waits until the task has printed `needle` on stdout.
     pub fn wait_for_stdout(&self, needle: &str, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;

@@ -19,6 +19,7 @@ use containerd_shim_wasm::sandbox::context::WasmLayer;
 use containerd_shim_wasm::shim::Shim;
 use serde::{Deserialize, Serialize};
 
+use crate::isolation::NodePolicy;
 use crate::module_cache::CompiledModule;
 
 pub use context::WorkloadContext;
@@ -29,8 +30,11 @@ pub use zygote::init as init_zygote;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerConfig {
     pub id: String,
-    /// The OCI bundle: `config.json` and the rootfs.
+    /// Where libcontainer reads the `config.json` to build from: containerd's bundle for a
+    /// native program, the hardened copy of `isolation::guest_spec` for a Wasm workload.
     pub bundle: PathBuf,
+    /// What the init process runs, decided once from the image.
+    pub runs: Runs,
     /// Where libcontainer keeps this namespace's container state.
     pub state_root: PathBuf,
     /// containerd's fifos; empty when the stream is not wanted.
@@ -48,18 +52,38 @@ pub struct ContainerConfig {
     pub inject_startup_race: bool,
 }
 
+/// What a container's init process runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Runs {
+    /// A native program (a pause container, a sidecar), executed with the spec as containerd
+    /// wrote it.
+    Native,
+    /// A Wasm workload, in a process emptied of the shim (`isolation::scrub`), with
+    /// wasmrunner's seccomp filter on top of the pod's unless the node turned it off.
+    Wasm {
+        seccomp: bool,
+        /// The spec's supplementary groups, which the builder sets on itself for the init
+        /// process to inherit (see `isolation::guest_spec::harden`).
+        groups: Vec<u32>,
+    },
+}
+
 /// A container whose process env sets this to `1` is built twice, as if its first build had
 /// lost libcontainer's start-up race: how the end-to-end tests exercise that path. It costs
-/// the container one extra build and changes nothing else.
+/// the container one extra build and changes nothing else. Honoured only on a node whose
+/// containerd runs with `isolation::TEST_FAULTS_ENV=1` (the test harness's): a pod's env
+/// alone triggers nothing.
 pub const FAULT_STARTUP_RACE: &str = "WASMRUNNER_FAULT_STARTUP_RACE";
 
-/// Whether the container's spec asks for [`FAULT_STARTUP_RACE`].
-pub fn startup_race_injected(spec: &oci_spec::runtime::Spec) -> bool {
+/// Whether the container's spec asks for [`FAULT_STARTUP_RACE`] on a node that allows it.
+pub fn startup_race_injected(policy: &NodePolicy, spec: &oci_spec::runtime::Spec) -> bool {
     let wanted = format!("{FAULT_STARTUP_RACE}=1");
-    spec.process()
-        .as_ref()
-        .and_then(|process| process.env().as_ref())
-        .is_some_and(|env| env.contains(&wanted))
+    policy.test_faults
+        && spec
+            .process()
+            .as_ref()
+            .and_then(|process| process.env().as_ref())
+            .is_some_and(|env| env.contains(&wanted))
 }
 
 /// Why a container operation failed.
@@ -101,4 +125,36 @@ pub fn kill(state_root: &Path, id: &str, signal: u32, all: bool) -> Result<(), C
 /// Deleting a container that no longer exists succeeds.
 pub fn delete(state_root: &Path, id: &str) -> Result<(), ContainerError> {
     zygote::operate(state_root, id, zygote::Operation::Delete)
+}
+
+#[cfg(test)]
+mod tests {
+    use oci_spec::runtime::{ProcessBuilder, SpecBuilder};
+
+    use super::*;
+
+    /// A pod's env cannot trigger a test hook: only a node set up for tests honours it.
+    #[test]
+    fn fault_injection_needs_the_nodes_consent() {
+        let spec = SpecBuilder::default()
+            .process(
+                ProcessBuilder::default()
+                    .env(vec![format!("{FAULT_STARTUP_RACE}=1")])
+                    .build()
+                    .expect("process"),
+            )
+            .build()
+            .expect("spec");
+        let production = NodePolicy::default();
+        let test_node = NodePolicy {
+            test_faults: true,
+            ..NodePolicy::default()
+        };
+        assert!(!startup_race_injected(&production, &spec));
+        assert!(startup_race_injected(&test_node, &spec));
+        assert!(!startup_race_injected(
+            &test_node,
+            &SpecBuilder::default().build().expect("spec")
+        ));
+    }
 }

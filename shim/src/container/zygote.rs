@@ -12,7 +12,8 @@ use zygote::Zygote;
 
 use super::executor::WorkloadExecutor;
 use super::stdio::{open_output, open_stdin};
-use super::{ContainerConfig, ContainerError};
+use super::{ContainerConfig, ContainerError, Runs};
+use crate::isolation::scrub::ProcessStrings;
 use crate::module_cache::OfferedCode;
 
 /// Forks the zygote. Call it first thing in `main`, while the process has one thread.
@@ -130,8 +131,19 @@ fn create_in_zygote<S: Shim>(config: ContainerConfig) -> Result<u32, String> {
     die_with_parent(());
     std::fs::create_dir_all(&config.state_root)
         .map_err(|e| format!("creating {}: {e}", config.state_root.display()))?;
+    // The init process is a fork of this builder: same memory layout, read while `/proc`
+    // is still there to read it from.
+    let strings = match &config.runs {
+        Runs::Wasm { groups, .. } => {
+            set_groups(groups)?;
+            Some(ProcessStrings::of_this_process().map_err(|e| e.to_string())?)
+        }
+        Runs::Native => None,
+    };
     let mut builder = ContainerBuilder::new(config.id.clone(), SyscallType::Linux)
         .with_executor(WorkloadExecutor::<S>::new(
+            config.runs,
+            strings,
             config.wasm_layers,
             match config.compiled_module.as_ref() {
                 Some(module) => OfferedCode::open(module)?,
@@ -159,6 +171,22 @@ fn create_in_zygote<S: Shim>(config: ContainerConfig) -> Result<u32, String> {
         .pid()
         .map(|pid| pid.as_raw() as u32)
         .ok_or_else(|| "libcontainer reported no init process".to_string())
+}
+
+/// Sets this builder's supplementary groups, which the container's init process inherits.
+/// A Wasm workload's spec has none left for libcontainer to set (see
+/// `isolation::guest_spec::harden`), so its groups are exactly the spec's, never the shim's.
+fn set_groups(groups: &[u32]) -> Result<(), String> {
+    // SAFETY: setgroups reads `groups.len()` gids from a live slice; it changes only this
+    // process's credentials (a builder, forked for this one container).
+    let set = unsafe { libc::setgroups(groups.len(), groups.as_ptr()) };
+    if set != 0 {
+        return Err(format!(
+            "setting the supplementary groups {groups:?}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 // Runs in the zygote.

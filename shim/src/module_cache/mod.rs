@@ -13,22 +13,19 @@
 //! on any mismatch or failure it compiles as before. Only engines that list
 //! [`NODE_MODULE_CACHE`] in their features take part.
 
-mod in_root;
-
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use containerd_shim_wasm::sandbox::context::WasmLayer;
 use containerd_shim_wasm::shim::Compiler;
 use oci_spec::image::{Descriptor, Digest, MediaType};
-use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::content::cache_key_hash;
-pub(crate) use in_root::candidates as entrypoint_candidates;
+use crate::entrypoint::ImageEntrypoint;
 
 /// The engine feature (`EngineInfo::features`) that turns the node's module cache on.
 pub const NODE_MODULE_CACHE: &str = "node-module-cache";
@@ -87,15 +84,18 @@ impl ModuleCache {
     }
 
     /// The compiled code of the container's entrypoint, compiled now on a miss. `None` when
-    /// the entrypoint is not a module or component found in the bundle's rootfs, or does not
-    /// compile: the container then finds (and reports) it itself, as without a cache.
+    /// the entrypoint is not a module or component, or does not compile: the container then
+    /// finds (and reports) it itself, as without a cache.
     pub async fn prepare<C: Compiler>(
         &self,
-        bundle: &Path,
-        spec: &Spec,
+        entrypoint: ImageEntrypoint,
         compiler: &C,
     ) -> Result<Option<CompiledModule>, ModuleCacheError> {
-        let Some((name, bytes)) = entrypoint_module(bundle, spec)? else {
+        let name = entrypoint.path.clone();
+        let Some(bytes) = entrypoint
+            .wasm_bytes()
+            .map_err(io_error(format!("reading {name} in the rootfs")))?
+        else {
             return Ok(None);
         };
         let source_sha256 = hex(&Sha256::digest(&bytes));
@@ -219,66 +219,26 @@ fn trusted(path: &Path) -> bool {
         .is_ok_and(|meta| meta.is_file() && meta.uid() == euid && meta.mode() & 0o022 == 0)
 }
 
-/// The entrypoint's path and bytes, when it is a wasm binary in the bundle's rootfs.
-fn entrypoint_module(
-    bundle: &Path,
-    spec: &Spec,
-) -> Result<Option<(String, Vec<u8>)>, ModuleCacheError> {
-    let Some(process) = spec.process().as_ref() else {
-        return Ok(None);
-    };
-    let Some(arg0) = process.args().as_ref().and_then(|args| args.first()) else {
-        return Ok(None);
-    };
-    let path = arg0.split_once('#').map_or(arg0.as_str(), |(path, _)| path);
-    let search_path = process
-        .env()
-        .as_ref()
-        .and_then(|env| env.iter().find_map(|var| var.strip_prefix("PATH=")))
-        .unwrap_or("");
-    let root = spec
-        .root()
-        .as_ref()
-        .map_or_else(|| PathBuf::from("rootfs"), |root| root.path().clone());
-    let rootfs = bundle.join(root);
-    let rootfs = File::open(&rootfs).map_err(io_error(format!("opening {}", rootfs.display())))?;
-    for candidate in entrypoint_candidates(path, search_path) {
-        let opened = in_root::open_regular(&rootfs, process.cwd(), &candidate).map_err(
-            io_error(format!("opening {} in the rootfs", candidate.display())),
-        )?;
-        let Some(mut file) = opened else {
-            continue;
-        };
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io_error(format!(
-            "reading {} in the rootfs",
-            candidate.display()
-        )))?;
-        // A native executable, a script or junk: not the cache's business.
-        return Ok(bytes
-            .starts_with(b"\0asm")
-            .then(|| (path.to_string(), bytes)));
-    }
-    Ok(None)
-}
-
 /// Writes `code` to `path` so that no reader ever sees part of it: a private temporary file
-/// in the same directory, renamed over `path`. Two shims compiling the same module at once
-/// both succeed; the last rename wins with identical bytes.
+/// in the same directory, renamed over `path`. Two shims (or two threads of a manager)
+/// compiling the same module at once both succeed; the last rename wins with identical
+/// bytes. The temporary file is created exclusively (`O_EXCL`, no symlink followed) under a
+/// name unique to this process and call, so nobody's file is reused or truncated.
 fn write_atomically(dir: &Path, path: &Path, code: &[u8]) -> Result<(), ModuleCacheError> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     create_private_dir(dir)?;
     let temporary = dir.join(format!(
-        ".{}.{}.tmp",
+        ".{}.{}.{}.tmp",
         path.file_name().map_or_else(
             || "module".into(),
             |name| name.to_string_lossy().into_owned()
         ),
-        std::process::id()
+        std::process::id(),
+        WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&temporary)
         .and_then(|mut file| file.write_all(code))

@@ -38,8 +38,10 @@ use containerd_shim_wasm::sandbox::context::WasmLayer;
 use oci_spec::runtime::Spec;
 
 use crate::cgroups::ContainerCgroup;
-use crate::container::{self, ContainerConfig, HeldOutput};
+use crate::container::{self, ContainerConfig, HeldOutput, Runs};
 use crate::content::{ContentStore, cache_key_hash};
+use crate::entrypoint::ImageEntrypoint;
+use crate::isolation::{NodePolicy, guest_spec};
 use crate::module_cache::{CompiledModule, ModuleCache};
 use crate::version::Mode;
 
@@ -63,6 +65,8 @@ pub struct TaskService<S: Shim> {
 
 struct Inner {
     mode: Mode,
+    /// How Wasm guests are isolated on this node.
+    policy: NodePolicy,
     /// The node's compiled-module cache, for engines that use it.
     module_cache: Option<ModuleCache>,
     namespace: String,
@@ -142,6 +146,7 @@ fn no_exec(exec_id: &str) -> TtrpcResult<()> {
 impl<S: Shim> TaskService<S> {
     pub(crate) fn new(
         mode: Mode,
+        policy: NodePolicy,
         module_cache: Option<ModuleCache>,
         events: EventSink,
         namespace: String,
@@ -151,6 +156,7 @@ impl<S: Shim> TaskService<S> {
         Ok(Self {
             inner: Arc::new(Inner {
                 mode,
+                policy,
                 module_cache,
                 namespace,
                 containerd_address,
@@ -218,16 +224,37 @@ impl<S: Shim> TaskService<S> {
         let options = runtime_options(&req)?;
         let state_root = state_root(&bundle, S::name(), &self.inner.namespace);
         let mut wasm_layers = self.wasm_layers(&req.id)?;
-        let compiled_module = if wasm_layers.is_empty() {
-            self.compiled_module(&bundle, &spec)
+        let entrypoint = if wasm_layers.is_empty() {
+            ImageEntrypoint::find(&bundle, &spec).unwrap_or_else(|err| {
+                tracing::debug!("{}: looking up the entrypoint in the image: {err}", req.id);
+                None
+            })
         } else {
-            self.mapped_layer(&mut wasm_layers)
+            None
+        };
+        let native = entrypoint.as_ref().is_some_and(ImageEntrypoint::is_native);
+        let compiled_module = match entrypoint {
+            _ if native => None,
+            _ if !wasm_layers.is_empty() => self.mapped_layer(&mut wasm_layers),
+            entrypoint => entrypoint.and_then(|e| self.compiled_module(e)),
+        };
+        let (build_from, runs) = if native {
+            (bundle.clone(), Runs::Native)
+        } else {
+            let guest = guest_spec::write_guest_bundle(&bundle, &spec)
+                .map_err(|e| internal(format!("isolating the workload: {e}")))?;
+            let runs = Runs::Wasm {
+                seccomp: self.inner.policy.guest_seccomp,
+                groups: guest.groups,
+            };
+            (guest.dir, runs)
         };
         let held_output = HeldOutput::open(Path::new(&req.stdout), Path::new(&req.stderr))
             .map_err(|e| internal(format!("holding the output fifos: {e}")))?;
         let config = ContainerConfig {
             id: req.id.clone(),
-            bundle: bundle.clone(),
+            bundle: build_from,
+            runs,
             state_root: state_root.clone(),
             stdin: req.stdin.clone().into(),
             stdout: req.stdout.clone().into(),
@@ -235,7 +262,7 @@ impl<S: Shim> TaskService<S> {
             systemd_cgroup: options.systemd_cgroup,
             wasm_layers,
             compiled_module,
-            inject_startup_race: container::startup_race_injected(&spec),
+            inject_startup_race: container::startup_race_injected(&self.inner.policy, &spec),
         };
         let pid = container::create::<S>(config).map_err(internal)?;
         let task = Arc::new(Task::new(
@@ -320,11 +347,11 @@ impl<S: Shim> TaskService<S> {
 
     /// The node cache's compiled code for a rootfs entrypoint, compiled now on a miss. A
     /// failure only costs the container its own compile, so it is logged and passed over.
-    fn compiled_module(&self, bundle: &Path, spec: &Spec) -> Option<CompiledModule> {
+    fn compiled_module(&self, entrypoint: ImageEntrypoint) -> Option<CompiledModule> {
         let cache = self.inner.module_cache.as_ref()?;
         let prepared = self.inner.runtime.block_on(async {
             let compiler = S::compiler().await?;
-            Some(cache.prepare(bundle, spec, &compiler).await)
+            Some(cache.prepare(entrypoint, &compiler).await)
         });
         match prepared? {
             Ok(module) => module,

@@ -16,6 +16,7 @@ use super::events::EventSink;
 use super::task::timestamp;
 use super::{TaskService, state_root};
 use crate::container;
+use crate::isolation::NodePolicy;
 use crate::module_cache::ModuleCache;
 use crate::version::Mode;
 
@@ -66,6 +67,8 @@ pub struct ServingConfig {
     pub mode: Mode,
     /// Compile rootfs modules once per node ([`crate::module_cache`]).
     pub node_module_cache: bool,
+    /// How Wasm guests are isolated ([`crate::isolation`]).
+    pub policy: NodePolicy,
 }
 
 static SERVING: OnceLock<ServingConfig> = OnceLock::new();
@@ -73,6 +76,7 @@ static SERVING: OnceLock<ServingConfig> = OnceLock::new();
 pub struct ShimProcess<S: Shim> {
     mode: Mode,
     node_module_cache: bool,
+    policy: NodePolicy,
     id: String,
     namespace: String,
     containerd_address: String,
@@ -94,10 +98,12 @@ impl<S: Shim> containerd_shim::Shim for ShimProcess<S> {
         let serving = SERVING.get().copied().unwrap_or(ServingConfig {
             mode: Mode::PerPod,
             node_module_cache: false,
+            policy: NodePolicy::default(),
         });
         Self {
             mode: serving.mode,
             node_module_cache: serving.node_module_cache,
+            policy: serving.policy,
             id: args.id.clone(),
             namespace: args.namespace.clone(),
             containerd_address: args.address.clone(),
@@ -170,6 +176,7 @@ impl<S: Shim> containerd_shim::Shim for ShimProcess<S> {
             .then(|| ModuleCache::for_engine(S::name()));
         match TaskService::new(
             self.mode,
+            self.policy,
             module_cache,
             events,
             self.namespace.clone(),

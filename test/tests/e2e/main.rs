@@ -7,6 +7,7 @@
 mod bad_input;
 mod cri;
 mod flavours;
+mod isolation;
 mod lifecycle;
 mod module_cache;
 mod run;
@@ -21,7 +22,8 @@ use wasmrunner_e2e::{Case, Containerd, Engine, Env, fixtures};
 
 /// Every case, by area.
 fn cases() -> Vec<(&'static str, Case)> {
-    let areas: [(&str, Vec<Case>); 7] = [
+    let areas: [(&str, Vec<Case>); 8] = [
+        ("isolation", isolation::cases()),
         ("run", run::cases()),
         ("lifecycle", lifecycle::cases()),
         ("flavours", flavours::cases()),

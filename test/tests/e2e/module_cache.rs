@@ -61,18 +61,6 @@ fn entries_for(cache: &Path, sha256: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-fn task_pid(env: &Env, id: &str) -> Result<u32> {
-    let listing = env.containerd.ctr(&["task", "ls"])?.ok()?;
-    listing
-        .stdout
-        .lines()
-        .find_map(|line| {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            (words.first() == Some(&id)).then(|| words.get(1)?.parse().ok())?
-        })
-        .with_context(|| format!("task {id} is not in `ctr task ls`: {listing}"))
-}
-
 /// Two containers of one rootfs module: one cache entry, mapped by both (so its pages are
 /// shared); without the engine feature, no entry at all.
 fn compiled_once_and_mapped(env: &Env) -> Result<()> {
@@ -130,7 +118,7 @@ fn two_sleepers_map(
 /// Every task's process maps a file whose path has `entry`.
 fn check_maps(env: &Env, tasks: &[Attached], entry: &str) -> Result<()> {
     for task in tasks {
-        let pid = task_pid(env, &task.id)?;
+        let pid = env.task_pid(&task.id)?;
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
             .with_context(|| format!("reading the maps of {pid}"))?;
         ensure!(

@@ -18,7 +18,8 @@ struct OpenHow {
 
 /// Opens `path` (absolute, or relative to `cwd`) for reading, as seen from inside `rootfs`
 /// (`openat2` with `RESOLVE_IN_ROOT`: a symlink to `/etc/shadow` in an image means the
-/// image's own `/etc/shadow`). `None` when it does not exist or is not a regular file.
+/// image's own `/etc/shadow`). `None` when it does not exist or is not a regular file. A
+/// FIFO is opened without waiting for a writer (`O_NONBLOCK`), then passed over.
 pub fn open_regular(rootfs: &File, cwd: &Path, path: &Path) -> std::io::Result<Option<File>> {
     let full = if path.is_absolute() {
         path.to_path_buf()
@@ -32,7 +33,7 @@ pub fn open_regular(rootfs: &File, cwd: &Path, path: &Path) -> std::io::Result<O
         return Ok(None);
     };
     let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64,
+        flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64,
         mode: 0,
         resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
     };
@@ -61,7 +62,7 @@ pub fn open_regular(rootfs: &File, cwd: &Path, path: &Path) -> std::io::Result<O
 
 /// Where the container's `execve`-like lookup of `arg0` looks, in order: the path itself
 /// when it has a `/`, else each `PATH` directory and then the working directory (as
-/// `wasmrunner_shim::Workload` resolves the entrypoint inside the container).
+/// `crate::Workload` resolves the entrypoint inside the container).
 pub fn candidates(arg0: &str, search_path: &str) -> Vec<PathBuf> {
     if arg0.is_empty() {
         return Vec::new();
