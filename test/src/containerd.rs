@@ -232,6 +232,27 @@ impl Containerd {
         self.root.join(MODULE_CACHE_DIR)
     }
 
+    /// Every compiled module in that cache: `<engine>/<cache key>/<sha256>`, lock and
+    /// temporary files (dot files) left out.
+    pub fn module_cache_entries(&self) -> Vec<PathBuf> {
+        let children = |dir: &Path| -> Vec<PathBuf> {
+            std::fs::read_dir(dir)
+                .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+                .unwrap_or_default()
+        };
+        children(&self.module_cache_dir())
+            .iter()
+            .flat_map(|engine| children(engine))
+            .flat_map(|key| children(&key))
+            .filter(|entry| {
+                entry.is_file()
+                    && !entry
+                        .file_name()
+                        .is_some_and(|name| name.to_string_lossy().starts_with('.'))
+            })
+            .collect()
+    }
+
     /// Whether containerd's log (which carries the shims' logs) has `needle`.
     pub fn log_mentions(&self, needle: &str) -> bool {
         self.log_count(needle) > 0

@@ -54,7 +54,7 @@ fn try_escapes(env: &Env, image: TestImage, neighbour: &Attached) -> Result<()> 
         neighbour_file.display()
     );
     let mut host_paths = vec![neighbour_file, env.containerd.root().join("config.toml")];
-    host_paths.extend(first_cache_entry(&env.containerd.module_cache_dir()));
+    host_paths.extend(env.containerd.module_cache_entries().into_iter().next());
     let host_paths: Vec<String> = host_paths
         .iter()
         .map(|path| path.display().to_string())
@@ -271,23 +271,4 @@ fn bundle_of(env: &Env, id: &str) -> PathBuf {
         .join("io.containerd.runtime.v2.task")
         .join(&env.containerd.namespace)
         .join(id)
-}
-
-/// Any compiled module in the node cache (none for an engine without one).
-fn first_cache_entry(cache: &Path) -> Option<PathBuf> {
-    let children = |dir: &Path| -> Vec<PathBuf> {
-        std::fs::read_dir(dir)
-            .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
-            .unwrap_or_default()
-    };
-    children(cache)
-        .iter()
-        .flat_map(|engine| children(engine))
-        .flat_map(|key| children(&key))
-        .find(|entry| {
-            entry.is_file()
-                && !entry
-                    .file_name()
-                    .is_some_and(|name| name.to_string_lossy().starts_with('.'))
-        })
 }

@@ -47,17 +47,11 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The cache's entries for the module with this sha256, under any engine and cache key.
-fn entries_for(cache: &Path, sha256: &str) -> Vec<PathBuf> {
-    let children = |dir: &Path| -> Vec<PathBuf> {
-        std::fs::read_dir(dir)
-            .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
-            .unwrap_or_default()
-    };
-    children(cache)
-        .iter()
-        .flat_map(|engine| children(engine))
-        .map(|key| key.join(sha256))
-        .filter(|entry| entry.is_file())
+fn entries_for(env: &Env, sha256: &str) -> Vec<PathBuf> {
+    env.containerd
+        .module_cache_entries()
+        .into_iter()
+        .filter(|entry| entry.file_name().is_some_and(|name| name == sha256))
         .collect()
 }
 
@@ -65,8 +59,8 @@ fn entries_for(cache: &Path, sha256: &str) -> Vec<PathBuf> {
 /// shared); without the engine feature, no entry at all.
 fn compiled_once_and_mapped(env: &Env) -> Result<()> {
     let sha256 = sha256_hex(&fixtures::bytes("probe", Target::WasiP1)?);
-    two_sleepers_map(env, PROBE, |cache| {
-        match entries_for(cache, &sha256).as_slice() {
+    two_sleepers_map(env, PROBE, |_cache| {
+        match entries_for(env, &sha256).as_slice() {
             [entry] => Ok(entry.to_string_lossy().into_owned()),
             entries => {
                 anyhow::bail!("expected one cache entry for the probe module, found {entries:?}")
