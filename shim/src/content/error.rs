@@ -76,6 +76,15 @@ pub enum ContentError {
         actual: u64,
     },
 
+    /// A blob read back from the store does not hash to its digest: it is not used (its code
+    /// would run in containers).
+    #[error("{what}: the content store returned bytes whose digest is {actual}, not {digest}")]
+    DigestMismatch {
+        what: String,
+        digest: String,
+        actual: String,
+    },
+
     /// The engine's compiler broke the `Compiler::compile` contract.
     #[error("the {engine} compiler returned {got} results for {expected} layers")]
     CompilerContract {

@@ -50,6 +50,25 @@ pub(crate) fn sha256_digest(data: &[u8]) -> String {
 }
 
 /// A name no other writer or lease in this namespace uses.
+/// Checks that `data` is what `digest` names. containerd verifies blobs as they are written;
+/// this checks what came back, since precompiled code read here runs unchecked in
+/// containers. Digests of another algorithm than sha256 are not checked (none is written by
+/// the shim, and images use sha256).
+fn verify_digest(digest: &str, what: &str, data: &[u8]) -> Result<(), ContentError> {
+    if !digest.starts_with("sha256:") {
+        return Ok(());
+    }
+    let actual = sha256_digest(data);
+    if actual != digest {
+        return Err(ContentError::DigestMismatch {
+            what: what.to_owned(),
+            digest: digest.to_owned(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
 fn unique_name(purpose: &str) -> String {
     static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
@@ -167,6 +186,7 @@ impl ContentStore {
                 });
             }
         }
+        verify_digest(digest, what, &data)?;
         Ok(data)
     }
 
@@ -444,5 +464,19 @@ impl Session<'_> {
             .message()
             .await?
             .ok_or_else(|| Status::data_loss("containerd ended the write stream without an answer"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_that_do_not_hash_to_their_digest_are_refused() {
+        let data = b"precompiled code";
+        let digest = sha256_digest(data);
+        assert!(verify_digest(&digest, "blob", data).is_ok());
+        let err = verify_digest(&digest, "blob", b"tampered code").expect_err("mismatch");
+        assert!(err.to_string().contains(&digest), "{err}");
     }
 }

@@ -27,6 +27,9 @@ use sha2::{Digest as _, Sha256};
 use crate::content::cache_key_hash;
 use crate::entrypoint::ImageEntrypoint;
 
+mod eviction;
+mod trust;
+
 /// The engine feature (`EngineInfo::features`) that turns the node's module cache on.
 pub const NODE_MODULE_CACHE: &str = "node-module-cache";
 
@@ -35,6 +38,10 @@ pub const DEFAULT_CACHE_DIR: &str = "/var/lib/wasmrunner/cache";
 
 /// Overrides [`DEFAULT_CACHE_DIR`] (the test harness gives each containerd its own).
 pub const CACHE_DIR_ENV: &str = "WASMRUNNER_CACHE_DIR";
+
+/// Caps the size of each engine's cache, in bytes (default 2 GiB): past it, the least
+/// recently used entries are removed.
+pub const CACHE_MAX_BYTES_ENV: &str = "WASMRUNNER_CACHE_MAX_BYTES";
 
 /// A compiled module in the cache, as the container is told about it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +64,8 @@ pub enum ModuleCacheError {
     },
     #[error("compiling {what}: {reason}")]
     Compile { what: String, reason: String },
+    #[error("the cache directory is not trusted: {reason}")]
+    Untrusted { reason: String },
 }
 
 fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ModuleCacheError {
@@ -68,19 +77,66 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ModuleCac
 #[derive(Debug, Clone)]
 pub struct ModuleCache {
     engine: String,
+    /// Resolved once and checked (see [`trust::trusted_dir`]).
     dir: PathBuf,
+    max_bytes: u64,
 }
 
 impl ModuleCache {
-    /// The cache of `engine` under [`CACHE_DIR_ENV`] or [`DEFAULT_CACHE_DIR`].
-    pub fn for_engine(engine: &str) -> Self {
+    /// The cache of `engine` under [`CACHE_DIR_ENV`] or [`DEFAULT_CACHE_DIR`], created if
+    /// missing. `None`, with a warning in containerd's log, when that directory or one above
+    /// it could be written by anyone but root: its code would run in containers, so
+    /// containers then compile their modules themselves.
+    pub fn for_engine(engine: &str) -> Option<Self> {
         let root = std::env::var_os(CACHE_DIR_ENV)
             .filter(|dir| !dir.is_empty())
             .map_or_else(|| PathBuf::from(DEFAULT_CACHE_DIR), PathBuf::from);
-        Self {
+        let max_bytes = std::env::var(CACHE_MAX_BYTES_ENV)
+            .ok()
+            .and_then(|bytes| bytes.parse().ok())
+            .unwrap_or(eviction::DEFAULT_MAX_BYTES);
+        Self::at(engine, &root.join(engine), max_bytes)
+            .inspect_err(|err| {
+                tracing::warn!(
+                    "node module cache off: {err}; containers compile their modules themselves"
+                )
+            })
+            .ok()
+    }
+
+    fn at(engine: &str, dir: &Path, max_bytes: u64) -> Result<Self, ModuleCacheError> {
+        create_private_dir(dir)?;
+        let dir = trust::trusted_dir(dir).map_err(|err| ModuleCacheError::Untrusted {
+            reason: err.to_string(),
+        })?;
+        Ok(Self {
             engine: engine.to_string(),
-            dir: root.join(engine),
+            dir,
+            max_bytes,
+        })
+    }
+
+    /// Whether a trusted entry is at `path` (and marks it used).
+    fn cached(path: &Path) -> bool {
+        trust::open_entry(path)
+            .ok()
+            .flatten()
+            .inspect(trust::touch)
+            .is_some()
+    }
+
+    /// Writes a new entry, then keeps the cache under its cap.
+    fn store(&self, dir: &Path, path: &Path, code: &[u8]) -> Result<(), ModuleCacheError> {
+        write_atomically(dir, path, code)?;
+        let removed = eviction::evict(&self.dir, self.max_bytes, path);
+        if removed > 0 {
+            tracing::info!(
+                "{}: removed {removed} least recently used entries from the node cache (cap {} bytes)",
+                self.engine,
+                self.max_bytes
+            );
         }
+        Ok(())
     }
 
     /// The compiled code of the container's entrypoint, compiled now on a miss. `None` when
@@ -108,13 +164,13 @@ impl ModuleCache {
                 replaces_layer: false,
             })
         };
-        if trusted(&path) {
+        if Self::cached(&path) {
             return Ok(found(path));
         }
         // Many pods of a new module start at once: one compiles, in whichever shim or
         // manager takes the lock first, and the others wait for its result.
         let _lock = CompileLock::take(&dir, &source_sha256)?;
-        if trusted(&path) {
+        if Self::cached(&path) {
             return Ok(found(path));
         }
         let layer = WasmLayer {
@@ -139,7 +195,7 @@ impl ModuleCache {
         let Some(Some(code)) = compiled.into_iter().next() else {
             return Ok(None);
         };
-        write_atomically(&dir, &path, &code)?;
+        self.store(&dir, &path, &code)?;
         tracing::debug!(
             "{}: compiled {name} ({source_sha256}) into the node cache",
             self.engine
@@ -160,8 +216,12 @@ impl ModuleCache {
         let sha256 = hex(&Sha256::digest(code));
         let dir = self.dir.join(cache_key);
         let path = dir.join(&sha256);
-        if !trusted(&path) {
-            write_atomically(&dir, &path, code)?;
+        if !Self::cached(&path) {
+            // The same lock as a rootfs module's compile: one writer per entry on the node.
+            let _lock = CompileLock::take(&dir, &sha256)?;
+            if !Self::cached(&path) {
+                self.store(&dir, &path, code)?;
+            }
         }
         Ok(CompiledModule {
             path,
@@ -207,16 +267,6 @@ fn create_private_dir(dir: &Path) -> Result<(), ModuleCacheError> {
         .mode(0o700)
         .create(dir)
         .map_err(io_error(format!("creating {}", dir.display())))
-}
-
-/// A cache entry is used only if it is a regular file of this process's user that nobody
-/// else can write: its code will run unchecked in containers.
-fn trusted(path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    std::fs::symlink_metadata(path)
-        .is_ok_and(|meta| meta.is_file() && meta.uid() == euid && meta.mode() & 0o022 == 0)
 }
 
 /// Writes `code` to `path` so that no reader ever sees part of it: a private temporary file
@@ -274,7 +324,15 @@ impl OfferedCode {
     /// container's init, which inherits the descriptor). Failing to is an error only for an
     /// image layer's code, which the container has no other copy of.
     pub fn open(module: &CompiledModule) -> Result<Option<Self>, String> {
-        match File::open(&module.path) {
+        let opened = trust::open_entry(&module.path).and_then(|file| {
+            file.ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no trusted entry (missing, a symlink, or writable by others)",
+                )
+            })
+        });
+        match opened {
             Ok(file) => Ok(Some(Self {
                 file,
                 source_sha256: module.source_sha256.clone(),
@@ -298,5 +356,95 @@ impl OfferedCode {
     /// The file, if `wasm` is the module it was compiled from.
     pub fn for_module(self, wasm: &[u8]) -> Option<File> {
         (hex(&Sha256::digest(wasm)) == self.source_sha256).then_some(self.file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Barrier};
+
+    use super::*;
+
+    /// A scratch directory under the crate (root-owned, not world-writable, unlike /tmp).
+    fn scratch() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(".module-cache-test")
+            .tempdir_in(env!("CARGO_MANIFEST_DIR"))
+            .expect("tempdir")
+    }
+
+    #[test]
+    fn a_pre_created_insecure_directory_turns_the_cache_off() {
+        let base = scratch();
+        let dir = base.path().join("wasmtime");
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let err = ModuleCache::at("wasmtime", &dir, u64::MAX).expect_err("world-writable");
+        assert!(matches!(err, ModuleCacheError::Untrusted { .. }), "{err}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        assert!(ModuleCache::at("wasmtime", &dir, u64::MAX).is_ok());
+    }
+
+    #[test]
+    fn precompiled_code_is_kept_once_and_offered_read_only() {
+        let base = scratch();
+        let cache =
+            ModuleCache::at("wasmtime", &base.path().join("wasmtime"), u64::MAX).expect("cache");
+        let kept = cache.keep_precompiled("key", b"code").expect("kept");
+        let again = cache.keep_precompiled("key", b"code").expect("kept again");
+        assert_eq!(kept.path, again.path);
+        let offered = OfferedCode::open(&kept).expect("open").expect("offered");
+        let flags = {
+            use std::os::fd::AsRawFd;
+            // SAFETY: F_GETFL on a descriptor the test owns.
+            unsafe { libc::fcntl(offered.file.as_raw_fd(), libc::F_GETFL) }
+        };
+        assert_eq!(flags & libc::O_ACCMODE, libc::O_RDONLY);
+        // An entry replaced by a symlink is not offered.
+        std::fs::remove_file(&kept.path).expect("rm");
+        std::os::unix::fs::symlink("/etc/hostname", &kept.path).expect("symlink");
+        assert!(
+            OfferedCode::open(&kept).is_err(),
+            "a layer's code must be there"
+        );
+    }
+
+    #[test]
+    fn the_cap_removes_older_entries_when_a_new_one_is_stored() {
+        let base = scratch();
+        let cache = ModuleCache::at("wasmtime", &base.path().join("wasmtime"), 6).expect("cache");
+        let first = cache.keep_precompiled("key", b"1111").expect("first");
+        let second = cache.keep_precompiled("key", b"2222").expect("second");
+        assert!(second.path.exists());
+        assert!(
+            !first.path.exists(),
+            "8 bytes against a cap of 6: the older one goes"
+        );
+    }
+
+    /// Two writers of one entry (two shims, or two threads of a manager) take turns.
+    #[test]
+    fn the_lock_lets_one_writer_in_at_a_time() {
+        let base = scratch();
+        let dir = Arc::new(base.path().join("key"));
+        let inside = Arc::new(AtomicBool::new(false));
+        let start = Arc::new(Barrier::new(2));
+        let writers: Vec<_> = (0..2)
+            .map(|_| {
+                let (dir, inside, start) = (dir.clone(), inside.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let _lock = CompileLock::take(&dir, "abc").expect("lock");
+                    assert!(!inside.swap(true, Ordering::SeqCst), "two writers at once");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    inside.store(false, Ordering::SeqCst);
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.join().expect("writer");
+        }
     }
 }

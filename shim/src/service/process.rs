@@ -173,7 +173,8 @@ impl<S: Shim> containerd_shim::Shim for ShimProcess<S> {
         let events = EventSink::start(publisher, self.namespace.clone());
         let module_cache = self
             .node_module_cache
-            .then(|| ModuleCache::for_engine(S::name()));
+            .then(|| ModuleCache::for_engine(S::name()))
+            .flatten();
         match TaskService::new(
             self.mode,
             self.policy,
