@@ -55,6 +55,24 @@ impl WorkloadError {
     }
 }
 
+/// What a caught panic said, for a log line or an error message.
+pub(crate) fn panic_reason(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("no reason given")
+}
+
+/// Runs `work` (one event, one exit) on a thread that serves every container of the
+/// process: a panic in it is logged and the thread goes on with the next one, instead of
+/// ending delivery for every pod.
+pub(crate) fn contain_panic(what: &str, work: impl FnOnce()) {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        tracing::error!("{what} panicked: {}; carrying on", panic_reason(&*panic));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ use zygote::Zygote;
 use super::executor::WorkloadExecutor;
 use super::stdio::{open_output, open_stdin};
 use super::{ContainerConfig, ContainerError, Runs};
+use crate::failure::panic_reason;
 use crate::isolation::scrub::ProcessStrings;
 use crate::module_cache::OfferedCode;
 
@@ -99,12 +100,10 @@ fn build<S: Shim>(config: ContainerConfig) -> Result<u32, ContainerError> {
     let id = config.id.clone();
     // The fork happens inside the global zygote; `spawn` panics when that fails.
     let builder = std::panic::catch_unwind(|| Zygote::global().spawn()).map_err(|panic| {
-        let reason = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("no reason given");
-        ContainerError::Zygote(format!("cannot fork a builder from the zygote: {reason}"))
+        ContainerError::Zygote(format!(
+            "cannot fork a builder from the zygote: {}",
+            panic_reason(&*panic)
+        ))
     })?;
     builder
         .try_run(create_in_zygote::<S>, config)

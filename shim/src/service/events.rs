@@ -9,6 +9,8 @@ use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::topics;
 use containerd_shim::publisher::RemotePublisher;
 
+use crate::failure::contain_panic;
+
 pub enum Event {
     Create(TaskCreate),
     Start(TaskStart),
@@ -44,11 +46,13 @@ impl EventSink {
             .spawn(move || {
                 for event in rx {
                     let (topic, message) = event.into_parts();
-                    if let Err(err) =
-                        publisher.publish(Context::default(), topic, &namespace, message)
-                    {
-                        tracing::warn!("publishing {topic}: {err}");
-                    }
+                    contain_panic(&format!("publishing {topic}"), || {
+                        if let Err(err) =
+                            publisher.publish(Context::default(), topic, &namespace, message)
+                        {
+                            tracing::warn!("publishing {topic}: {err}");
+                        }
+                    });
                 }
             })
             .map(|_| ())

@@ -3,10 +3,12 @@
 //! those reports into calls to the waiting task.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use containerd_shim::monitor::{Subject, Topic, monitor_subscribe};
+
+use crate::failure::contain_panic;
 
 type OnExit = Box<dyn FnOnce(i32) + Send>;
 
@@ -80,18 +82,20 @@ impl ExitWatcher {
                     let Subject::Pid(pid) = event.subject else {
                         continue;
                     };
-                    let on_exit = match watches.lock() {
-                        Ok(mut watches) => match watches.waiting.remove(&pid) {
+                    let on_exit = {
+                        let mut watches = watches.lock().unwrap_or_else(PoisonError::into_inner);
+                        match watches.waiting.remove(&pid) {
                             Some(on_exit) => Some(on_exit),
                             None => {
                                 watches.keep_early(pid, event.exit_code, Instant::now());
                                 None
                             }
-                        },
-                        Err(_) => None,
+                        }
                     };
                     if let Some(on_exit) = on_exit {
-                        on_exit(event.exit_code);
+                        contain_panic(&format!("the exit handler of pid {pid}"), || {
+                            on_exit(event.exit_code)
+                        });
                     }
                 }
             })?;
@@ -101,16 +105,14 @@ impl ExitWatcher {
     /// Calls `on_exit` with the exit status of `pid` (128 + N when killed by signal N), at
     /// once if it already exited.
     pub fn watch(&self, pid: i32, on_exit: impl FnOnce(i32) + Send + 'static) {
-        let early = match self.watches.lock() {
-            Ok(mut watches) => {
-                let early = watches.take_early(pid, Instant::now());
-                if early.is_none() {
-                    watches.waiting.insert(pid, Box::new(on_exit));
-                    return;
-                }
-                early
+        let early = {
+            let mut watches = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
+            let early = watches.take_early(pid, Instant::now());
+            if early.is_none() {
+                watches.waiting.insert(pid, Box::new(on_exit));
+                return;
             }
-            Err(_) => return,
+            early
         };
         if let Some(status) = early {
             on_exit(status);
@@ -120,6 +122,27 @@ impl ExitWatcher {
 
 #[cfg(test)]
 mod tests {
+    /// A handler that panics does not stop the thread: the next exit is still delivered.
+    #[test]
+    fn a_panicking_handler_does_not_end_delivery() {
+        let watcher = ExitWatcher::start().expect("watcher");
+        // Pids no process here has: the reaper's monitor is only fed by this test.
+        let (first, second) = (i32::MAX - 7, i32::MAX - 8);
+        watcher.watch(first, |_| panic!("a broken handler"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        watcher.watch(second, move |status| {
+            let _ = tx.send(status);
+        });
+        containerd_shim::monitor::monitor_notify_by_pid(first, 1).expect("notify");
+        containerd_shim::monitor::monitor_notify_by_pid(second, 3).expect("notify");
+        let status = rx.recv_timeout(Duration::from_secs(5));
+        assert_eq!(
+            status.ok(),
+            Some(3),
+            "the exit after a panicking handler was lost"
+        );
+    }
+
     use super::*;
 
     #[test]
