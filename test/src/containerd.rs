@@ -89,6 +89,8 @@ pub struct Containerd {
     /// imported once (two imports of one reference at once race: the second replaces the
     /// image under the first one's containers).
     imports: Mutex<HashMap<(String, String), std::result::Result<Outcome, String>>>,
+    /// Added to containerd's environment for its shims (kept for restarts).
+    shim_env: &'static [(&'static str, &'static str)],
     child: Child,
 }
 
@@ -109,14 +111,24 @@ impl Containerd {
     /// and waits until it answers. It and the shims log at debug level, as when a user
     /// troubleshoots: the suites then also check that the shims' logging never gets in the way.
     pub fn start(bin_dir_containerd: &Path, engines: &[Engine]) -> Result<Self> {
-        Self::start_logging(bin_dir_containerd, engines, LogLevel::Debug)
+        Self::start_with(bin_dir_containerd, engines, LogLevel::Debug, E2E_SHIM_ENV)
     }
 
-    /// [`Containerd::start`] with containerd (and the shims) logging at `log_level`.
+    /// containerd (and the shims) logging at `log_level`, with the shims' defaults: what
+    /// the benchmarks measure.
     pub fn start_logging(
         bin_dir_containerd: &Path,
         engines: &[Engine],
         log_level: LogLevel,
+    ) -> Result<Self> {
+        Self::start_with(bin_dir_containerd, engines, log_level, &[])
+    }
+
+    fn start_with(
+        bin_dir_containerd: &Path,
+        engines: &[Engine],
+        log_level: LogLevel,
+        shim_env: &'static [(&'static str, &'static str)],
     ) -> Result<Self> {
         let containerd = bin_dir_containerd.join("containerd");
         let version_text = run_command(Command::new(&containerd).arg("--version"))?
@@ -132,7 +144,7 @@ impl Containerd {
         std::fs::write(&config, containerd_config(&root, version, &cri, log_level))
             .with_context(|| format!("writing {}", config.display()))?;
         let installer_actions = install_runtime_handlers(&config, version, engines)?;
-        let child = spawn_daemon(bin_dir_containerd, &root)?;
+        let child = spawn_daemon(bin_dir_containerd, &root, shim_env)?;
         let mut this = Self {
             dir: Some(dir),
             root,
@@ -142,6 +154,7 @@ impl Containerd {
             cri,
             installer_actions,
             imports: Mutex::new(HashMap::new()),
+            shim_env,
             child,
         };
         this.wait_ready()?;
@@ -152,7 +165,7 @@ impl Containerd {
     /// same config and dirs; running tasks and their shims are left alone.
     pub fn restart(&mut self) -> Result<()> {
         self.terminate()?;
-        self.child = spawn_daemon(&self.bin_dir, &self.root)?;
+        self.child = spawn_daemon(&self.bin_dir, &self.root, self.shim_env)?;
         self.wait_ready()
     }
 
@@ -339,8 +352,20 @@ impl Containerd {
 /// The module cache's folder in a containerd's scratch root.
 const MODULE_CACHE_DIR: &str = "module-cache";
 
-/// Starts the containerd of `bin_dir` on the config in `root`, appending to its log.
-fn spawn_daemon(bin_dir: &Path, root: &Path) -> Result<Child> {
+/// What the end-to-end suite sets in containerd's environment for its shims, besides what
+/// every run sets:
+/// - fault injection through a container's env is honoured (the rebuild cases use it); on
+///   any other node a pod's env triggers nothing;
+/// - modules over 8 MiB are refused (the size-cap case runs a 9 MiB one; the default cap
+///   is 256 MiB).
+pub const E2E_SHIM_ENV: &[(&str, &str)] = &[
+    ("WASMRUNNER_TEST_FAULTS", "1"),
+    ("WASMRUNNER_MAX_MODULE_MIB", "8"),
+];
+
+/// Starts the containerd of `bin_dir` on the config in `root`, appending to its log, with
+/// `shim_env` added to its environment (containerd passes it on to the shims).
+fn spawn_daemon(bin_dir: &Path, root: &Path, shim_env: &[(&str, &str)]) -> Result<Child> {
     let containerd = bin_dir.join("containerd");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -353,15 +378,13 @@ fn spawn_daemon(bin_dir: &Path, root: &Path) -> Result<Child> {
         .env("PATH", shim_path(bin_dir))
         // Compiled modules are cached per containerd, so each run starts cold.
         .env("WASMRUNNER_CACHE_DIR", root.join(MODULE_CACHE_DIR))
-        // The shims honour fault-injection requests in a container's env (the rebuild
-        // cases use them); on any other node a pod's env triggers nothing.
-        .env("WASMRUNNER_TEST_FAULTS", "1")
         // Shared managers exit soon after their last container, so a run ends with none
         // (unless the caller, e.g. the benchmarks, chose another idle time).
         .env(
             "WASMRUNNER_MANAGER_IDLE_SECS",
             std::env::var("WASMRUNNER_MANAGER_IDLE_SECS").unwrap_or_else(|_| "3".into()),
         )
+        .envs(shim_env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

@@ -41,6 +41,9 @@ pub enum TestImage {
     Truncated,
     /// A wasm-typed layer whose bytes are not wasm: a corrupted artifact layer.
     GarbageLayer,
+    /// `/big.wasm`: a valid module of 9 MiB (a custom section makes up the bulk), over the
+    /// 8 MiB cap the suite's containerd sets.
+    Oversized,
 }
 
 impl TestImage {
@@ -59,6 +62,7 @@ impl TestImage {
             TestImage::MissingEntrypoint => "bad-missing-entrypoint".into(),
             TestImage::Truncated => "bad-truncated".into(),
             TestImage::GarbageLayer => "bad-garbage-layer".into(),
+            TestImage::Oversized => "bad-oversized".into(),
         };
         format!("docker.io/wasmrunner/test:{tag}")
     }
@@ -139,6 +143,9 @@ impl TestImage {
                     b"\0asm\x01\0\0\0this is no section".to_vec(),
                 )
                 .entrypoint(["/garbage.wasm"]),
+            TestImage::Oversized => ImageSpec::new(self.name(), Flavour::Image)
+                .file("/big.wasm", oversized_module()?)
+                .entrypoint(["/big.wasm"]),
         };
         Ok(spec)
     }
@@ -150,6 +157,29 @@ fn target_tag(target: Target) -> &'static str {
         Target::WasiP2 => "wasip2",
         Target::Native => "native",
     }
+}
+
+/// The module of [`TestImage::Oversized`]: an empty `_start` and a 9 MiB custom section.
+fn oversized_module() -> Result<Vec<u8>> {
+    let mut module = fixtures::wat(r#"(module (func (export "_start")))"#)?;
+    let name = b"padding";
+    let payload_len = 9 << 20;
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.resize(section.len() + payload_len, 0);
+    module.push(0); // custom section
+    let mut size = section.len();
+    loop {
+        let byte = (size & 0x7f) as u8;
+        size >>= 7;
+        if size == 0 {
+            module.push(byte);
+            break;
+        }
+        module.push(byte | 0x80);
+    }
+    module.extend(section);
+    Ok(module)
 }
 
 /// The module of [`TestImage::Noop`]: `_start` returns at once; 3000 unused functions make

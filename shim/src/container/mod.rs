@@ -8,6 +8,7 @@
 //! subreaper), and runs the workload: the engine's `Sandbox` for Wasm, `execve` for native
 //! executables.
 
+mod compile;
 mod context;
 mod executor;
 mod stdio;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::isolation::NodePolicy;
 use crate::module_cache::CompiledModule;
 
+pub use compile::{BoundedCompiler, CompileLimits};
 pub use context::WorkloadContext;
 pub use stdio::HeldOutput;
 pub use zygote::init as init_zygote;

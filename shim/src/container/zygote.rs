@@ -28,7 +28,7 @@ pub fn init() {
 /// Runs in a zygote: it ends when the shim does (a killed manager leaves no zygote behind),
 /// and works from `/`, since the shim's working directory is a bundle that containerd
 /// deletes while a manager still serves other containers.
-fn die_with_parent(_: ()) {
+pub(super) fn die_with_parent(_: ()) {
     // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);

@@ -78,6 +78,11 @@ impl ImageEntrypoint {
             && (magic == *b"\x7fELF" || magic.starts_with(b"#!"))
     }
 
+    /// The file's size in bytes.
+    pub fn size(&self) -> std::io::Result<u64> {
+        self.file.metadata().map(|meta| meta.len())
+    }
+
     /// The whole file, when it is a wasm binary (module or component).
     pub fn wasm_bytes(mut self) -> std::io::Result<Option<Vec<u8>>> {
         let mut bytes = Vec::new();

@@ -30,6 +30,8 @@ pub mod seccomp;
 
 use serde::{Deserialize, Serialize};
 
+use crate::container::CompileLimits;
+
 /// The node-wide switch that turns wasmrunner's own seccomp filter off (`off`), set in the
 /// environment containerd starts shims with. A pod cannot set it: the container's env
 /// reaches only the container.
@@ -40,6 +42,11 @@ pub const GUEST_SECCOMP_ENV: &str = "WASMRUNNER_GUEST_SECCOMP";
 /// pod's env triggers nothing.
 pub const TEST_FAULTS_ENV: &str = "WASMRUNNER_TEST_FAULTS";
 
+/// The largest module a container may run, in MiB (default [`DEFAULT_MAX_MODULE_MIB`]):
+/// a larger one fails its Create with a clear error instead of being read and compiled.
+pub const MAX_MODULE_ENV: &str = "WASMRUNNER_MAX_MODULE_MIB";
+pub const DEFAULT_MAX_MODULE_MIB: u64 = 256;
+
 /// How this node isolates Wasm guests, read once from the serving process's environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodePolicy {
@@ -47,6 +54,10 @@ pub struct NodePolicy {
     pub guest_seccomp: bool,
     /// Honour fault-injection requests in a container's env (tests only).
     pub test_faults: bool,
+    /// What one compile on the host may use.
+    pub compile: CompileLimits,
+    /// The largest module a container may run (its file in the image, or its layer).
+    pub max_module_bytes: u64,
 }
 
 impl Default for NodePolicy {
@@ -54,6 +65,8 @@ impl Default for NodePolicy {
         Self {
             guest_seccomp: true,
             test_faults: false,
+            compile: CompileLimits::default(),
+            max_module_bytes: DEFAULT_MAX_MODULE_MIB << 20,
         }
     }
 }
@@ -64,6 +77,11 @@ impl NodePolicy {
         Self {
             guest_seccomp: !var(GUEST_SECCOMP_ENV).eq_ignore_ascii_case("off"),
             test_faults: var(TEST_FAULTS_ENV) == "1",
+            compile: CompileLimits::from_env(),
+            max_module_bytes: var(MAX_MODULE_ENV)
+                .parse::<u64>()
+                .map_or(DEFAULT_MAX_MODULE_MIB, |mib| mib)
+                << 20,
         }
     }
 }

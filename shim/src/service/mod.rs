@@ -7,10 +7,9 @@ mod process;
 mod task;
 
 use std::collections::HashMap;
-use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use containerd_shim::api::{
@@ -38,7 +37,7 @@ use containerd_shim_wasm::sandbox::context::WasmLayer;
 use oci_spec::runtime::Spec;
 
 use crate::cgroups::ContainerCgroup;
-use crate::container::{self, ContainerConfig, HeldOutput, Runs};
+use crate::container::{self, BoundedCompiler, ContainerConfig, HeldOutput, Runs};
 use crate::content::{ContentStore, cache_key_hash};
 use crate::entrypoint::ImageEntrypoint;
 use crate::isolation::{NodePolicy, guest_spec};
@@ -60,7 +59,8 @@ const DELETE_EXIT_WAIT: Duration = Duration::from_secs(5);
 
 pub struct TaskService<S: Shim> {
     inner: Arc<Inner>,
-    _engine: PhantomData<fn() -> S>,
+    /// The engine's compiler, run in a limited child per compile; made on first use.
+    compiler: OnceLock<Option<BoundedCompiler<S>>>,
 }
 
 struct Inner {
@@ -77,6 +77,8 @@ struct Inner {
     exit: Arc<ExitSignal>,
     /// Drives the gRPC calls to containerd's content store.
     runtime: tokio::runtime::Runtime,
+    /// The connection to containerd's content store, made on first use and kept.
+    content_store: tokio::sync::OnceCell<ContentStore>,
     /// Creates under way: a manager is not idle while one is, even with no task listed yet.
     creating: AtomicUsize,
     /// When a task was last created or deleted, or `shim start` announced one, for the
@@ -168,10 +170,11 @@ impl<S: Shim> TaskService<S> {
                     .worker_threads(1)
                     .enable_all()
                     .build()?,
+                content_store: tokio::sync::OnceCell::new(),
                 creating: AtomicUsize::new(0),
                 last_activity: Mutex::new(Instant::now()),
             }),
-            _engine: PhantomData,
+            compiler: OnceLock::new(),
         })
     }
 
@@ -233,6 +236,9 @@ impl<S: Shim> TaskService<S> {
             None
         };
         let native = entrypoint.as_ref().is_some_and(ImageEntrypoint::is_native);
+        if !native {
+            self.check_module_sizes(entrypoint.as_ref(), &wasm_layers)?;
+        }
         let compiled_module = match entrypoint {
             _ if native => None,
             _ if !wasm_layers.is_empty() => self.mapped_layer(&mut wasm_layers),
@@ -323,23 +329,65 @@ impl<S: Shim> TaskService<S> {
         })
     }
 
+    /// Refuses a workload whose module is over the node's size cap
+    /// ([`crate::isolation::MAX_MODULE_ENV`]), before anything reads or compiles it.
+    fn check_module_sizes(
+        &self,
+        entrypoint: Option<&ImageEntrypoint>,
+        layers: &[WasmLayer],
+    ) -> TtrpcResult<()> {
+        let max = self.inner.policy.max_module_bytes;
+        let sizes = entrypoint
+            .and_then(|entry| Some((entry.path.clone(), entry.size().ok()?)))
+            .into_iter()
+            .chain(layers.iter().map(|layer| {
+                (
+                    format!("image layer {}", layer.config.digest()),
+                    layer.config.size(),
+                )
+            }));
+        for (what, bytes) in sizes {
+            if bytes > max {
+                return Err(status(
+                    ttrpc::Code::FAILED_PRECONDITION,
+                    format!(
+                        "the module {what} is {} MiB; this node runs modules of at most {} MiB ({})",
+                        bytes.div_ceil(1 << 20),
+                        max >> 20,
+                        crate::isolation::MAX_MODULE_ENV
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The engine's compiler (see [`BoundedCompiler`]), made once per process.
+    fn compiler(&self) -> Option<&BoundedCompiler<S>> {
+        self.compiler
+            .get_or_init(|| {
+                let limits = self.inner.policy.compile;
+                self.inner.runtime.block_on(BoundedCompiler::new(limits))
+            })
+            .as_ref()
+    }
+
     /// The image's wasm layers, from containerd's content store, precompiled by the engine
     /// (and cached there) when it can (empty for images whose rootfs holds the module).
     fn wasm_layers(&self, id: &str) -> TtrpcResult<Vec<WasmLayer>> {
         let inner = &self.inner;
+        let compiler = self.compiler();
         inner
             .runtime
             .block_on(async {
-                let store =
-                    ContentStore::connect(&inner.containerd_address, &inner.namespace).await?;
-                let compiler = S::compiler().await;
+                let store = inner
+                    .content_store
+                    .get_or_try_init(|| {
+                        ContentStore::connect(&inner.containerd_address, &inner.namespace)
+                    })
+                    .await?;
                 store
-                    .wasm_layers(
-                        id,
-                        S::name(),
-                        S::supported_layers_types(),
-                        compiler.as_ref(),
-                    )
+                    .wasm_layers(id, S::name(), S::supported_layers_types(), compiler)
                     .await
             })
             .map_err(|e| internal(format!("reading the image's wasm layers: {e}")))
@@ -349,11 +397,12 @@ impl<S: Shim> TaskService<S> {
     /// failure only costs the container its own compile, so it is logged and passed over.
     fn compiled_module(&self, entrypoint: ImageEntrypoint) -> Option<CompiledModule> {
         let cache = self.inner.module_cache.as_ref()?;
-        let prepared = self.inner.runtime.block_on(async {
-            let compiler = S::compiler().await?;
-            Some(cache.prepare(entrypoint, &compiler).await)
-        });
-        match prepared? {
+        let compiler = self.compiler()?;
+        match self
+            .inner
+            .runtime
+            .block_on(cache.prepare(entrypoint, compiler))
+        {
             Ok(module) => module,
             Err(err) => {
                 tracing::warn!("node module cache: {err}");
@@ -373,10 +422,7 @@ impl<S: Shim> TaskService<S> {
         if !layer.precompiled {
             return None;
         }
-        let cache_key = self
-            .inner
-            .runtime
-            .block_on(async { S::compiler().await.map(|c| cache_key_hash(c.cache_key())) })?;
+        let cache_key = cache_key_hash(self.compiler()?.cache_key());
         match cache.keep_precompiled(&cache_key, &layer.layer) {
             Ok(module) => {
                 layer.layer = Vec::new();

@@ -18,6 +18,7 @@ pub fn cases() -> Vec<Case> {
         ),
         Case::new("truncated_module", truncated_module),
         Case::new("corrupted_wasm_layer", corrupted_wasm_layer).needs(&[Needs::WasmLayers]),
+        Case::new("module_over_the_size_cap", module_over_the_size_cap),
     ]
 }
 
@@ -32,6 +33,27 @@ fn fails_clearly(env: &Env, image: TestImage, status: i32, message: &str) -> Res
     anyhow::ensure!(
         out.stdout.contains(HELLO),
         "a good module failed after a bad one: {out}"
+    );
+    Ok(())
+}
+
+/// A module over the node's size cap is refused at Create, before the shim reads or
+/// compiles it, with the cap in the message; nothing of it is left, and the shim goes on.
+fn module_over_the_size_cap(env: &Env) -> Result<()> {
+    let out = env.run_rm(TestImage::Oversized, &[])?;
+    anyhow::ensure!(!out.success(), "a module over the cap ran: {out}");
+    let out =
+        out.expect_output("this node runs modules of at most 8 MiB (WASMRUNNER_MAX_MODULE_MIB)")?;
+    anyhow::ensure!(
+        out.output().contains("/big.wasm is 10 MiB"),
+        "the message does not name the module and its size: {out}"
+    );
+    let good = env
+        .run_rm(TestImage::Hello(Target::WasiP1, Flavour::Image), &[])?
+        .ok()?;
+    anyhow::ensure!(
+        good.stdout.contains(HELLO),
+        "a good module failed after: {good}"
     );
     Ok(())
 }
