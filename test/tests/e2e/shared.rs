@@ -36,6 +36,11 @@ pub fn cases() -> Vec<Case> {
             "containerd_restart_keeps_tasks",
             containerd_restart_keeps_tasks,
         ),
+        Case::new(
+            "simultaneous_first_starts_make_one_manager",
+            simultaneous_first_starts_make_one_manager,
+        )
+        .needs(&[Needs::SharedMode]),
     ]
 }
 
@@ -113,6 +118,97 @@ fn one_manager_serves_every_container(env: &Env) -> Result<()> {
     for task in tasks {
         task.kill_and_remove(env, WAIT)?;
     }
+    Ok(())
+}
+
+/// 20 `ctr run --rm` at the same moment in a namespace with no manager: every one prints
+/// its hello and exactly one manager serves them. Then again once that manager has exited
+/// as idle, over a stale socket left where the manager's goes (as a manager killed with
+/// SIGKILL leaves it): every start then finds the socket dead, and without one start at a
+/// time they removed it under each other ("remove socket: not found").
+fn simultaneous_first_starts_make_one_manager(env: &Env) -> Result<()> {
+    let containerd = &env.containerd;
+    let namespace = format!("{}-burst-{}", containerd.namespace, env.engine.label());
+    let hello = TestImage::Hello(Target::WasiP1, Flavour::Image);
+    env.import_into(&namespace, hello)?.ok()?;
+    let binary = manager_binary(env)?;
+    for round in ["first", "over a stale socket"] {
+        let deadline = Instant::now() + WAIT;
+        while !containerd.managers(&binary, &namespace).is_empty() {
+            ensure!(
+                Instant::now() < deadline,
+                "the manager did not exit as idle"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if round == "over a stale socket" {
+            leave_a_stale_manager_socket(env, &namespace)?;
+        }
+        let starts = (0..20)
+            .map(|_| {
+                let id = env.container_id("burst");
+                let mut command = containerd.ctr_command_in(&namespace);
+                command
+                    .args(["run", "--rm", "--runtime", &env.engine.runtime()])
+                    .args([hello.name(), id])
+                    .stdin(std::process::Stdio::null());
+                command
+            })
+            .collect::<Vec<_>>();
+        let outcomes: Vec<Result<_>> = std::thread::scope(|scope| {
+            let runs: Vec<_> = starts
+                .into_iter()
+                .map(|mut command| scope.spawn(move || run_command_within(&mut command, WAIT * 3)))
+                .collect();
+            runs.into_iter()
+                .map(|run| {
+                    run.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("panicked")))
+                })
+                .collect()
+        });
+        let failed: Vec<String> = outcomes
+            .into_iter()
+            .filter_map(|outcome| match outcome {
+                Ok(out) if out.success() && out.stdout.contains(HELLO) => None,
+                Ok(out) => Some(out.to_string()),
+                Err(err) => Some(format!("{err:#}")),
+            })
+            .collect();
+        ensure!(
+            failed.is_empty(),
+            "{round} burst: {} of 20 runs failed: {failed:#?}",
+            failed.len()
+        );
+        let managers = containerd.managers(&binary, &namespace);
+        ensure!(
+            managers.len() == 1,
+            "{round} burst: expected one manager, found {managers:?}"
+        );
+    }
+    for failure in remove_cgroup(&format!("/{namespace}")) {
+        eprintln!("{failure}");
+    }
+    Ok(())
+}
+
+/// Binds and closes a unix socket where the shim puts the manager's of `namespace`
+/// (`containerd_shim::socket_address`: `/run/containerd/s/<sha256 of address/ns/grouping>`).
+fn leave_a_stale_manager_socket(env: &Env, namespace: &str) -> Result<()> {
+    use sha2::{Digest, Sha256};
+    let grouping = format!("wasmrunner-{}-manager", env.engine.name);
+    let key = std::path::Path::new(&env.containerd.socket())
+        .join(namespace)
+        .join(grouping);
+    let hash: String = Sha256::digest(key.display().to_string())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let socket = std::path::Path::new("/run/containerd/s").join(hash);
+    std::fs::create_dir_all("/run/containerd/s")?;
+    let _ = std::fs::remove_file(&socket);
+    drop(std::os::unix::net::UnixListener::bind(&socket)?);
+    ensure!(socket.exists(), "no stale socket at {}", socket.display());
     Ok(())
 }
 
