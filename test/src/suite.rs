@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use std::path::PathBuf;
+
 use anyhow::{Context, Result, bail};
 use wasmrunner_oci::Flavour;
 
@@ -251,6 +253,15 @@ impl Env {
             let words: Vec<&str> = line.split_whitespace().collect();
             (words.first() == Some(&id)).then(|| words.last().map(|s| s.to_string()))?
         }))
+    }
+
+    /// containerd's bundle of task `id`: `<state>/io.containerd.runtime.v2.task/<ns>/<id>`.
+    pub fn bundle_of(&self, id: &str) -> PathBuf {
+        self.containerd
+            .state_dir()
+            .join("io.containerd.runtime.v2.task")
+            .join(&self.containerd.namespace)
+            .join(id)
     }
 
     /// The host pid of task `id`'s init process, from `ctr task ls`.

@@ -3,6 +3,7 @@
 
 mod events;
 mod exits;
+mod options;
 mod process;
 mod task;
 
@@ -14,14 +15,14 @@ use std::time::{Duration, Instant};
 
 use containerd_shim::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
-    DeleteRequest, Empty, ExecProcessRequest, KillRequest, Options, PidsRequest, PidsResponse,
+    DeleteRequest, Empty, ExecProcessRequest, KillRequest, PidsRequest, PidsResponse,
     ResizePtyRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse,
     StatsRequest, StatsResponse, UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim::protos::events::task::{
     TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart,
 };
-use containerd_shim::protos::protobuf::{Message, MessageField};
+use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::ttrpc;
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::protos::types::task::Status;
@@ -30,6 +31,7 @@ use containerd_shim_wasm::shim::{Compiler as _, Shim};
 
 use events::{Event, EventSink};
 use exits::ExitWatcher;
+use options::runtime_options;
 pub use process::{ServingConfig, ShimProcess};
 use task::{Phase, Task, timestamp};
 
@@ -436,6 +438,21 @@ impl<S: Shim> TaskService<S> {
     }
 
     fn start_task(&self, task: &Task) -> TtrpcResult<u32> {
+        match task.phase() {
+            Phase::Created => {}
+            Phase::Running => {
+                return Err(status(
+                    ttrpc::Code::FAILED_PRECONDITION,
+                    format!("task {} was started already", task.id),
+                ));
+            }
+            Phase::Stopped { .. } => {
+                return Err(status(
+                    ttrpc::Code::FAILED_PRECONDITION,
+                    format!("task {} has exited; it cannot be started", task.id),
+                ));
+            }
+        }
         container::start(&task.state_root, &task.id).map_err(internal)?;
         if !task.mark_running() {
             return Err(status(
@@ -685,28 +702,6 @@ fn mount_rootfs(bundle: &Path, req: &CreateTaskRequest) -> TtrpcResult<()> {
             .map_err(|e| internal(format!("mounting the rootfs: {e}")))?;
     }
     Ok(())
-}
-
-/// The runtime's options (`[... .runtimes.<handler>.options]` in containerd's config).
-struct RuntimeOptions {
-    systemd_cgroup: bool,
-}
-
-fn runtime_options(req: &CreateTaskRequest) -> TtrpcResult<RuntimeOptions> {
-    let systemd_cgroup = match req.options.as_ref() {
-        Some(any) if any.type_url.ends_with("containerd.runc.v1.Options") => {
-            Options::parse_from_bytes(&any.value)
-                .map_err(|e| {
-                    status(
-                        ttrpc::Code::INVALID_ARGUMENT,
-                        format!("runtime options: {e}"),
-                    )
-                })?
-                .systemd_cgroup
-        }
-        _ => false,
-    };
-    Ok(RuntimeOptions { systemd_cgroup })
 }
 
 /// Where libcontainer keeps state for `namespace`: beside containerd's own task state

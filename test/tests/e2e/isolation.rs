@@ -5,7 +5,7 @@
 //! line. Native containers keep the spec containerd wrote.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
@@ -47,7 +47,9 @@ fn guest_reaches_nothing(env: &Env, image: TestImage) -> Result<()> {
 }
 
 fn try_escapes(env: &Env, image: TestImage, neighbour: &Attached) -> Result<()> {
-    let neighbour_file = bundle_of(env, &neighbour.id).join("rootfs/data/greeting.txt");
+    let neighbour_file = env
+        .bundle_of(&neighbour.id)
+        .join("rootfs/data/greeting.txt");
     ensure!(
         neighbour_file.is_file(),
         "the neighbour's file {} is not on the host: nothing would be tested",
@@ -249,7 +251,7 @@ fn proc_strings(pid: u32, file: &str) -> Result<Vec<String>> {
 
 /// The args and env of the bundle's `config.json`, as containerd wrote it.
 fn spec_process(env: &Env, id: &str) -> Result<(Vec<String>, Vec<String>)> {
-    let path = bundle_of(env, id).join("config.json");
+    let path = env.bundle_of(id).join("config.json");
     let spec: serde_json::Value = serde_json::from_slice(
         &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
     )?;
@@ -262,13 +264,4 @@ fn spec_process(env: &Env, id: &str) -> Result<(Vec<String>, Vec<String>)> {
             .collect()
     };
     Ok((strings("args"), strings("env")))
-}
-
-/// containerd's bundle of task `id`: `<state>/io.containerd.runtime.v2.task/<ns>/<id>`.
-fn bundle_of(env: &Env, id: &str) -> PathBuf {
-    env.containerd
-        .state_dir()
-        .join("io.containerd.runtime.v2.task")
-        .join(&env.containerd.namespace)
-        .join(id)
 }

@@ -3,6 +3,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use containerd_shim_protos::shim::shim::StartRequest;
+use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
+use containerd_shim_protos::ttrpc;
 use wasmrunner_e2e::fixtures::Target;
 use wasmrunner_e2e::images::TestImage;
 use wasmrunner_e2e::suite::delete_container;
@@ -19,7 +22,54 @@ pub fn cases() -> Vec<Case> {
             sigkill_stops_a_running_module,
         ),
         Case::new("task_ls_and_metrics", task_ls_and_metrics),
+        Case::new(
+            "starting_a_running_task_is_refused",
+            starting_a_running_task_is_refused,
+        ),
     ]
+}
+
+/// A second Start of a running task is refused as a failed precondition (not an internal
+/// error), and the task keeps running.
+fn starting_a_running_task_is_refused(env: &Env) -> Result<()> {
+    let task = env.start_attached(TestImage::Probe(Target::WasiP1), &["/probe.wasm", "sleep"])?;
+    let again = start_again(env, &task.id);
+    let still = env.task_status(&task.id);
+    task.kill_and_remove(env, Duration::from_secs(20))?;
+    let refusal = match again? {
+        Ok(()) => anyhow::bail!("a second Start of a running task succeeded"),
+        Err(refusal) => refusal,
+    };
+    ensure!(
+        refusal.code() == ttrpc::Code::FAILED_PRECONDITION
+            && refusal.message().contains("was started already"),
+        "a second Start was refused with {:?}: {}",
+        refusal.code(),
+        refusal.message()
+    );
+    ensure!(
+        still?.as_deref() == Some("RUNNING"),
+        "the task stopped running after a second start"
+    );
+    Ok(())
+}
+
+/// Sends Start for task `id` straight to the shim serving it (ctr would create a task
+/// again): `Ok(Err(status))` is the shim's refusal.
+fn start_again(env: &Env, id: &str) -> Result<std::result::Result<(), ttrpc::Status>> {
+    let address = std::fs::read_to_string(env.bundle_of(id).join("address"))
+        .context("reading the shim's address from the bundle")?;
+    let client = ttrpc::Client::connect(address.trim())
+        .with_context(|| format!("connecting to the shim at {address}"))?;
+    let request = StartRequest {
+        id: id.to_string(),
+        ..Default::default()
+    };
+    match TaskClient::new(client).start(ttrpc::context::with_timeout(10_000_000_000), &request) {
+        Ok(_) => Ok(Ok(())),
+        Err(ttrpc::Error::RpcStatus(status)) => Ok(Err(status)),
+        Err(err) => Err(anyhow::anyhow!("calling Start: {err}")),
+    }
 }
 
 fn stop_with(env: &Env, signal: &str, expected_status: i32) -> Result<()> {
