@@ -11,11 +11,9 @@ use std::marker::PhantomData;
 use containerd_shim_wasm::sandbox::context::WasmLayer;
 use containerd_shim_wasm::shim::{Compiler, Shim};
 use serde::{Deserialize, Serialize};
-use zygote::Zygote;
 
-use super::zygote::die_with_parent;
+use super::zygote::{die_with_parent, fork_child};
 use crate::content::cache_key_hash;
-use crate::failure::panic_reason;
 
 /// The address space a compile may use, in MiB (default 4096).
 pub const COMPILE_MAX_MEMORY_ENV: &str = "WASMRUNNER_COMPILE_MAX_MEMORY_MIB";
@@ -100,12 +98,7 @@ impl<S: Shim> Compiler for BoundedCompiler<S> {
 
     async fn compile(&self, layers: &[WasmLayer]) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
         let limits = self.limits;
-        let child = std::panic::catch_unwind(|| Zygote::global().spawn()).map_err(|panic| {
-            anyhow::anyhow!(
-                "cannot fork a compiler from the zygote: {}",
-                panic_reason(&*panic)
-            )
-        })?;
+        let child = fork_child("a compiler").map_err(|reason| anyhow::anyhow!(reason))?;
         let compiled = child
             .try_run(compile_in_child::<S>, (layers.to_vec(), limits))
             .map_err(|err| {

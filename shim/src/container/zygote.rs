@@ -98,21 +98,38 @@ pub fn create<S: Shim>(config: ContainerConfig) -> Result<u32, ContainerError> {
 /// same process reads the first one's messages: "received unexpected message: InitReady").
 fn build<S: Shim>(config: ContainerConfig) -> Result<u32, ContainerError> {
     let id = config.id.clone();
-    // The fork happens inside the global zygote; `spawn` panics when that fails.
-    let builder = std::panic::catch_unwind(|| Zygote::global().spawn()).map_err(|panic| {
-        ContainerError::Zygote(format!(
-            "cannot fork a builder from the zygote: {}",
-            panic_reason(&*panic)
-        ))
-    })?;
+    let builder = fork_child("a builder").map_err(ContainerError::Zygote)?;
     builder
         .try_run(create_in_zygote::<S>, config)
         .map_err(|e| ContainerError::Zygote(e.to_string()))?
         .map_err(|reason| ContainerError::Create { id, reason })
 }
 
+/// A fresh copy of the zygote, for work that must not hold the global zygote (whose one
+/// channel every container of the process shares) for long; it exits when dropped. The fork
+/// happens inside the global zygote; `spawn` panics when that fails.
+pub(super) fn fork_child(purpose: &str) -> Result<Zygote, String> {
+    std::panic::catch_unwind(|| Zygote::global().spawn()).map_err(|panic| {
+        format!(
+            "cannot fork {purpose} from the zygote: {}",
+            panic_reason(&*panic)
+        )
+    })
+}
+
+/// Runs `operation` in a zygote. A delete, which may wait seconds for killed processes to
+/// leave their cgroup, runs in a child of its own, so it never holds the global zygote
+/// while other containers start, stop or are signalled.
 pub fn operate(state_root: &Path, id: &str, operation: Operation) -> Result<(), ContainerError> {
-    Zygote::global()
+    let child;
+    let zygote = match operation {
+        Operation::Delete => {
+            child = fork_child("a deleter").map_err(ContainerError::Zygote)?;
+            &child
+        }
+        Operation::Start | Operation::Kill { .. } => Zygote::global(),
+    };
+    zygote
         .try_run(
             operate_in_zygote,
             (state_root.to_path_buf(), id.to_string(), operation),
