@@ -17,6 +17,7 @@ mod memory;
 pub mod module_cache;
 pub mod service;
 mod signals;
+mod sys;
 #[cfg(test)]
 mod test_fifo;
 mod version;

@@ -1,20 +1,11 @@
 //! Opening a file of a container's rootfs from the host, the way the container will see it:
 //! every path, symlinks and `..` included, is resolved inside the rootfs, never outside it.
 
-use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-/// The kernel's `struct open_how` (version 0, 24 bytes): `libc::open_how` cannot be built
-/// outside libc.
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
+use crate::sys::openat2_read;
 
 /// Opens `path` (absolute, or relative to `cwd`) for reading, as seen from inside `rootfs`
 /// (`openat2` with `RESOLVE_IN_ROOT`: a symlink to `/etc/shadow` in an image means the
@@ -29,34 +20,15 @@ pub fn open_regular(rootfs: &File, cwd: &Path, path: &Path) -> std::io::Result<O
     let Ok(relative) = full.strip_prefix("/") else {
         return Ok(None);
     };
-    let Ok(c_path) = CString::new(relative.as_os_str().as_bytes()) else {
+    let Some(file) = openat2_read(
+        rootfs.as_raw_fd(),
+        relative,
+        0,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )?
+    else {
         return Ok(None);
     };
-    let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 reads the NUL-terminated path and the `open_how` of the size given,
-    // both alive for the call, and returns a new descriptor or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            rootfs.as_raw_fd(),
-            c_path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EACCES) => Ok(None),
-            _ => Err(err),
-        };
-    }
-    // SAFETY: `fd` was just returned by openat2 and is owned by nobody else.
-    let file = unsafe { File::from_raw_fd(fd as i32) };
     Ok(file.metadata()?.is_file().then_some(file))
 }
 

@@ -26,6 +26,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::content::cache_key_hash;
 use crate::entrypoint::ImageEntrypoint;
+use crate::sys::ExclusiveLock;
 
 mod eviction;
 mod trust;
@@ -231,33 +232,14 @@ impl ModuleCache {
     }
 }
 
-/// An exclusive `flock` on `<dir>/.<sha256>.lock`, shared by every process on the node,
-/// released when dropped (the empty lock file stays).
-struct CompileLock {
-    /// Holding the descriptor holds the lock; closing it releases it.
-    _file: File,
-}
+/// The node-wide lock on one entry, `<dir>/.<sha256>.lock`: one writer at a time.
+struct CompileLock;
 
 impl CompileLock {
-    fn take(dir: &Path, sha256: &str) -> Result<Self, ModuleCacheError> {
+    fn take(dir: &Path, sha256: &str) -> Result<ExclusiveLock, ModuleCacheError> {
         create_private_dir(dir)?;
         let path = dir.join(format!(".{sha256}.lock"));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_error(format!("opening {}", path.display())))?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on a descriptor this function owns; it blocks until the lock is ours.
-        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0;
-        if !locked {
-            return Err(io_error(format!("locking {}", path.display()))(
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(Self { _file: file })
+        ExclusiveLock::take(&path).map_err(io_error(format!("locking {}", path.display())))
     }
 }
 

@@ -2,10 +2,11 @@
 //! only root may ever have been able to write it, or any directory on the way to it.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use crate::sys::openat2_read;
 
 /// Why a cache directory is not used.
 #[derive(Debug, thiserror::Error)]
@@ -57,46 +58,19 @@ pub fn trusted_dir(dir: &Path) -> Result<PathBuf, UntrustedDir> {
     Ok(canonical)
 }
 
-/// The kernel's `struct open_how` (see `entrypoint::in_root`).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
 /// Opens a cache entry read-only, following no symlink anywhere on its path, and keeps it
 /// only if it is a regular file of this process's user that nobody else can write. `None`
 /// when there is no such entry.
 pub fn open_entry(path: &Path) -> std::io::Result<Option<File>> {
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+    let Some(file) = openat2_read(
+        libc::AT_FDCWD,
+        path,
+        libc::O_NOFOLLOW,
+        libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    )?
+    else {
         return Ok(None);
     };
-    let how = OpenHow {
-        flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 reads the NUL-terminated path and the `open_how` of the size given,
-    // both alive for the call, and returns a new descriptor or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR) => Ok(None),
-            _ => Err(err),
-        };
-    }
-    // SAFETY: `fd` was just returned by openat2 and is owned by nobody else.
-    let file = unsafe { File::from_raw_fd(fd as i32) };
     let meta = file.metadata()?;
     let trusted = meta.is_file() && meta.uid() == euid() && meta.mode() & 0o022 == 0;
     Ok(trusted.then_some(file))

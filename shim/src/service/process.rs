@@ -2,9 +2,7 @@
 //! print its address), `delete` (clean up after a serving process that died), and serving.
 
 use std::marker::PhantomData;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -20,6 +18,7 @@ use super::{TaskService, state_root};
 use crate::container;
 use crate::isolation::NodePolicy;
 use crate::module_cache::ModuleCache;
+use crate::sys::ExclusiveLock;
 use crate::version::Mode;
 
 /// How long `shim start` waits for a running manager to answer.
@@ -47,38 +46,20 @@ fn announce(address: &str, id: &str) -> bool {
         .is_ok()
 }
 
-/// An exclusive `flock` on `<manager socket>.lock`, held by a shared-mode `shim start`
-/// while it makes or finds the manager; released when dropped. Without it, starts racing for
-/// a new manager could each find the socket unusable and remove it, one failing with "remove
-/// socket: not found" or leaving a second manager.
-struct StartLock {
-    /// Holding the descriptor holds the lock.
-    _file: std::fs::File,
-}
-
-impl StartLock {
-    fn take(address: &str) -> containerd_shim::Result<Self> {
-        let socket = address.strip_prefix("unix://").unwrap_or(address);
-        let path = format!("{socket}.lock");
-        let failed = |err: std::io::Error| {
-            containerd_shim::Error::Other(format!("taking the start lock {path}: {err}"))
-        };
-        if let Some(dir) = Path::new(&path).parent() {
-            std::fs::create_dir_all(dir).map_err(failed)?;
-        }
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(failed)?;
-        // SAFETY: flock on a descriptor this function owns; it blocks until the lock is ours.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(failed(std::io::Error::last_os_error()));
-        }
-        Ok(Self { _file: file })
+/// The lock a shared-mode `shim start` holds on `<manager socket>.lock` while it makes or
+/// finds the manager. Without it, starts racing for a new manager could each find the
+/// socket unusable and remove it, one failing with "remove socket: not found" or leaving a
+/// second manager.
+fn start_lock(address: &str) -> containerd_shim::Result<ExclusiveLock> {
+    let socket = address.strip_prefix("unix://").unwrap_or(address);
+    let path = PathBuf::from(format!("{socket}.lock"));
+    let failed = |err: std::io::Error| {
+        containerd_shim::Error::Other(format!("taking the start lock {}: {err}", path.display()))
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(failed)?;
     }
+    ExclusiveLock::take(&path).map_err(failed)
 }
 
 /// `StartOpts` is not `Clone`.
@@ -175,7 +156,7 @@ impl<S: Shim> containerd_shim::Shim for ShimProcess<S> {
         // Shared: one `start` at a time makes or finds the manager, so two never remove each
         // other's socket or start a second manager.
         let _one_at_a_time = match self.mode {
-            Mode::Shared => Some(StartLock::take(&containerd_shim::socket_address(
+            Mode::Shared => Some(start_lock(&containerd_shim::socket_address(
                 &opts.address,
                 &opts.namespace,
                 &grouping,

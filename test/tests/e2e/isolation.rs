@@ -65,8 +65,17 @@ fn try_escapes(env: &Env, image: TestImage, neighbour: &Attached) -> Result<()> 
     args.extend(host_paths.iter().map(String::as_str));
     args.push("sleep");
     let guest = env.start_attached_with(image, &["--env", "GUEST_MARKER=visible"], &args)?;
-    let checked = check_guest_output(&guest.stdout(), FIXED_ESCAPES + 2 * host_paths.len())
+    let report = guest.stdout();
+    let checked = check_guest_output(&report, FIXED_ESCAPES + 2 * host_paths.len())
         .and_then(|()| check_guest_process(env, &guest.id));
+    if checked.is_ok() {
+        // What each try got, in the suite's output: the record of what a guest meets.
+        println!(
+            "{} escapes from {}:\n{report}",
+            env.engine.label(),
+            image.name()
+        );
+    }
     guest.kill_and_remove(env, WAIT)?;
     checked
 }

@@ -1,0 +1,86 @@
+//! Two system calls the shim needs with care, in one place each: `openat2` (paths resolved
+//! under the kernel's rules, not the caller's) and an exclusive `flock` on a lock file.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// The kernel's `struct open_how` (version 0, 24 bytes): `libc::open_how` cannot be built
+/// outside libc.
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// `openat2(dir, path, flags, resolve)` for reading (`flags` adds to `O_RDONLY |
+/// O_CLOEXEC | O_NOCTTY | O_NONBLOCK`, so a FIFO never blocks the open). `None` when
+/// nothing is found there or a link on the way is refused (`ENOENT`, `ENOTDIR`, `ELOOP`,
+/// `EACCES`, `EXDEV`).
+pub fn openat2_read(
+    dir: RawFd,
+    path: &Path,
+    flags: i32,
+    resolve: u64,
+) -> std::io::Result<Option<File>> {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return Ok(None);
+    };
+    let how = OpenHow {
+        flags: (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK | flags)
+            as u64,
+        mode: 0,
+        resolve,
+    };
+    // SAFETY: openat2 reads the NUL-terminated path and the `open_how` of the size given,
+    // both alive for the call, and returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir,
+            c_path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        let err = std::io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP | libc::EACCES | libc::EXDEV) => {
+                Ok(None)
+            }
+            _ => Err(err),
+        };
+    }
+    // SAFETY: `fd` was just returned by openat2 and is owned by nobody else.
+    Ok(Some(unsafe { File::from_raw_fd(fd as i32) }))
+}
+
+/// An exclusive `flock` on a lock file (created, mode 0600, if missing), shared by every
+/// process of the node, released when dropped; the empty file stays.
+pub struct ExclusiveLock {
+    /// Holding the descriptor holds the lock; closing it releases it.
+    _file: File,
+}
+
+impl ExclusiveLock {
+    /// Blocks until the lock on `path` is this process's.
+    pub fn take(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        // SAFETY: flock on a descriptor this function owns; it blocks until the lock is ours.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Self { _file: file })
+    }
+}
