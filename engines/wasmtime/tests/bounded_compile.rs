@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use containerd_shim_wasm::sandbox::context::WasmLayer;
 use containerd_shim_wasm::shim::Compiler;
 use oci_spec::image::{Descriptor, MediaType};
-use wasmrunner_shim::container::{BoundedCompiler, CompileLimits, init_zygote};
+use wasmrunner_shim::container::{BoundedCompiler, init_zygote};
+use wasmrunner_shim::isolation::CompileLimits;
 use wasmrunner_wasmtime::WasmtimeShim;
 
 fn layer(bytes: Vec<u8>) -> WasmLayer {

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::isolation::NodePolicy;
 use crate::module_cache::CompiledModule;
 
-pub use compile::{BoundedCompiler, CompileLimits};
+pub use compile::BoundedCompiler;
 pub use context::WorkloadContext;
 pub use stdio::HeldOutput;
 pub use zygote::init as init_zygote;

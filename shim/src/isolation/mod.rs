@@ -24,13 +24,14 @@
 //! (the WasmEdge one against a private glibc and libLLVM), so an `execve` there cannot
 //! start. Scrubbing in place reaches the same state for what a guest can observe.
 
+mod compile_limits;
 pub mod guest_spec;
 pub mod scrub;
 pub mod seccomp;
 
 use serde::{Deserialize, Serialize};
 
-use crate::container::CompileLimits;
+pub use compile_limits::{COMPILE_MAX_CPU_ENV, COMPILE_MAX_MEMORY_ENV, CompileLimits};
 
 /// The node-wide switch that turns wasmrunner's own seccomp filter off (`off`), set in the
 /// environment containerd starts shims with. A pod cannot set it: the container's env
