@@ -130,11 +130,32 @@ impl Env {
     pub fn k8s_image(&self, image: TestImage) -> Result<String> {
         self.containerd
             .import_once(K8S_NAMESPACE, &image.name(), || {
-                self.import_into(K8S_NAMESPACE, image)
+                let imported = self.import_into(K8S_NAMESPACE, image)?;
+                if imported.success() {
+                    self.wait_until_cri_sees(&image.name())?;
+                }
+                Ok(imported)
             })?
             .ok()
             .with_context(|| format!("importing into {K8S_NAMESPACE}"))?;
         Ok(image.name())
+    }
+
+    /// Waits until CRI's image service lists `reference`: containerd 2.x updates it from the
+    /// import's event, after `ctr image import` returns, and a pod started before then has
+    /// CRI try to pull the image from its registry (which no test can reach).
+    fn wait_until_cri_sees(&self, reference: &str) -> Result<()> {
+        let client = self.cri_client()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if client.image_status(reference)?.image.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("CRI does not list {reference} 10 s after its import");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// A new connection to containerd's CRI services.

@@ -33,7 +33,8 @@ impl OomWatch {
     }
 
     /// Stops the watch and waits for its thread to end, including a call of the callback that
-    /// is under way. Called from within the callback itself, it does not wait.
+    /// is under way and one for an OOM already signalled. Called from within the callback
+    /// itself, it does not wait.
     pub fn stop(mut self) {
         self.signal_stop();
         if let Some(thread) = self.thread.take()
@@ -98,8 +99,9 @@ pub(super) fn watch_v1(
 }
 
 fn run_v1(identity: &DirIdentity, events: &File, stop: &File, on_oom: impl Fn()) {
+    let mut stopping = false;
     loop {
-        let Some(fired) = next_wake(events, stop) else {
+        let Some(fired) = next_wake(events, stop, &mut stopping) else {
             return;
         };
         if !fired {
@@ -200,8 +202,9 @@ fn run_v2(mut state: V2State, inotify: &File, stop: &File, on_oom: impl Fn()) {
         return;
     }
     let mut buffer = vec![0u8; 4096];
+    let mut stopping = false;
     loop {
-        let Some(ready) = next_wake(inotify, stop) else {
+        let Some(ready) = next_wake(inotify, stop, &mut stopping) else {
             return;
         };
         if !ready {
@@ -371,9 +374,19 @@ fn add_watch(inotify: &File, path: &Path, mask: u32) -> io::Result<i32> {
 /// Sleeps until the watch has something to do: `Some(true)` when `events` is readable,
 /// `Some(false)` on a wake with nothing to read, `None` when the watch must end (asked to
 /// stop, or polling failed).
-fn next_wake(events: &File, stop: &File) -> Option<bool> {
+/// Waits for the next event or the stop signal. An event that is already there when the
+/// watch is stopped is still handed out, once: the OOM kill that ended a container is
+/// reported even when the container's exit (which stops the watch) is handled before the
+/// watch thread woke for it. `stopping` remembers that the stop was seen.
+fn next_wake(events: &File, stop: &File, stopping: &mut bool) -> Option<bool> {
+    if *stopping {
+        return None;
+    }
     match wait_readable(events, stop) {
-        Ok((_, true)) => None,
+        Ok((fired, true)) => {
+            *stopping = true;
+            fired.then_some(true)
+        }
         Ok((fired, false)) => Some(fired),
         Err(error) => {
             tracing::warn!(%error, "OOM watch: poll failed; watch ends");
@@ -442,6 +455,22 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
     use std::time::{Duration, Instant};
+
+    /// The OOM that killed a container is signalled before its exit stops the watch: an event
+    /// pending at the stop is still handed out, once, and then the watch ends.
+    #[test]
+    fn an_event_pending_at_stop_is_handed_out_once() {
+        let signal = |fd: &File| (&*fd).write_all(&1u64.to_ne_bytes()).expect("signal");
+        let (events, stop) = (eventfd().expect("eventfd"), eventfd().expect("eventfd"));
+        signal(&events);
+        signal(&stop);
+        let mut stopping = false;
+        assert_eq!(next_wake(&events, &stop, &mut stopping), Some(true));
+        assert_eq!(next_wake(&events, &stop, &mut stopping), None);
+        let quiet = eventfd().expect("eventfd");
+        let mut stopping = false;
+        assert_eq!(next_wake(&quiet, &stop, &mut stopping), None);
+    }
 
     fn wait_until(what: &str, condition: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(5);

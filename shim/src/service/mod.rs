@@ -306,8 +306,11 @@ impl<S: Shim> TaskService<S> {
             let status = code as u32;
             let at = watched.mark_stopped(status);
             watched.release_output();
+            // An OOM kill is signalled before the killed process is reaped; stopping (and
+            // joining) the watch here hands it out first, so containerd gets TaskOOM before
+            // TaskExit and CRI reports the container as OOMKilled.
             if let Some(watch) = watched.oom_watch.lock().ok().and_then(|mut w| w.take()) {
-                drop(watch);
+                watch.stop();
             }
             let exit = TaskExit {
                 container_id: watched.id.clone(),
