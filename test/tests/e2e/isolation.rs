@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use wasmrunner_e2e::cri::{ContainerSpec, Network, Pod, PodSpec};
 use wasmrunner_e2e::fixtures::Target;
 use wasmrunner_e2e::images::TestImage;
 use wasmrunner_e2e::suite::{Attached, Needs};
@@ -23,6 +24,7 @@ pub fn cases() -> Vec<Case> {
             guest_reaches_nothing(env, TestImage::ProbeArtifact)
         })
         .needs(&[Needs::WasmLayers]),
+        Case::new("a_pod_guest_reaches_nothing", a_pod_guest_reaches_nothing),
         Case::new(
             "native_containers_keep_their_spec",
             native_containers_keep_their_spec,
@@ -99,6 +101,13 @@ fn check_guest_output(stdout: &str, expected: usize) -> Result<()> {
 /// process, and the container's own environment and command line only.
 fn check_guest_process(env: &Env, id: &str) -> Result<()> {
     let pid = env.task_pid(id)?;
+    check_privileges(pid)?;
+    check_descriptors(env, pid)?;
+    check_process_strings(env, id, pid)
+}
+
+/// `NoNewPrivs: 1`, `Seccomp: 2` and no capability in any set.
+fn check_privileges(pid: u32) -> Result<()> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading the status of {pid}"))?;
     for (field, wanted) in [
@@ -115,8 +124,12 @@ fn check_guest_process(env: &Env, id: &str) -> Result<()> {
             status_field(&status, field)
         );
     }
-    check_descriptors(env, pid)?;
+    Ok(())
+}
 
+/// The environment and command line a host sees for the guest of task `id` are the
+/// container's own.
+fn check_process_strings(env: &Env, id: &str, pid: u32) -> Result<()> {
     let (spec_args, spec_env) = spec_process(env, id)?;
     let spec_env: HashSet<&str> = spec_env.iter().map(String::as_str).collect();
     let environ = proc_strings(pid, "environ")?;
@@ -212,6 +225,29 @@ fn held_by_others(pid: u32) -> HashSet<String> {
         }
     }
     held
+}
+
+/// The Kubernetes path: a pod (kubelet's calls, with the `RuntimeDefault` seccomp profile
+/// the harness's pods ask for) whose Wasm container tries every escape. Ours stacks on the
+/// pod's profile: the guest still has no capability and `no_new_privs`, and holds nothing
+/// of anyone else's.
+fn a_pod_guest_reaches_nothing(env: &Env) -> Result<()> {
+    let handler = env.engine.handler();
+    let mut pod = Pod::run(env, PodSpec::new("isolated", &handler, Network::Host))?;
+    let checked = (|| {
+        let guest = pod.run_container(&ContainerSpec::new(
+            "guest",
+            TestImage::Probe(Target::WasiP1),
+            &["escape", "sleep"],
+        ))?;
+        let lines = pod.wait_for_stdout("guest", 0, "ready", WAIT)?;
+        check_guest_output(&format!("{}\n", lines.join("\n")), FIXED_ESCAPES)?;
+        let pid = pod.container_pid(&guest)?;
+        check_privileges(pid)?;
+        check_descriptors(env, pid)
+    })();
+    pod.remove()?.assert_clean()?;
+    checked
 }
 
 /// Native programs (a pod's pause, a sidecar) run with the spec as containerd wrote it:
