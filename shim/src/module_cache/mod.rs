@@ -170,7 +170,7 @@ impl ModuleCache {
         }
         // Many pods of a new module start at once: one compiles, in whichever shim or
         // manager takes the lock first, and the others wait for its result.
-        let _lock = CompileLock::take(&dir, &source_sha256)?;
+        let _lock = lock_entry(&dir, &source_sha256)?;
         if Self::cached(&path) {
             return Ok(found(path));
         }
@@ -219,7 +219,7 @@ impl ModuleCache {
         let path = dir.join(&sha256);
         if !Self::cached(&path) {
             // The same lock as a rootfs module's compile: one writer per entry on the node.
-            let _lock = CompileLock::take(&dir, &sha256)?;
+            let _lock = lock_entry(&dir, &sha256)?;
             if !Self::cached(&path) {
                 self.store(&dir, &path, code)?;
             }
@@ -232,15 +232,11 @@ impl ModuleCache {
     }
 }
 
-/// The node-wide lock on one entry, `<dir>/.<sha256>.lock`: one writer at a time.
-struct CompileLock;
-
-impl CompileLock {
-    fn take(dir: &Path, sha256: &str) -> Result<ExclusiveLock, ModuleCacheError> {
-        create_private_dir(dir)?;
-        let path = dir.join(format!(".{sha256}.lock"));
-        ExclusiveLock::take(&path).map_err(io_error(format!("locking {}", path.display())))
-    }
+/// Takes the node-wide lock on one entry, `<dir>/.<sha256>.lock`: one writer at a time.
+fn lock_entry(dir: &Path, sha256: &str) -> Result<ExclusiveLock, ModuleCacheError> {
+    create_private_dir(dir)?;
+    let path = dir.join(format!(".{sha256}.lock"));
+    ExclusiveLock::take(&path).map_err(io_error(format!("locking {}", path.display())))
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), ModuleCacheError> {
@@ -418,7 +414,7 @@ mod tests {
                 let (dir, inside, start) = (dir.clone(), inside.clone(), start.clone());
                 std::thread::spawn(move || {
                     start.wait();
-                    let _lock = CompileLock::take(&dir, "abc").expect("lock");
+                    let _lock = lock_entry(&dir, "abc").expect("lock");
                     assert!(!inside.swap(true, Ordering::SeqCst), "two writers at once");
                     std::thread::sleep(std::time::Duration::from_millis(100));
                     inside.store(false, Ordering::SeqCst);
