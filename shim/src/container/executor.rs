@@ -1,6 +1,7 @@
 //! What the container's init process runs once libcontainer has set it up: a native
 //! executable through `execve`, or the engine's sandbox, in a process emptied of the shim.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
@@ -10,7 +11,9 @@ use containerd_shim_wasm::sandbox::Sandbox;
 use containerd_shim_wasm::sandbox::context::{RuntimeContext, WasmLayer};
 use containerd_shim_wasm::shim::Shim;
 use libcontainer::workload::default::DefaultExecutor;
-use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+use libcontainer::workload::{
+    Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError,
+};
 use oci_spec::runtime::Spec;
 
 use super::Runs;
@@ -114,6 +117,16 @@ impl<S: Shim> Executor for WorkloadExecutor<S> {
         match self.runs {
             Runs::Native => DefaultExecutor {}.exec(spec),
             Runs::Wasm { seccomp, .. } => self.run_wasm(spec, seccomp),
+        }
+    }
+
+    /// A native program gets the container's env in its process (libcontainer's default). A
+    /// Wasm guest gets it through WASI, and its process's env is emptied by the scrub: setting
+    /// it first would only be undone.
+    fn setup_envs(&self, envs: HashMap<String, String>) -> Result<(), ExecutorSetEnvsError> {
+        match self.runs {
+            Runs::Native => DefaultExecutor {}.setup_envs(envs),
+            Runs::Wasm { .. } => Ok(()),
         }
     }
 
