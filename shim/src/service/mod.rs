@@ -10,7 +10,7 @@ mod task;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, Once, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use containerd_shim::api::{
@@ -86,6 +86,8 @@ struct Inner {
     /// When a task was last created or deleted, or `shim start` announced one, for the
     /// manager's idle exit.
     last_activity: Mutex<Instant>,
+    /// Starts the manager's one idle-exit thread, on its first Shutdown.
+    idle_watch: Once,
 }
 
 impl Inner {
@@ -103,6 +105,28 @@ impl Inner {
                 .last_activity
                 .lock()
                 .is_ok_and(|last| last.elapsed() >= idle_for)
+    }
+
+    /// The manager's idle-exit thread: it wakes when the manager could first have been idle
+    /// for `idle_for` and exits it if it was. One thread per manager: a sleeping thread per
+    /// Shutdown held its stack for the whole idle period (about 4 KB a task, the growth of
+    /// issue #20).
+    fn exit_when_idle(&self, idle_for: Duration) {
+        loop {
+            let quiet = self
+                .last_activity
+                .lock()
+                .map(|last| last.elapsed())
+                .unwrap_or_default();
+            if quiet < idle_for {
+                std::thread::sleep(idle_for - quiet);
+            } else if self.idle_for(idle_for) {
+                self.exit.signal();
+                return;
+            } else {
+                std::thread::sleep(idle_for);
+            }
+        }
     }
 }
 
@@ -175,6 +199,7 @@ impl<S: Shim> TaskService<S> {
                 content_store: tokio::sync::OnceCell::new(),
                 creating: AtomicUsize::new(0),
                 last_activity: Mutex::new(Instant::now()),
+                idle_watch: Once::new(),
             }),
             compiler: OnceLock::new(),
         })
@@ -657,16 +682,16 @@ impl<S: Shim> containerd_shim::Task for TaskService<S> {
         }
         match self.inner.mode {
             Mode::PerPod => self.inner.exit.signal(),
-            Mode::Shared => {
+            Mode::Shared => self.inner.idle_watch.call_once(|| {
                 let inner = Arc::clone(&self.inner);
                 let idle_for = manager_idle_exit();
-                std::thread::spawn(move || {
-                    std::thread::sleep(idle_for);
-                    if inner.idle_for(idle_for) {
-                        inner.exit.signal();
-                    }
-                });
-            }
+                let watch = std::thread::Builder::new()
+                    .name("idle-exit".into())
+                    .spawn(move || inner.exit_when_idle(idle_for));
+                if let Err(err) = watch {
+                    tracing::warn!("the manager will not exit when idle: {err}");
+                }
+            }),
         }
         Ok(Empty::new())
     }
