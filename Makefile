@@ -33,13 +33,29 @@ unit:
 	$(CARGO) test --release --workspace --exclude wasmrunner-e2e
 	$(CARGO) test --release -p wasmrunner-e2e --lib
 
-## e2e: the end-to-end suite against each containerd in CONTAINERD_MATRIX
+## e2e: the end-to-end suite against each containerd in CONTAINERD_MATRIX, then the load
+## suite (tests/load: short tasks under a CPU hog, every output checked): LOAD_TASKS ctr runs
+## and LOAD_CRI_TASKS CRI containers per mode on the newest containerd (the last of the
+## matrix), a tenth as many on the others, to keep CI within its time.
+LOAD_TASKS ?= 2000
+LOAD_CRI_TASKS ?= 200
 e2e: build
-	@set -e; for dir in $(CONTAINERD_MATRIX); do \
+	@set -e; last=$(lastword $(CONTAINERD_MATRIX)); for dir in $(CONTAINERD_MATRIX); do \
 		if [ "$$dir" = system ]; then unset WASMRUNNER_CONTAINERD_BIN; else export WASMRUNNER_CONTAINERD_BIN=$(CURDIR)/$$dir; fi; \
 		echo "=== e2e against containerd: $$dir"; \
 		$(CARGO) test --release -p wasmrunner-e2e --test e2e; \
+		if [ "$$dir" = "$$last" ]; then share=1; else share=10; fi; \
+		echo "=== load against containerd: $$dir"; \
+		WASMRUNNER_LOAD_TASKS=$$(( $(LOAD_TASKS) / share )) WASMRUNNER_LOAD_CRI_TASKS=$$(( $(LOAD_CRI_TASKS) / share )) \
+			$(CARGO) test --release -p wasmrunner-e2e --test load; \
 	done
+
+## load: the load suite alone, against the newest containerd of the matrix (LOAD_TASKS=10000
+## for the figure issue #20 asks for)
+.PHONY: load
+load: build
+	WASMRUNNER_CONTAINERD_BIN=$(CURDIR)/$(lastword $(CONTAINERD_MATRIX)) WASMRUNNER_LOAD_TASKS=$(LOAD_TASKS) \
+		WASMRUNNER_LOAD_CRI_TASKS=$(LOAD_CRI_TASKS) $(CARGO) test --release -p wasmrunner-e2e --test load
 
 ## bench: wasmrunner beside runc through a private containerd (cold start, throughput,
 ## memory, big modules, compute); prints a table, writes target/bench/results.json.

@@ -531,6 +531,13 @@ impl<'e> Pod<'e> {
         Ok(id)
     }
 
+    /// RemoveContainer of an exited container: the pod no longer tears it down.
+    pub fn remove_container(&mut self, id: &str) -> Result<()> {
+        self.client.remove_container(id)?;
+        self.containers.retain(|c| c != id);
+        Ok(())
+    }
+
     pub fn status(&self, id: &str) -> Result<ContainerStatus> {
         self.client
             .container_status(id, false)?
