@@ -84,3 +84,64 @@ impl ExclusiveLock {
         Ok(Self { _file: file })
     }
 }
+
+/// Sets this thread's name, the process's `comm` when called on its main thread (what `ps`
+/// shows): the first 15 bytes of `name`, without NUL bytes.
+pub fn set_process_name(name: &str) {
+    let mut comm = [0u8; 16];
+    for (slot, byte) in comm
+        .iter_mut()
+        .zip(name.bytes().filter(|b| *b != 0).take(15))
+    {
+        *slot = byte;
+    }
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes; `comm` is 16
+    // bytes and its last one is always 0.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, comm.as_ptr(), 0, 0, 0);
+    }
+}
+
+/// This process's open descriptors that are sockets.
+pub fn socket_fds() -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    // Collected first: the directory's own descriptor is open while it is read.
+    let fds: Vec<i32> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.into_iter()
+        .filter(|&fd| {
+            // SAFETY: `stat` is plain data, for which all-zero bytes are a valid value.
+            let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstat writes into `stat`, a stat buffer of the right type; a descriptor
+            // closed since the listing makes it fail, which reads as "not a socket".
+            let found = unsafe { libc::fstat(fd, &mut stat) } == 0;
+            found && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK
+        })
+        .collect()
+}
+
+/// The pid of the process that made unix socket `fd` (with `socketpair`) or, for a
+/// connected socket, of its peer (`SO_PEERCRED`); `None` when that cannot be read.
+pub fn socket_creator(fd: i32) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, a ucred as SO_PEERCRED
+    // expects.
+    let read = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (read == 0 && cred.pid > 0).then_some(cred.pid as u32)
+}

@@ -11,7 +11,8 @@ use std::marker::PhantomData;
 use containerd_shim_wasm::sandbox::context::WasmLayer;
 use containerd_shim_wasm::shim::{Compiler, Shim};
 
-use super::zygote::{die_with_parent, fork_child};
+use super::zygote::fork_child;
+use super::zygotes::die_with_parent;
 use crate::content::cache_key_hash;
 use crate::isolation::{COMPILE_MAX_CPU_ENV, COMPILE_MAX_MEMORY_ENV, CompileLimits};
 

@@ -13,6 +13,7 @@ mod context;
 mod executor;
 mod stdio;
 mod zygote;
+mod zygotes;
 
 use std::path::{Path, PathBuf};
 
@@ -26,7 +27,7 @@ use crate::module_cache::CompiledModule;
 pub use compile::BoundedCompiler;
 pub use context::WorkloadContext;
 pub use stdio::HeldOutput;
-pub use zygote::init as init_zygote;
+pub use zygotes::{SPARE_NAME as ZYGOTE_SPARE_NAME, ZYGOTE_NAME, init as init_zygote};
 
 /// What a container is built from.
 #[derive(Debug, Clone, Serialize, Deserialize)]

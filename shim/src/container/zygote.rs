@@ -12,29 +12,10 @@ use zygote::Zygote;
 
 use super::executor::WorkloadExecutor;
 use super::stdio::{open_output, open_stdin};
+use super::zygotes::{die_with_parent, with_zygote};
 use super::{ContainerConfig, ContainerError, Runs};
-use crate::failure::panic_reason;
 use crate::isolation::scrub::ProcessStrings;
 use crate::module_cache::OfferedCode;
-
-/// Forks the zygote. Call it first thing in `main`, while the process has one thread.
-pub fn init() {
-    Zygote::init();
-    if let Err(err) = Zygote::global().try_run(die_with_parent, ()) {
-        tracing::warn!("the zygote will outlive this process if it dies: {err}");
-    }
-}
-
-/// Runs in a zygote: it ends when the shim does (a killed manager leaves no zygote behind),
-/// and works from `/`, since the shim's working directory is a bundle that containerd
-/// deletes while a manager still serves other containers.
-pub(super) fn die_with_parent(_: ()) {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-    }
-    let _ = std::env::set_current_dir("/");
-}
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub enum Operation {
@@ -106,35 +87,30 @@ fn build<S: Shim>(config: ContainerConfig) -> Result<u32, ContainerError> {
 }
 
 /// A fresh copy of the zygote, for work that must not hold the global zygote (whose one
-/// channel every container of the process shares) for long; it exits when dropped. The fork
-/// happens inside the global zygote; `spawn` panics when that fails.
+/// channel every container of the process shares) for long; it exits when dropped.
 pub(super) fn fork_child(purpose: &str) -> Result<Zygote, String> {
-    std::panic::catch_unwind(|| Zygote::global().spawn()).map_err(|panic| {
-        format!(
-            "cannot fork {purpose} from the zygote: {}",
-            panic_reason(&*panic)
-        )
-    })
+    with_zygote(|zygote| zygote.fork())
+        .map_err(|reason| format!("cannot fork {purpose} from the zygote: {reason}"))
 }
 
 /// Runs `operation` in a zygote. A delete, which may wait seconds for killed processes to
 /// leave their cgroup, runs in a child of its own, so it never holds the global zygote
 /// while other containers start, stop or are signalled.
 pub fn operate(state_root: &Path, id: &str, operation: Operation) -> Result<(), ContainerError> {
-    let child;
-    let zygote = match operation {
-        Operation::Delete => {
-            child = fork_child("a deleter").map_err(ContainerError::Zygote)?;
-            &child
-        }
-        Operation::Start | Operation::Kill { .. } => Zygote::global(),
+    let args = (state_root.to_path_buf(), id.to_string(), operation);
+    let result = match operation {
+        Operation::Delete => fork_child("a deleter")
+            .map_err(ContainerError::Zygote)?
+            .try_run(operate_in_zygote, args)
+            .map_err(|e| e.to_string()),
+        Operation::Start | Operation::Kill { .. } => with_zygote(|zygote| {
+            zygote
+                .try_run(operate_in_zygote, &args)
+                .map_err(|e| e.to_string())
+        }),
     };
-    zygote
-        .try_run(
-            operate_in_zygote,
-            (state_root.to_path_buf(), id.to_string(), operation),
-        )
-        .map_err(|e| ContainerError::Zygote(e.to_string()))?
+    result
+        .map_err(ContainerError::Zygote)?
         .map_err(|reason| ContainerError::Operation {
             operation: operation.name(),
             id: id.to_string(),

@@ -149,19 +149,7 @@ fn pack(entries: &[String], len: usize) -> Vec<u8> {
 /// Names the process after the file it runs, as `execve` would (15 bytes at most).
 fn set_name(arg0: &str) {
     let path = arg0.split_once('#').map_or(arg0, |(path, _)| path);
-    let base = path.rsplit('/').next().unwrap_or(path);
-    let mut name = [0u8; 16];
-    for (slot, byte) in name
-        .iter_mut()
-        .zip(base.bytes().filter(|b| *b != 0).take(15))
-    {
-        *slot = byte;
-    }
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes; `name` is 16
-    // bytes and its last one is always 0.
-    unsafe {
-        libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0);
-    }
+    crate::sys::set_process_name(path.rsplit('/').next().unwrap_or(path));
 }
 
 #[cfg(test)]

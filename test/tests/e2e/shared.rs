@@ -36,6 +36,7 @@ pub fn cases() -> Vec<Case> {
             "containerd_restart_keeps_tasks",
             containerd_restart_keeps_tasks,
         ),
+        Case::new("a_killed_zygote_is_replaced", a_killed_zygote_is_replaced),
         Case::new(
             "simultaneous_first_starts_make_one_manager",
             simultaneous_first_starts_make_one_manager,
@@ -119,6 +120,82 @@ fn one_manager_serves_every_container(env: &Env) -> Result<()> {
         task.kill_and_remove(env, WAIT)?;
     }
     Ok(())
+}
+
+/// The `comm` of the zygote a shim or manager runs its container operations in
+/// (`wasmrunner_shim::container::ZYGOTE_NAME`), and of its spare.
+const ZYGOTE: &str = "wr-zygote";
+const ZYGOTE_SPARE: &str = "wr-zygote-spare";
+
+/// The live (not zombie) children of `parent` whose `comm` is `name`.
+fn children_named(parent: u32, name: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((head, tail)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let comm = head.split_once('(').map_or("", |(_, comm)| comm);
+            let mut fields = tail.split_whitespace();
+            let state = fields.next();
+            let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+            comm == name && state != Some("Z") && ppid == Some(parent)
+        })
+        .collect()
+}
+
+/// kill -9 of the zygote while a container runs (issue #14): the container keeps running
+/// and can still be signalled, new containers start, and the shim (or manager) has a
+/// zygote and a spare again. Twice, so that the spare that took over is replaced too.
+fn a_killed_zygote_is_replaced(env: &Env) -> Result<()> {
+    let sleeper = env.start_attached(SLEEPER, &["/probe.wasm", "sleep"])?;
+    let serving = parent_of(env.task_pid(&sleeper.id)?).context("the task has no parent")?;
+    for round in 1..=2 {
+        let zygotes = children_named(serving, ZYGOTE);
+        let [zygote] = zygotes.as_slice() else {
+            bail!("round {round}: expected one {ZYGOTE} under {serving}, found {zygotes:?}");
+        };
+        // SAFETY: kill(2) with a pid this test found as the shim's zygote child.
+        ensure!(
+            unsafe { libc::kill(*zygote as i32, libc::SIGKILL) } == 0,
+            "round {round}: cannot kill the zygote {zygote}"
+        );
+        let deadline = Instant::now() + WAIT;
+        while children_named(serving, ZYGOTE).contains(zygote) {
+            ensure!(Instant::now() < deadline, "the zygote {zygote} did not die");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // An operation that needs the zygote: a harmless signal to the running container.
+        env.containerd
+            .ctr(&["task", "kill", "--signal", "SIGCONT", &sleeper.id])?
+            .ok()
+            .with_context(|| format!("round {round}: signalling the running container"))?;
+        if env.engine.mode == wasmrunner_e2e::engine::Mode::Shared {
+            env.run_rm(TestImage::Hello(Target::WasiP1, Flavour::Image), &[])?
+                .ok()?
+                .expect_output(HELLO)
+                .with_context(|| format!("round {round}: a new container"))?;
+        }
+        ensure!(
+            env.task_status(&sleeper.id)?.as_deref() == Some("RUNNING"),
+            "round {round}: the running container did not survive its zygote"
+        );
+        let (zygotes, spares) = (
+            children_named(serving, ZYGOTE),
+            children_named(serving, ZYGOTE_SPARE),
+        );
+        ensure!(
+            zygotes.len() == 1 && !zygotes.contains(zygote) && spares.len() == 1,
+            "round {round}: expected a new zygote and a spare under {serving}, found {zygotes:?} and {spares:?}"
+        );
+    }
+    sleeper.kill_and_remove(env, WAIT)
 }
 
 /// 20 `ctr run --rm` at the same moment in a namespace with no manager: every one prints
