@@ -31,8 +31,10 @@ impl WasmEdgeCompiler {
         let out = tempfile::Builder::new()
             .prefix("wasmrunner-wasmedge-aot-")
             .tempdir()?;
+        // The native code carries the same call-depth bound as interpreted code.
+        let bounded = crate::call_depth::bound_call_depth(&layer.layer)?;
         let file = compiler
-            .compile_from_bytes(&layer.layer, "module", out.path())
+            .compile_from_bytes(&bounded, "module", out.path())
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(std::fs::read(file)?)
     }
@@ -40,11 +42,13 @@ impl WasmEdgeCompiler {
 
 impl Compiler for WasmEdgeCompiler {
     fn cache_key(&self) -> impl Hash {
-        // The code changes with the library and with the settings of `new_config`.
+        // The code changes with the library, with the settings of `new_config`, and with the
+        // rewrite that bounds the call depth.
         (
             LIBWASMEDGE_VERSION,
             wasmedge_sdk::utils::CoreVersion::version_string(),
             "O2-universal",
+            crate::call_depth::REWRITE_VERSION,
         )
     }
 

@@ -4,8 +4,10 @@
 //! WasmEdge runs core modules (WASI preview 1); components get a clear error. Modules from
 //! wasm-layer images are compiled ahead of time (WasmEdge's LLVM AOT compiler, universal wasm
 //! format) and cached in containerd's content store; a module from the rootfs runs in
-//! WasmEdge's interpreter.
+//! WasmEdge's interpreter. Either way the module is first rewritten to bound its own call
+//! depth (`call_depth`), which libwasmedge 0.14 does not.
 
+pub mod call_depth;
 mod compiler;
 mod engine;
 mod sandbox;

@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use containerd_shim_wasm::sandbox::Sandbox;
 use containerd_shim_wasm::sandbox::context::RuntimeContext;
 use wasmedge_sdk::error::{CoreCommonError, CoreError, WasmEdgeError};
+use wasmedge_sdk::vm::SyncInst;
 use wasmedge_sdk::wasi::WasiModule;
-use wasmedge_sdk::{ExternalInstanceType, Module, Store, Vm};
+use wasmedge_sdk::{AsInstance, ExternalInstanceType, Module, Store, Vm};
 use wasmrunner_shim::{Workload, WorkloadError, WorkloadKind};
 
+use crate::call_depth;
 use crate::engine::{INFO, run_config};
 
 #[derive(Default)]
@@ -84,7 +86,9 @@ fn run(workload: &Workload<'_>) -> Result<i32, WorkloadError> {
     // Precompiled code is WasmEdge's universal format: a module with an AOT section, used only
     // when the shim compiled it (see `run_config`).
     let config = run_config(workload.kind == WorkloadKind::Precompiled).map_err(load_error)?;
-    let module = Module::from_bytes(Some(&config), &workload.bytes).map_err(load_error)?;
+    let bounded = bounded_call_depth(workload)?;
+    let module = Module::from_bytes(Some(&config), &bounded).map_err(load_error)?;
+    drop(bounded);
     check_entrypoint(workload, &module)?;
 
     // The container's rootfs is this process's `/`.
@@ -102,18 +106,42 @@ fn run(workload: &Workload<'_>) -> Result<i32, WorkloadError> {
         match vm.register_module(None, module) {
             Ok(_) => {
                 wasmrunner_shim::release_loader_memory();
-                vm.run_func(None, &workload.function, []).map(|_| ())
+                let result = vm.run_func(None, &workload.function, []).map(|_| ());
+                result.map_err(|err| (err, call_stack_slots(&vm)))
             }
-            Err(err) => Err(err),
+            Err(err) => Err((err, None)),
         }
     };
     match outcome {
         // WasmEdge reports a `proc_exit` as success or as "terminated"; the status is kept by
         // the WASI module either way (0 when the guest returned from its entrypoint).
         Ok(()) => Ok(wasi.exit_code() as i32),
-        Err(err) if is_exit(&err) => Ok(wasi.exit_code() as i32),
-        Err(err) => Err(classify_error(workload, &err)),
+        Err((err, _)) if is_exit(&err) => Ok(wasi.exit_code() as i32),
+        Err((err, slots)) => Err(classify_error(workload, &err, slots)),
     }
+}
+
+/// The workload's module rewritten to bound its call depth ([`call_depth`]). Precompiled code
+/// is the shim's own output, rewritten before it was compiled, and is used as it is.
+fn bounded_call_depth<'a>(workload: &'a Workload<'_>) -> Result<Cow<'a, [u8]>, WorkloadError> {
+    if workload.kind == WorkloadKind::Precompiled {
+        return Ok(Cow::Borrowed(&workload.bytes));
+    }
+    call_depth::bound_call_depth(&workload.bytes)
+        .map(Cow::Owned)
+        .map_err(|e| WorkloadError::Load {
+            what: workload.name.clone(),
+            reason: e.to_string(),
+        })
+}
+
+/// The stack slots the guest's calls held when it stopped, from the counter the call-depth
+/// rewrite exports; `None` if the active instance has no such counter.
+pub(crate) fn call_stack_slots<T: ?Sized + SyncInst>(vm: &Vm<'_, T>) -> Option<u32> {
+    let instance = vm.active_module()?;
+    let counter = instance.get_global(call_depth::COUNTER_EXPORT).ok()?;
+    // The counter is an unsigned count kept in an i32; the cast reinterprets its bits.
+    Some(counter.get_value().to_i32() as u32)
 }
 
 /// The function to call must exist and take no parameters, as `_start` does.
@@ -165,16 +193,92 @@ fn is_exit(err: &WasmEdgeError) -> bool {
 }
 
 /// Execution errors are traps; anything else (imports that do not link, a module that does
-/// not validate) means the module cannot be loaded.
-fn classify_error(workload: &Workload<'_>, err: &WasmEdgeError) -> WorkloadError {
+/// not validate) means the module cannot be loaded. A trap with the call-depth counter
+/// (`slots`) over its budget was the bound's check, and says so.
+fn classify_error(
+    workload: &Workload<'_>,
+    err: &WasmEdgeError,
+    slots: Option<u32>,
+) -> WorkloadError {
     match err {
         WasmEdgeError::Core(CoreError::Execution(reason)) => WorkloadError::Trap {
             what: workload.name.clone(),
-            reason: reason.to_string(),
+            reason: slots
+                .and_then(call_depth::exhausted)
+                .unwrap_or_else(|| reason.to_string()),
         },
         other => WorkloadError::Load {
             what: workload.name.clone(),
             reason: other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs the module written as `text` with [`run_on_host`], as the run-on-host example does.
+    fn run_text(text: &str) -> Result<i32, WorkloadError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("module.wasm");
+        std::fs::write(&path, wat::parse_str(text).expect("valid text")).expect("write");
+        run_on_host(path.to_str().expect("utf-8 path"), &[])
+    }
+
+    #[test]
+    fn unbounded_recursion_is_a_trap_that_says_why() {
+        let err = run_text(
+            r#"(module
+                 (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+                 (func $start (export "_start") call $start))"#,
+        )
+        .expect_err("traps");
+        assert!(
+            matches!(&err, WorkloadError::Trap { reason, .. }
+                if reason.starts_with("call stack exhausted")),
+            "{err}"
+        );
+        assert_eq!(wasmrunner_shim::exit_code_for(&err), 134);
+    }
+
+    #[test]
+    fn other_traps_keep_wasmedges_message() {
+        let err = run_text(r#"(module (func (export "_start") call $f) (func $f unreachable))"#)
+            .expect_err("traps");
+        assert!(
+            matches!(&err, WorkloadError::Trap { reason, .. } if reason == "unreachable"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn moderate_recursion_exits_with_the_guests_status() {
+        let status = run_text(
+            r#"(module
+                 (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+                 (func $down (param i32) (result i32)
+                   local.get 0
+                   if (result i32)
+                     local.get 0 i32.const 1 i32.sub call $down i32.const 1 i32.add
+                   else
+                     i32.const 0
+                   end)
+                 (func (export "_start")
+                   i32.const 1000 call $down i32.const 993 i32.sub call $exit))"#,
+        )
+        .expect("runs");
+        assert_eq!(status, 7);
+    }
+
+    #[test]
+    fn a_module_that_uses_the_reserved_name_cannot_load() {
+        let text = format!(
+            r#"(module (func (export "_start")) (global (export "{}") i32 (i32.const 0)))"#,
+            call_depth::COUNTER_EXPORT
+        );
+        let err = run_text(&text).expect_err("refused");
+        assert!(matches!(err, WorkloadError::Load { .. }), "{err}");
+        assert_eq!(wasmrunner_shim::exit_code_for(&err), 126);
     }
 }
