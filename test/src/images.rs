@@ -44,6 +44,10 @@ pub enum TestImage {
     /// `/big.wasm`: a valid module of 9 MiB (a custom section makes up the bulk), over the
     /// 8 MiB cap the suite's containerd sets.
     Oversized,
+    /// `/recurse.wasm` ([`recursion_module`]) in a given packaging: its WASI `_start` calls
+    /// itself forever; `#deep` recurses 10,000,000 deep, `#moderate` 1,000 deep and prints
+    /// [`RECURSED`].
+    Recursion(Flavour),
 }
 
 impl TestImage {
@@ -63,6 +67,7 @@ impl TestImage {
             TestImage::Truncated => "bad-truncated".into(),
             TestImage::GarbageLayer => "bad-garbage-layer".into(),
             TestImage::Oversized => "bad-oversized".into(),
+            TestImage::Recursion(flavour) => format!("recursion-{flavour}"),
         };
         format!("docker.io/wasmrunner/test:{tag}")
     }
@@ -72,6 +77,7 @@ impl TestImage {
         matches!(
             self,
             TestImage::Hello(_, Flavour::RunwasiArtifact | Flavour::CncfArtifact)
+                | TestImage::Recursion(Flavour::RunwasiArtifact | Flavour::CncfArtifact)
                 | TestImage::GarbageLayer
                 | TestImage::ProbeArtifact
         )
@@ -146,6 +152,9 @@ impl TestImage {
             TestImage::Oversized => ImageSpec::new(self.name(), Flavour::Image)
                 .file("/big.wasm", oversized_module()?)
                 .entrypoint(["/big.wasm"]),
+            TestImage::Recursion(flavour) => ImageSpec::new(self.name(), flavour)
+                .file("/recurse.wasm", recursion_module()?)
+                .entrypoint(["/recurse.wasm"]),
         };
         Ok(spec)
     }
@@ -180,6 +189,57 @@ fn oversized_module() -> Result<Vec<u8>> {
     }
     module.extend(section);
     Ok(module)
+}
+
+/// What `/recurse.wasm#moderate` prints once its recursion returned the right depth.
+pub const RECURSED: &str = "recursed 1000 deep";
+
+/// The module of [`TestImage::Recursion`]. `$down` recurses as deep as its argument says, with
+/// a few locals per frame, and returns that depth.
+pub fn recursion_module() -> Result<Vec<u8>> {
+    fixtures::wat(&format!(
+        r#"
+        (module
+          (import "wasi_snapshot_preview1" "fd_write"
+            (func $fd_write (param i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 16) "{RECURSED}\n")
+          (func $start (export "_start") call $start)
+          (func $down (param $depth i32) (result i32) (local $a i64) (local $b f64) (local $c i32)
+            local.get $depth
+            i32.eqz
+            if (result i32)
+              i32.const 0
+            else
+              local.get $depth
+              i32.const 1
+              i32.sub
+              call $down
+              i32.const 1
+              i32.add
+            end)
+          (func (export "deep") i32.const 10000000 call $down drop)
+          (func (export "moderate")
+            i32.const 1000
+            call $down
+            i32.const 1000
+            i32.ne
+            if unreachable end
+            ;; One iovec at 0: the text at 16.
+            i32.const 0
+            i32.const 16
+            i32.store
+            i32.const 4
+            i32.const {len}
+            i32.store
+            i32.const 1
+            i32.const 0
+            i32.const 1
+            i32.const 8
+            call $fd_write
+            drop))"#,
+        len = RECURSED.len() + 1
+    ))
 }
 
 /// The module of [`TestImage::Noop`]: `_start` returns at once; 3000 unused functions make

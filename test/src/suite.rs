@@ -171,7 +171,10 @@ impl Env {
             "--runtime".to_string(),
             self.engine.runtime(),
         ];
-        if let TestImage::Hello(_, Flavour::RunwasiArtifact) | TestImage::GarbageLayer = image {
+        if let TestImage::Hello(_, Flavour::RunwasiArtifact)
+        | TestImage::Recursion(Flavour::RunwasiArtifact)
+        | TestImage::GarbageLayer = image
+        {
             args.extend(["--platform".to_string(), "wasi/wasm".to_string()]);
         }
         args

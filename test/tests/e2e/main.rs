@@ -10,6 +10,7 @@ mod flavours;
 mod isolation;
 mod lifecycle;
 mod module_cache;
+mod recursion;
 mod run;
 mod shared;
 
@@ -22,12 +23,13 @@ use wasmrunner_e2e::{Case, Containerd, Engine, Env, fixtures};
 
 /// Every case, by area.
 fn cases() -> Vec<(&'static str, Case)> {
-    let areas: [(&str, Vec<Case>); 8] = [
+    let areas: [(&str, Vec<Case>); 9] = [
         ("isolation", isolation::cases()),
         ("run", run::cases()),
         ("lifecycle", lifecycle::cases()),
         ("flavours", flavours::cases()),
         ("bad_input", bad_input::cases()),
+        ("recursion", recursion::cases()),
         ("cri", cri::cases()),
         ("shared", shared::cases()),
         ("module_cache", module_cache::cases()),
