@@ -534,8 +534,10 @@ impl<S: Shim> TaskService<S> {
             watch.take();
         }
         task.release_output();
-        self.inner.tasks.write().map_err(internal)?.remove(&task.id);
+        // Touched first: a manager whose last task this is must not look idle to its
+        // idle-exit thread between the removal and the touch, and exit before it answers.
         self.inner.touch();
+        self.inner.tasks.write().map_err(internal)?.remove(&task.id);
         self.inner.events.send(Event::Delete(TaskDelete {
             container_id: task.id.clone(),
             pid: task.pid,
