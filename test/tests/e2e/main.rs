@@ -17,9 +17,9 @@ mod shared;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use libtest_mimic::{Arguments, Failed, Trial};
-use wasmrunner_e2e::{Case, Containerd, Engine, Env, fixtures};
+use wasmrunner_e2e::{Case, Containerd, Engine, Env};
 
 /// Every case, by area.
 fn cases() -> Vec<(&'static str, Case)> {
@@ -55,18 +55,11 @@ fn main() -> ExitCode {
 
 fn run_suite(args: &Arguments) -> Result<ExitCode> {
     let engines = Engine::selected();
-    for engine in &engines {
-        engine.binary()?;
-    }
     if args.list {
         let trials = trials(&engines, None);
         return Ok(libtest_mimic::run(args, trials).exit_code());
     }
-    fixtures::build_all()?;
-    let containerd = Arc::new(Containerd::start(
-        &Containerd::bin_dir_from_env()?,
-        &engines,
-    )?);
+    let containerd = wasmrunner_e2e::run::start(&engines)?;
     println!(
         "containerd {} at {} (namespace {}; CRI in {})",
         containerd.version,
@@ -78,41 +71,13 @@ fn run_suite(args: &Arguments) -> Result<ExitCode> {
         println!("installer: {action}");
     }
     let conclusion = libtest_mimic::run(args, trials(&engines, Some(&containerd)));
-
-    let mut leftovers = containerd.remove_leftover_containers()?;
-    if !leftovers.is_empty() {
-        eprintln!("containers left in containerd after the suite: {leftovers:?}");
-    }
-    // runc and the shims create the namespace's parent cgroup and leave it, empty.
-    let namespace_cgroup = format!("/{}", containerd.namespace);
-    for failure in wasmrunner_e2e::leaks::remove_cgroup(&namespace_cgroup) {
-        eprintln!("cannot remove the suite's cgroup: {failure}");
-    }
-    let cri_leftovers = wasmrunner_e2e::cri::clean_up_after_suite(&containerd);
-    if !cri_leftovers.is_empty() {
-        eprintln!("left by the CRI cases after the suite: {cri_leftovers:?}");
-    }
-    leftovers.extend(cri_leftovers);
-    // Per-pod shims exit with their last task, managers shortly after (the harness sets
-    // their idle time to 3 s): none may outlive the suite.
-    let shims = containerd.wait_for_no_shims(std::time::Duration::from_secs(15));
-    if !shims.is_empty() {
-        eprintln!("shims or managers still running after the suite: {shims:?}");
-        leftovers.extend(
-            shims
-                .into_iter()
-                .map(|(pid, cmdline)| format!("process {pid}: {cmdline}")),
-        );
-    }
-    let containerd = Arc::try_unwrap(containerd)
-        .map_err(|_| anyhow::anyhow!("a case still holds containerd"))?;
-    let failed = conclusion.has_failed() || !leftovers.is_empty();
-    containerd.stop(failed).context("stopping containerd")?;
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if wasmrunner_e2e::run::finish(containerd, conclusion.has_failed())? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 /// One trial per case and engine, named `<engine>::<area>::<case>`. Cases this containerd

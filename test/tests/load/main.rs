@@ -18,12 +18,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use wasmrunner_e2e::Env;
 use wasmrunner_e2e::command::run_command_within;
 use wasmrunner_e2e::cri::{ContainerSpec, Network, Pod, PodSpec};
 use wasmrunner_e2e::engine::{Engine, Mode};
-use wasmrunner_e2e::fixtures::{self, Target};
+use wasmrunner_e2e::fixtures::Target;
 use wasmrunner_e2e::images::{HELLO, TestImage};
-use wasmrunner_e2e::{Containerd, Env};
 use wasmrunner_oci::Flavour;
 
 const IMAGE: TestImage = TestImage::Hello(Target::WasiP1, Flavour::Image);
@@ -73,14 +73,7 @@ fn run() -> Result<bool> {
     let tasks = count_from_env("WASMRUNNER_LOAD_TASKS", 2000)?;
     let cri_tasks = count_from_env("WASMRUNNER_LOAD_CRI_TASKS", 200)?;
     let engines = engines();
-    for engine in &engines {
-        engine.binary()?;
-    }
-    fixtures::build_all()?;
-    let containerd = Arc::new(Containerd::start(
-        &Containerd::bin_dir_from_env()?,
-        &engines,
-    )?);
+    let containerd = wasmrunner_e2e::run::start(&engines)?;
     println!(
         "load: containerd {}, {tasks} ctr tasks and {cri_tasks} CRI containers per engine and mode, {CONCURRENCY} at a time, under a CPU hog",
         containerd.version
@@ -103,21 +96,7 @@ fn run() -> Result<bool> {
         }
     }
     drop(hog);
-    let leftovers = containerd.remove_leftover_containers()?;
-    if !leftovers.is_empty() {
-        passed = false;
-        println!("load: containers left in containerd: {leftovers:?}");
-    }
-    wasmrunner_e2e::cri::clean_up_after_suite(&containerd);
-    let shims = containerd.wait_for_no_shims(Duration::from_secs(15));
-    if !shims.is_empty() {
-        passed = false;
-        println!("load: shims or managers still running: {shims:?}");
-    }
-    let containerd = Arc::try_unwrap(containerd)
-        .map_err(|_| anyhow::anyhow!("a task still holds containerd"))?;
-    containerd.stop(!passed).context("stopping containerd")?;
-    Ok(passed)
+    wasmrunner_e2e::run::finish(containerd, !passed)
 }
 
 /// One busy thread per core, at the same priority as everything else, until dropped.
