@@ -69,7 +69,7 @@ static FAMILY: OnceLock<Family> = OnceLock::new();
 pub fn init() {
     Zygote::init();
     let first = Zygote::global();
-    let pid = match first.try_run(become_zygote, (ZYGOTE_NAME.to_string(), std::process::id())) {
+    let pid = match first.try_run(become_zygote, ZYGOTE_NAME.to_string()) {
         Ok(pid) => pid,
         Err(err) => {
             tracing::warn!("the zygote did not start: {err}");
@@ -100,11 +100,10 @@ pub(super) fn die_with_parent(_: ()) {
     let _ = std::env::set_current_dir("/");
 }
 
-// Runs in a new zygote or spare, forked by the process `spawner`; returns its pid. A forked
-// child inherits no parent-death signal, so each sets its own.
-fn become_zygote((name, spawner): (String, u32)) -> u32 {
+// Runs in a new zygote or spare; returns its pid. A forked child inherits no parent-death
+// signal, so each sets its own.
+fn become_zygote(name: String) -> u32 {
     die_with_parent(());
-    close_inherited_channels(spawner);
     crate::sys::set_process_name(&name);
     std::process::id()
 }
@@ -134,10 +133,11 @@ fn rename(name: String) {
 
 /// A sibling of `from` (another child of the shim), named `name`.
 fn spawn_named(from: &Member, name: &str) -> Result<Member, String> {
-    let zygote = std::panic::catch_unwind(|| from.spawn())
-        .map_err(|panic| format!("cannot fork a zygote: {}", panic_reason(&*panic)))?;
+    let zygote = from
+        .fork()
+        .map_err(|err| format!("cannot fork a zygote: {err}"))?;
     let pid = zygote
-        .try_run(become_zygote, (name.to_string(), from.pid))
+        .try_run(become_zygote, name.to_string())
         .map_err(|err| format!("cannot set up a new zygote: {err}"))?;
     Ok(Member {
         held: Held::Replacement(zygote),
