@@ -1,12 +1,12 @@
+use crate::engine::{Engine, RunWorkload};
 use containerd_shim::Config;
-use containerd_shim_wasm::shim::Shim;
 
 use crate::container;
 use crate::isolation::NodePolicy;
 use crate::module_cache::NODE_MODULE_CACHE;
 use crate::service::{ServingConfig, ShimProcess};
 
-use crate::version::{EngineInfo, Mode, VersionReport};
+use crate::version::{Mode, VersionReport};
 
 /// The environment variable that sets the shim's log level (`error`, `warn`, `info`, `debug`,
 /// `trace`). containerd's own `-debug` flag still turns on debug logs.
@@ -20,7 +20,8 @@ const DEFAULT_LOG_LEVEL: &str = "warn";
 
 /// Runs an engine binary: answers `--version` itself, and hands every other invocation
 /// (containerd's `start`, `delete`, and the serving shim) to wasmrunner's task service.
-pub fn run<S: Shim>(info: EngineInfo) {
+pub fn run<S: Engine>() {
+    let info = <S::Sandbox as RunWorkload>::ENGINE;
     let asks_version = std::env::args()
         .skip(1)
         .any(|arg| matches!(arg.as_str(), "--version" | "-version" | "-v" | "--v"));

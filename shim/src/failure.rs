@@ -1,4 +1,7 @@
 use std::io::Write;
+use std::time::Duration;
+
+use wasmrunner_capabilities::{CPU_DEADLINE_STATUS, Key};
 
 /// Why a workload could not run. Each variant maps to an exit status and a line on the
 /// container's stderr, so the user sees the reason in `ctr` output or `kubectl logs`
@@ -27,19 +30,28 @@ pub enum WorkloadError {
     /// The guest trapped (for example `unreachable`, an out-of-bounds access, or memory exhaustion).
     #[error("{what} trapped: {reason}")]
     Trap { what: String, reason: String },
+    /// The capability policy is malformed, asks for what the engine cannot enforce, or grants
+    /// less than the image needs: the guest does not run at all.
+    #[error("{0}")]
+    Policy(String),
+    /// The guest used all the CPU time `wasmrunner.dev/cpu-deadline` gives it.
+    #[error("{what} used its CPU time ({} = {deadline:?}) and was stopped", Key::CpuDeadline.annotation())]
+    CpuDeadline { what: String, deadline: Duration },
 }
 
 /// The exit status for a workload that could not run, following the shell's conventions:
 /// 127 for "not found", 126 for "found but cannot be executed", and 134 (as for SIGABRT)
-/// for a guest that trapped.
+/// for a guest that trapped, 152 (as for SIGXCPU) for one stopped at its CPU deadline.
 pub fn exit_code_for(err: &WorkloadError) -> i32 {
     match err {
         WorkloadError::EntrypointNotFound { .. } => 127,
         WorkloadError::Trap { .. } => 134,
+        WorkloadError::CpuDeadline { .. } => CPU_DEADLINE_STATUS,
         WorkloadError::NotWasm { .. }
         | WorkloadError::Load { .. }
         | WorkloadError::MissingExport { .. }
-        | WorkloadError::Unsupported(_) => 126,
+        | WorkloadError::Unsupported(_)
+        | WorkloadError::Policy(_) => 126,
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod cgroups;
 pub mod container;
 pub mod content;
+mod engine;
 mod entry;
 mod entrypoint;
 mod failure;
@@ -23,9 +24,12 @@ mod test_fifo;
 mod version;
 mod workload;
 
+pub use engine::{Engine, RunWorkload};
 pub use entry::run;
 pub use failure::{WorkloadError, exit_code_for};
 pub use memory::release_loader_memory;
 pub use signals::exit_on_termination_signals;
 pub use version::{EngineInfo, Mode};
+/// The capability policy, for engines to enforce.
+pub use wasmrunner_capabilities as capabilities;
 pub use workload::{DEFAULT_FUNCTION, Workload, WorkloadKind, classify};

@@ -1,5 +1,7 @@
 use std::fmt;
 
+use wasmrunner_capabilities::Key;
+
 /// What an engine binary says about itself in `--version`.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineInfo {
@@ -9,6 +11,9 @@ pub struct EngineInfo {
     pub engine_version: &'static str,
     /// What this build can run, one word each (for example `wasi-p1`, `wasi-p2`).
     pub features: &'static [&'static str],
+    /// The capability keys (`wasmrunner_capabilities::Key`) this engine enforces; a policy
+    /// that restricts any other is refused.
+    pub capabilities: &'static [Key],
 }
 
 impl EngineInfo {
@@ -73,7 +78,14 @@ impl fmt::Display for VersionReport<'_> {
         )?;
         writeln!(f, "  Version: {} (wasmrunner)", env!("CARGO_PKG_VERSION"))?;
         writeln!(f, "  Engine: {} {}", info.name, info.engine_version)?;
-        writeln!(f, "  Features: {}", info.features.join(", "))
+        writeln!(f, "  Features: {}", info.features.join(", "))?;
+        let keys: Vec<&str> = info.capabilities.iter().map(|key| key.name()).collect();
+        writeln!(
+            f,
+            "  Capabilities: {} (annotations {}<key>)",
+            keys.join(", "),
+            wasmrunner_capabilities::ANNOTATION_PREFIX
+        )
     }
 }
 
@@ -87,6 +99,7 @@ mod tests {
             name: "wasmtime",
             engine_version: "48.0.8",
             features: &[],
+            capabilities: &[],
         };
         let mode = |name: &str| Mode::of_binary(&info, std::ffi::OsStr::new(name));
         assert_eq!(
@@ -103,6 +116,7 @@ mod tests {
             name: "wasmtime",
             engine_version: "48.0.8",
             features: &["wasi-p1", "wasi-p2"],
+            capabilities: &[Key::Files, Key::Env],
         };
         let text = VersionReport(&info).to_string();
         assert!(text.starts_with("containerd-shim-wasmtime-v1:\n"), "{text}");
@@ -115,5 +129,9 @@ mod tests {
         );
         assert!(text.contains("  Engine: wasmtime 48.0.8\n"), "{text}");
         assert!(text.contains("  Features: wasi-p1, wasi-p2\n"), "{text}");
+        assert!(
+            text.contains("  Capabilities: files, env (annotations wasmrunner.dev/<key>)\n"),
+            "{text}"
+        );
     }
 }

@@ -5,36 +5,13 @@
 use std::borrow::Cow;
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use containerd_shim_wasm::sandbox::context::{RuntimeContext, Source, WasmBinaryType, WasmLayer};
+use wasmrunner_capabilities::{Capabilities, Key};
 
 use crate::entrypoint::{DEFAULT_PATH, candidates as entrypoint_candidates, path_of};
 use crate::failure::WorkloadError;
 use crate::module_cache::OfferedCode;
-
-/// The node cache's compiled code for this container's module, put here by the container's
-/// init process before the engine runs (one workload per process).
-static OFFERED_CODE: Mutex<Option<OfferedCode>> = Mutex::new(None);
-
-/// Offers the engine the node cache's compiled code (see `module_cache`).
-pub(crate) fn offer_compiled(code: OfferedCode) {
-    if let Ok(mut slot) = OFFERED_CODE.lock() {
-        *slot = Some(code);
-    }
-}
-
-/// The offered code, if it was compiled from `wasm`.
-fn compiled_for(wasm: &[u8]) -> Option<File> {
-    let offered = OFFERED_CODE.lock().ok()?.take()?;
-    offered.for_module(wasm)
-}
-
-/// The offered code of a precompiled image layer (the shim wrote it from the layer itself).
-fn layer_code() -> Option<File> {
-    let offered = OFFERED_CODE.lock().ok()?.take()?;
-    Some(offered.for_layer())
-}
 
 /// The export a WASI command runs when the entrypoint names no function.
 pub const DEFAULT_FUNCTION: &str = "_start";
@@ -69,12 +46,21 @@ pub struct Workload<'a> {
     /// nor copies the code. For a `Precompiled` layer the file *is* the code, and `bytes` is
     /// then empty (the shim did not send them).
     pub compiled: Option<File>,
+    /// What the guest may touch (`wasmrunner_capabilities`): the engine preopens
+    /// `capabilities.files`, enforces the network and limits; `env` is already filtered.
+    pub capabilities: Capabilities,
 }
 
 impl<'a> Workload<'a> {
-    /// Reads the workload of the container whose context is `ctx`. Runs inside the
+    /// Reads the workload of the container whose context is `ctx`, with the node cache's
+    /// `offered` code for it and the `capabilities` the shim resolved. Runs inside the
     /// container, after the rootfs became `/`.
-    pub fn load(ctx: &'a impl RuntimeContext) -> Result<Self, WorkloadError> {
+    pub fn load(
+        ctx: &'a impl RuntimeContext,
+        offered: Option<OfferedCode>,
+        capabilities: Capabilities,
+    ) -> Result<Self, WorkloadError> {
+        check_preopens(&capabilities)?;
         let entrypoint = ctx.entrypoint();
         let env = split_env(ctx.envs());
         let mut args = ctx.args().to_vec();
@@ -110,11 +96,18 @@ impl<'a> Workload<'a> {
         } else {
             classify(&name, &bytes)?
         };
-        let compiled = match entrypoint.source {
-            Source::File(_) => compiled_for(&bytes),
-            Source::Oci(_) if precompiled => layer_code(),
+        let compiled = offered.and_then(|offered| match entrypoint.source {
+            Source::File(_) => offered.for_module(&bytes),
+            // The shim wrote a precompiled layer's code to the node cache instead of sending it.
+            Source::Oci(_) if precompiled => Some(offered.for_layer()),
             Source::Oci(_) => None,
-        };
+        });
+        // The entrypoint was looked up with the container's whole `PATH`; the guest sees only
+        // the variables its policy lets through.
+        let env = env
+            .into_iter()
+            .filter(|(name, _)| capabilities.env.allows(name))
+            .collect();
         Ok(Self {
             name,
             bytes,
@@ -123,6 +116,7 @@ impl<'a> Workload<'a> {
             args,
             env,
             compiled,
+            capabilities,
         })
     }
 }
@@ -179,6 +173,32 @@ fn resolve_entrypoint(path: &str, env: &[(String, String)]) -> Result<PathBuf, W
         .into_iter()
         .find(|candidate| candidate.is_file())
         .ok_or_else(not_found)
+}
+
+/// Every directory the policy grants must be one in the container: a grant of a missing
+/// directory is a mistake the user should hear of before the guest half-runs. The paths are
+/// looked up inside the container (its rootfs is `/`), so a symlink in one cannot lead out.
+fn check_preopens(capabilities: &Capabilities) -> Result<(), WorkloadError> {
+    for preopen in &capabilities.files.0 {
+        match std::fs::metadata(&preopen.path) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(WorkloadError::Policy(format!(
+                    "{} grants {}, which is not a directory in the container",
+                    Key::Files.annotation(),
+                    preopen.path
+                )));
+            }
+            Err(err) => {
+                return Err(WorkloadError::Policy(format!(
+                    "{} grants {}, which the container does not have: {err}",
+                    Key::Files.annotation(),
+                    preopen.path
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn split_env(envs: &[String]) -> Vec<(String, String)> {

@@ -110,7 +110,7 @@ fn store_and_calls_can_move_between_threads() {
     assert_shared::<ContentStore>();
     // Type-checked only: the future a task service would hand to another thread or spawn.
     let _ = |store: &ContentStore, compiler: &TestCompiler| {
-        assert_send(store.wasm_layers("id", ENGINE, SUPPORTED, Some(compiler)));
+        assert_send(store.image_content("id", ENGINE, SUPPORTED, Some(compiler)));
     };
 }
 
@@ -445,7 +445,7 @@ async fn normal_image_has_no_layers(ctx: &Ctx<'_>) -> Result<()> {
 
 /// (4) An unknown container, or one whose image is gone: an error that names them.
 async fn unknown_container_is_named(ctx: &Ctx<'_>) -> Result<()> {
-    let result = timed(ctx.store.wasm_layers(
+    let result = timed(ctx.store.image_content(
         "no-such-container",
         ENGINE,
         SUPPORTED,
@@ -464,11 +464,12 @@ async fn unknown_container_is_named(ctx: &Ctx<'_>) -> Result<()> {
     assert!(message.contains(NAMESPACE), "{message}");
 
     // A container whose image was removed: an error naming both.
-    let Err(err) = timed(
-        ctx.store
-            .wasm_layers("ghost", ENGINE, SUPPORTED, None::<&TestCompiler>),
-    )
-    .await?
+    let Err(err) =
+        timed(
+            ctx.store
+                .image_content("ghost", ENGINE, SUPPORTED, None::<&TestCompiler>),
+        )
+        .await?
     else {
         bail!("a container without its image has layers");
     };
@@ -506,10 +507,11 @@ async fn layers(
 ) -> Result<Vec<WasmLayer>> {
     timed(
         ctx.store
-            .wasm_layers(container, ENGINE, SUPPORTED, compiler),
+            .image_content(container, ENGINE, SUPPORTED, compiler),
     )
     .await?
-    .with_context(|| format!("wasm_layers({container:?})"))
+    .map(|content| content.wasm_layers)
+    .with_context(|| format!("image_content({container:?})"))
 }
 
 fn assert_precompiled(layers: &[WasmLayer], expected: &[u8]) -> Result<()> {

@@ -9,7 +9,9 @@ use std::hash::Hash;
 use std::marker::PhantomData;
 
 use containerd_shim_wasm::sandbox::context::WasmLayer;
-use containerd_shim_wasm::shim::{Compiler, Shim};
+use containerd_shim_wasm::shim::Compiler;
+
+use crate::engine::Engine;
 
 use super::zygote::fork_child;
 use super::zygotes::die_with_parent;
@@ -18,13 +20,13 @@ use crate::isolation::{COMPILE_MAX_CPU_ENV, COMPILE_MAX_MEMORY_ENV, CompileLimit
 
 /// The engine's compiler, run in a limited child for each compile (see the module docs).
 /// Its cache key is the engine's, read once when it is made.
-pub struct BoundedCompiler<S: Shim> {
+pub struct BoundedCompiler<S: Engine> {
     cache_key: String,
     limits: CompileLimits,
     _engine: PhantomData<fn() -> S>,
 }
 
-impl<S: Shim> BoundedCompiler<S> {
+impl<S: Engine> BoundedCompiler<S> {
     /// `None` for an engine without a compiler.
     pub async fn new(limits: CompileLimits) -> Option<Self> {
         let compiler = S::compiler().await?;
@@ -36,7 +38,7 @@ impl<S: Shim> BoundedCompiler<S> {
     }
 }
 
-impl<S: Shim> Compiler for BoundedCompiler<S> {
+impl<S: Engine> Compiler for BoundedCompiler<S> {
     fn cache_key(&self) -> impl Hash {
         self.cache_key.clone()
     }
@@ -60,7 +62,7 @@ impl<S: Shim> Compiler for BoundedCompiler<S> {
 }
 
 // Runs in a child of the zygote, which exits when it returns.
-fn compile_in_child<S: Shim>(
+fn compile_in_child<S: Engine>(
     (layers, limits): (Vec<WasmLayer>, CompileLimits),
 ) -> Result<Vec<Option<Vec<u8>>>, String> {
     die_with_parent(());

@@ -7,26 +7,28 @@ use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
-use containerd_shim_wasm::sandbox::Sandbox;
 use containerd_shim_wasm::sandbox::context::{RuntimeContext, WasmLayer};
-use containerd_shim_wasm::shim::Shim;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{
     Executor, ExecutorError, ExecutorSetEnvsError, ExecutorValidationError,
 };
 use oci_spec::runtime::Spec;
+use wasmrunner_capabilities::Capabilities;
 
 use super::Runs;
 use super::context::WorkloadContext;
+use crate::engine::{Engine, RunWorkload};
+use crate::failure::WorkloadError;
 use crate::isolation::scrub::{ProcessStrings, Scrub};
 use crate::isolation::seccomp::apply_guest_profile;
 use crate::module_cache::OfferedCode;
+use crate::workload::Workload;
 
 /// The exit status when the engine itself fails before it could report, or panics
 /// (126: cannot execute).
 const ENGINE_FAILURE: i32 = 126;
 
-pub struct WorkloadExecutor<S: Shim> {
+pub struct WorkloadExecutor<S: Engine> {
     runs: Runs,
     /// The init process's command line and environment memory (Wasm workloads only).
     strings: Option<ProcessStrings>,
@@ -36,7 +38,7 @@ pub struct WorkloadExecutor<S: Shim> {
     _engine: PhantomData<fn() -> S>,
 }
 
-impl<S: Shim> Clone for WorkloadExecutor<S> {
+impl<S: Engine> Clone for WorkloadExecutor<S> {
     fn clone(&self) -> Self {
         Self {
             strings: self.strings,
@@ -48,7 +50,7 @@ impl<S: Shim> Clone for WorkloadExecutor<S> {
     }
 }
 
-impl<S: Shim> WorkloadExecutor<S> {
+impl<S: Engine> WorkloadExecutor<S> {
     pub fn new(
         runs: Runs,
         strings: Option<ProcessStrings>,
@@ -66,16 +68,29 @@ impl<S: Shim> WorkloadExecutor<S> {
 
     /// Runs the workload and exits with its status; a panic on the way ends the container
     /// with [`ENGINE_FAILURE`] (the panic message is on its stderr already).
-    fn run_wasm(&self, spec: &Spec, seccomp: bool) -> ! {
-        let status = std::panic::catch_unwind(AssertUnwindSafe(|| self.isolated(spec, seccomp)))
-            .unwrap_or(ENGINE_FAILURE);
+    fn run_wasm(
+        &self,
+        spec: &Spec,
+        seccomp: bool,
+        capabilities: &Result<Capabilities, String>,
+    ) -> ! {
+        let status = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.isolated(spec, seccomp, capabilities)
+        }))
+        .unwrap_or(ENGINE_FAILURE);
         std::process::exit(status)
     }
 
     /// Empties the process of the shim, loads the guest filter, then runs the engine.
-    fn isolated(&self, spec: &Spec, seccomp: bool) -> i32 {
+    fn isolated(
+        &self,
+        spec: &Spec,
+        seccomp: bool,
+        capabilities: &Result<Capabilities, String>,
+    ) -> i32 {
+        let engine = <S::Sandbox as RunWorkload>::ENGINE;
         let fail = |what: &str, err: &dyn std::fmt::Display| {
-            eprintln!("wasmrunner ({}): error: {what}: {err}", S::name());
+            eprintln!("wasmrunner ({}): error: {what}: {err}", engine.name);
             ENGINE_FAILURE
         };
         let code = self.compiled.lock().ok().and_then(|mut code| code.take());
@@ -95,28 +110,44 @@ impl<S: Shim> WorkloadExecutor<S> {
         if let Err(err) = seccomp.then(apply_guest_profile).transpose() {
             return fail("isolating the workload", &err);
         }
-        if let Some(code) = code {
-            crate::workload::offer_compiled(code);
+        if let Err(err) = crate::signals::exit_on_termination_signals() {
+            tracing::warn!("cannot install termination signal handlers: {err}");
         }
+        let prepared = capabilities
+            .clone()
+            .map_err(WorkloadError::Policy)
+            .and_then(|capabilities| {
+                capabilities
+                    .check_enforceable(engine.name, engine.capabilities)
+                    .map_err(|e| WorkloadError::Policy(e.to_string()))?;
+                Workload::load(&ctx, code, capabilities)
+            });
+        let workload = match prepared {
+            Ok(workload) => workload,
+            Err(err) => return err.report(engine.name),
+        };
         // One thread: the guest runs on it, and nothing else in this process needs more.
         match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
         {
-            Ok(runtime) => match runtime.block_on(S::Sandbox::default().run_wasi(&ctx)) {
-                Ok(status) => status,
-                Err(err) => fail("running the workload", &format!("{err:#}")),
-            },
+            Ok(runtime) => runtime
+                .block_on(S::Sandbox::default().run_workload(workload))
+                .unwrap_or_else(|err| err.report(engine.name)),
             Err(err) => fail("cannot start the engine's runtime", &err),
         }
     }
 }
 
-impl<S: Shim> Executor for WorkloadExecutor<S> {
+impl<S: Engine> Executor for WorkloadExecutor<S> {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         match self.runs {
             Runs::Native => DefaultExecutor {}.exec(spec),
-            Runs::Wasm { seccomp, .. } => self.run_wasm(spec, seccomp),
+            Runs::Wasm {
+                seccomp,
+                ref capabilities,
+                ..
+            } => self.run_wasm(spec, seccomp, capabilities),
         }
     }
 

@@ -17,9 +17,11 @@ mod zygotes;
 
 use std::path::{Path, PathBuf};
 
+use crate::engine::Engine;
 use containerd_shim_wasm::sandbox::context::WasmLayer;
-use containerd_shim_wasm::shim::Shim;
 use serde::{Deserialize, Serialize};
+
+use wasmrunner_capabilities::Capabilities;
 
 use crate::isolation::NodePolicy;
 use crate::module_cache::CompiledModule;
@@ -68,6 +70,11 @@ pub enum Runs {
         /// The spec's supplementary groups, which the builder sets on itself for the init
         /// process to inherit (see `isolation::guest_spec::harden`).
         groups: Vec<u32>,
+        /// What the guest may touch, resolved by the shim from the container's annotations,
+        /// the image's declarations and its memory limit; or why the policy cannot be
+        /// applied, which the init process reports on the container's stderr (status 126)
+        /// instead of running the guest.
+        capabilities: Result<Capabilities, String>,
     },
 }
 
@@ -105,7 +112,7 @@ pub enum ContainerError {
 }
 
 /// Creates the container (its init process waits for `start`) and returns the init's pid.
-pub fn create<S: Shim>(config: ContainerConfig) -> Result<u32, ContainerError> {
+pub fn create<S: Engine>(config: ContainerConfig) -> Result<u32, ContainerError> {
     zygote::create::<S>(config)
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use containerd_shim_wasm::shim::Shim;
+use crate::engine::Engine;
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::signal::Signal;
@@ -51,7 +51,7 @@ const STARTUP_RACE: &str = "received unexpected message: InitReady";
 /// The first attempt's init had opened containerd's output fifos; the task service holds
 /// them open too (`stdio::HeldOutput`), so its death does not end containerd's copy of the
 /// output that the rebuilt container writes.
-pub fn create<S: Shim>(config: ContainerConfig) -> Result<u32, ContainerError> {
+pub fn create<S: Engine>(config: ContainerConfig) -> Result<u32, ContainerError> {
     let mut attempt = 1;
     let mut inject_race = config.inject_startup_race;
     loop {
@@ -77,7 +77,7 @@ pub fn create<S: Shim>(config: ContainerConfig) -> Result<u32, ContainerError> {
 /// Each container is built in a fresh copy of the zygote, which exits afterwards:
 /// libcontainer's builder is not meant to run twice in one process (a second build in the
 /// same process reads the first one's messages: "received unexpected message: InitReady").
-fn build<S: Shim>(config: ContainerConfig) -> Result<u32, ContainerError> {
+fn build<S: Engine>(config: ContainerConfig) -> Result<u32, ContainerError> {
     let id = config.id.clone();
     let builder = fork_child("a builder").map_err(ContainerError::Zygote)?;
     builder
@@ -119,7 +119,7 @@ pub fn operate(state_root: &Path, id: &str, operation: Operation) -> Result<(), 
 }
 
 // Runs in a builder zygote.
-fn create_in_zygote<S: Shim>(config: ContainerConfig) -> Result<u32, String> {
+fn create_in_zygote<S: Engine>(config: ContainerConfig) -> Result<u32, String> {
     die_with_parent(());
     std::fs::create_dir_all(&config.state_root)
         .map_err(|e| format!("creating {}: {e}", config.state_root.display()))?;

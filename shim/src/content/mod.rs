@@ -1,10 +1,10 @@
 //! containerd's content store, seen from the shim: the wasm layers of a container's image,
 //! and the cache of precompiled modules.
 //!
-//! [`ContentStore::wasm_layers`] follows container → image → target (an index or a
+//! [`ContentStore::image_content`] follows container → image → target (an index or a
 //! manifest) → manifest → layers, and returns the layers whose media type the engine
-//! supports. With a compiler it also keeps precompiled modules in the content store, under
-//! runwasi's label scheme (see [`labels`]), so that runwasi shims and ours share the cache.
+//! supports, and the capabilities the image declares. With a compiler it also keeps
+//! precompiled modules in the content store, under runwasi's label scheme (see [`labels`]), so that runwasi shims and ours share the cache.
 //!
 //! Everything is async and needs a tokio runtime with I/O enabled (`enable_all()`); the
 //! connection belongs to the runtime it was made on, so use the same runtime for
@@ -23,6 +23,7 @@ use containerd_client::tonic::transport::Channel;
 use containerd_shim_wasm::sandbox::context::WasmLayer;
 use containerd_shim_wasm::shim::Compiler;
 use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest};
+use wasmrunner_capabilities::ANNOTATION_PREFIX;
 
 pub use error::ContentError;
 pub use labels::{cache_key_hash, precompiled_label};
@@ -39,6 +40,14 @@ pub struct ContentStore {
     channel: Channel,
     namespace: String,
     namespace_header: AsciiMetadataValue,
+}
+
+/// What the shim reads from a container's image (see [`ContentStore::image_content`]).
+#[derive(Debug, Default)]
+pub struct ImageContent {
+    pub wasm_layers: Vec<WasmLayer>,
+    /// The capability keys the image declares, as `(name, value)`.
+    pub declared: Vec<(String, String)>,
 }
 
 /// The image a container runs, as far as labelling goes.
@@ -80,26 +89,27 @@ impl ContentStore {
         &self.namespace
     }
 
-    /// The layers of container `container_id`'s image whose media type is in `supported`,
-    /// with their bytes, in manifest order. Empty when the container has no image or the
-    /// image has no such layers (a normal image whose rootfs holds the module).
+    /// What the shim needs from container `container_id`'s image: its layers whose media
+    /// type is in `supported`, with their bytes, in manifest order (empty when the container
+    /// has no image or the image has no such layers: a normal image whose rootfs holds the
+    /// module), and what the image declares of its capabilities.
     ///
     /// With a `compiler`, each layer comes back precompiled when the store has it cached for
     /// this engine and cache key; the others are compiled, cached and returned compiled. A
     /// layer the compiler returns `None` for comes back as it is (`precompiled: false`), and
     /// so do all of them if compiling fails. Failing to cache is logged, not returned: the
     /// compiled bytes are still used.
-    pub async fn wasm_layers<C: Compiler>(
+    pub async fn image_content<C: Compiler>(
         &self,
         container_id: &str,
         engine_name: &str,
         supported: &[&str],
         compiler: Option<&C>,
-    ) -> Result<Vec<WasmLayer>, ContentError> {
+    ) -> Result<ImageContent, ContentError> {
         let container = self.get_container(container_id).await?;
         if container.image.is_empty() {
             tracing::debug!("container {container_id:?} has no image: no wasm layers");
-            return Ok(Vec::new());
+            return Ok(ImageContent::default());
         }
         let image = self.get_image(&container.image, container_id).await?;
         let target = image.target.ok_or_else(|| ContentError::MissingTarget {
@@ -114,8 +124,9 @@ impl ContentStore {
                 "image {:?} has no manifest for wasm or this host: no wasm layers",
                 image.name
             );
-            return Ok(Vec::new());
+            return Ok(ImageContent::default());
         };
+        let declared = self.declarations(&image.name, &manifest).await?;
         let wanted: Vec<Descriptor> = manifest
             .layers()
             .iter()
@@ -124,22 +135,78 @@ impl ContentStore {
             .collect();
         if wanted.is_empty() {
             tracing::debug!("image {:?} has no wasm layers", image.name);
-            return Ok(Vec::new());
+            return Ok(ImageContent {
+                wasm_layers: Vec::new(),
+                declared,
+            });
         }
-        match compiler {
+        let wasm_layers = match compiler {
             None => {
                 let mut layers = Vec::with_capacity(wanted.len());
                 for descriptor in wanted {
                     layers.push(self.original_layer(&image.name, descriptor).await?);
                 }
-                Ok(layers)
+                layers
             }
             Some(compiler) => {
                 let label = precompiled_label(engine_name, compiler.cache_key());
                 self.precompiled_layers(&image, wanted, engine_name, &label, compiler)
-                    .await
+                    .await?
             }
+        };
+        Ok(ImageContent {
+            wasm_layers,
+            declared,
+        })
+    }
+
+    /// The manifest's annotations and the image config's labels whose names are capability
+    /// keys (`wasmrunner_capabilities`): what the image says its module needs. A config that
+    /// is not JSON with `config.Labels` (a Wasm artifact's, say) declares nothing, and so
+    /// does one that cannot be read (logged): a declaration only narrows what the container's
+    /// annotations grant, so going without one never widens the guest's reach.
+    async fn declarations(
+        &self,
+        image: &str,
+        manifest: &ImageManifest,
+    ) -> Result<Vec<(String, String)>, ContentError> {
+        /// An image config is a few KiB; a bigger one is not read for labels.
+        const MAX_CONFIG_BYTES: u64 = 1 << 20;
+        let ours = |name: &String| name.starts_with(ANNOTATION_PREFIX);
+        let mut declared: Vec<(String, String)> = manifest
+            .annotations()
+            .iter()
+            .flatten()
+            .filter(|(name, _)| ours(name))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        let config = manifest.config();
+        let what = format!("the config of image {image:?}");
+        if config.size() > MAX_CONFIG_BYTES {
+            tracing::warn!("{what} is {} bytes: not reading its labels", config.size());
+            return Ok(declared);
         }
+        let bytes = match self
+            .read(config.digest().as_ref(), &what, Some(config.size()))
+            .await
+        {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                tracing::warn!("not reading the capabilities the image declares: {err}");
+                return Ok(declared);
+            }
+        };
+        let labels = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|json| json.get("config")?.get("Labels")?.as_object().cloned())
+            .unwrap_or_default();
+        declared.extend(
+            labels
+                .into_iter()
+                .filter(|(name, _)| ours(name))
+                .filter_map(|(name, value)| value.as_str().map(|value| (name, value.to_string()))),
+        );
+        Ok(declared)
     }
 
     /// Follows `target` through indexes to the manifest to use; `None` when an index has no

@@ -117,6 +117,13 @@ const ALLOWED: &[&str] = &[
     "timerfd_create",
     "timerfd_settime",
     "timerfd_gettime",
+    // POSIX timers: the CPU deadline (`wasmrunner.dev/cpu-deadline`) is one on the process's
+    // CPU clock. A timer signals only its own process (or a thread of it).
+    "timer_create",
+    "timer_settime",
+    "timer_gettime",
+    "timer_getoverrun",
+    "timer_delete",
     // time
     "clock_gettime",
     "clock_getres",

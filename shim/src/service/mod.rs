@@ -27,7 +27,9 @@ use containerd_shim::protos::ttrpc;
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::protos::types::task::Status;
 use containerd_shim::{DeleteResponse, ExitSignal, TtrpcContext, TtrpcResult};
-use containerd_shim_wasm::shim::{Compiler as _, Shim};
+use containerd_shim_wasm::shim::Compiler as _;
+
+use crate::engine::Engine;
 
 use events::{Event, EventSink};
 use exits::ExitWatcher;
@@ -37,10 +39,11 @@ use task::{Phase, Task, timestamp};
 
 use containerd_shim_wasm::sandbox::context::WasmLayer;
 use oci_spec::runtime::Spec;
+use wasmrunner_capabilities::{Capabilities, Origin, Statement};
 
 use crate::cgroups::ContainerCgroup;
 use crate::container::{self, BoundedCompiler, ContainerConfig, HeldOutput, Runs};
-use crate::content::{ContentStore, cache_key_hash};
+use crate::content::{ContentStore, ImageContent, cache_key_hash};
 use crate::entrypoint::ImageEntrypoint;
 use crate::isolation::{NodePolicy, guest_spec};
 use crate::module_cache::{CompiledModule, ModuleCache};
@@ -59,7 +62,7 @@ fn manager_idle_exit() -> Duration {
 /// How long `Delete` waits for the exit status of a container it had to kill.
 const DELETE_EXIT_WAIT: Duration = Duration::from_secs(5);
 
-pub struct TaskService<S: Shim> {
+pub struct TaskService<S: Engine> {
     inner: Arc<Inner>,
     /// The engine's compiler, run in a limited child per compile; made on first use.
     compiler: OnceLock<Option<BoundedCompiler<S>>>,
@@ -171,7 +174,7 @@ fn no_exec(exec_id: &str) -> TtrpcResult<()> {
     }
 }
 
-impl<S: Shim> TaskService<S> {
+impl<S: Engine> TaskService<S> {
     pub(crate) fn new(
         mode: Mode,
         policy: NodePolicy,
@@ -253,7 +256,10 @@ impl<S: Shim> TaskService<S> {
         })?;
         let options = runtime_options(&req)?;
         let state_root = state_root(&bundle, S::name(), &self.inner.namespace);
-        let mut wasm_layers = self.wasm_layers(&req.id)?;
+        let ImageContent {
+            mut wasm_layers,
+            declared,
+        } = self.image_content(&req.id)?;
         let entrypoint = if wasm_layers.is_empty() {
             ImageEntrypoint::find(&bundle, &spec).unwrap_or_else(|err| {
                 tracing::debug!("{}: looking up the entrypoint in the image: {err}", req.id);
@@ -279,6 +285,7 @@ impl<S: Shim> TaskService<S> {
             let runs = Runs::Wasm {
                 seccomp: self.inner.policy.guest_seccomp,
                 groups: guest.groups,
+                capabilities: guest_capabilities(&spec, &declared),
             };
             (guest.dir, runs)
         };
@@ -403,8 +410,9 @@ impl<S: Shim> TaskService<S> {
     }
 
     /// The image's wasm layers, from containerd's content store, precompiled by the engine
-    /// (and cached there) when it can (empty for images whose rootfs holds the module).
-    fn wasm_layers(&self, id: &str) -> TtrpcResult<Vec<WasmLayer>> {
+    /// (and cached there) when it can (empty for images whose rootfs holds the module), and
+    /// the capabilities the image declares.
+    fn image_content(&self, id: &str) -> TtrpcResult<ImageContent> {
         let inner = &self.inner;
         let compiler = self.compiler();
         inner
@@ -417,7 +425,7 @@ impl<S: Shim> TaskService<S> {
                     })
                     .await?;
                 store
-                    .wasm_layers(id, S::name(), S::supported_layers_types(), compiler)
+                    .image_content(id, S::name(), S::supported_layers_types(), compiler)
                     .await
             })
             .map_err(|e| internal(format!("reading the image's wasm layers: {e}")))
@@ -554,7 +562,7 @@ impl<S: Shim> TaskService<S> {
     }
 }
 
-impl<S: Shim> containerd_shim::Task for TaskService<S> {
+impl<S: Engine> containerd_shim::Task for TaskService<S> {
     fn create(
         &self,
         _ctx: &TtrpcContext,
@@ -719,6 +727,39 @@ impl<S: Shim> containerd_shim::Task for TaskService<S> {
             "updating a running container's resources is not supported by wasmrunner",
         ))
     }
+}
+
+/// What the guest may touch: the grant in the container's annotations (which CRI fills from
+/// the pod's and container's, for the names the node installer passes through), narrowed by
+/// what the image declares, with the container's memory limit as the default memory cap.
+/// An error is kept as text for the init process to report on the container's stderr.
+fn guest_capabilities(spec: &Spec, declared: &[(String, String)]) -> Result<Capabilities, String> {
+    let annotations = spec.annotations().as_ref();
+    let grant = Statement::parse(
+        Origin::Grant,
+        annotations
+            .into_iter()
+            .flatten()
+            .map(|(name, value)| (name.as_str(), value.as_str())),
+    );
+    let image = Statement::parse(
+        Origin::Image,
+        declared
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str())),
+    );
+    let memory_limit = spec
+        .linux()
+        .as_ref()
+        .and_then(|linux| linux.resources().as_ref())
+        .and_then(|resources| resources.memory().as_ref())
+        .and_then(|memory| memory.limit())
+        .and_then(|limit| u64::try_from(limit).ok())
+        .filter(|limit| *limit > 0);
+    grant
+        .and_then(|grant| Ok((grant, image?)))
+        .and_then(|(grant, image)| wasmrunner_capabilities::resolve(grant, image, memory_limit))
+        .map_err(|e| e.to_string())
 }
 
 /// Mounts the rootfs containerd prepared (the snapshot) at the spec's root path.

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
+use crate::engine::Engine;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::util::write_address;
 use containerd_shim::{Config, DeleteResponse, ExitSignal, Flags, StartOpts};
-use containerd_shim_wasm::shim::Shim;
 use oci_spec::runtime::Spec;
 
 use super::events::EventSink;
@@ -90,7 +90,7 @@ pub struct ServingConfig {
 
 static SERVING: OnceLock<ServingConfig> = OnceLock::new();
 
-pub struct ShimProcess<S: Shim> {
+pub struct ShimProcess<S: Engine> {
     mode: Mode,
     node_module_cache: bool,
     policy: NodePolicy,
@@ -101,14 +101,14 @@ pub struct ShimProcess<S: Shim> {
     _engine: PhantomData<fn() -> S>,
 }
 
-impl<S: Shim> ShimProcess<S> {
+impl<S: Engine> ShimProcess<S> {
     /// Sets how this process serves; the first call wins.
     pub fn configure(config: ServingConfig) {
         let _ = SERVING.set(config);
     }
 }
 
-impl<S: Shim> containerd_shim::Shim for ShimProcess<S> {
+impl<S: Engine> containerd_shim::Shim for ShimProcess<S> {
     type T = TaskService<S>;
 
     fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
