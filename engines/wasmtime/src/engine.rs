@@ -2,6 +2,7 @@
 
 use containerd_shim_wasm::shim::{Compiler, Shim, Version, version};
 use wasmrunner_shim::EngineInfo;
+use wasmrunner_shim::capabilities::Key;
 
 use crate::compiler::WasmtimeCompiler;
 use crate::sandbox::WasmtimeSandbox;
@@ -20,6 +21,7 @@ pub const INFO: EngineInfo = EngineInfo {
         wasmrunner_shim::module_cache::NODE_MODULE_CACHE,
         "native-executables",
     ],
+    capabilities: &Key::ALL,
 };
 
 pub struct WasmtimeShim;
@@ -64,5 +66,10 @@ pub fn new_container_engine() -> wasmtime::Result<wasmtime::Engine> {
 fn config() -> wasmtime::Config {
     let mut config = wasmtime::Config::new();
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // Compiled code checks the engine's epoch at loop heads and calls, so that a guest can be
+    // stopped at its CPU deadline (`wasmrunner.dev/cpu-deadline`). It is a setting of the
+    // code, not of a store: every module is compiled with it, whether its pod sets a deadline
+    // or not, so the node's compiled code serves every pod.
+    config.epoch_interruption(true);
     config
 }

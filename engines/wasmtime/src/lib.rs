@@ -2,6 +2,7 @@
 //! `containerd-shim-wasmtime-v1` (src/main.rs) hands it to wasmrunner's shim.
 
 mod compiler;
+mod cpu_deadline;
 mod engine;
 mod sandbox;
 

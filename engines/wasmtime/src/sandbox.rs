@@ -1,28 +1,45 @@
 //! Runs one workload inside the container's init process.
 
+use std::sync::Arc;
+
 use containerd_shim_wasm::sandbox::Sandbox;
 use containerd_shim_wasm::sandbox::context::RuntimeContext;
-use wasmrunner_shim::{DEFAULT_FUNCTION, Workload, WorkloadError, WorkloadKind};
+use wasmrunner_shim::capabilities::{Capabilities, Key, Network, SocketUse};
+use wasmrunner_shim::{
+    DEFAULT_FUNCTION, EngineInfo, RunWorkload, Workload, WorkloadError, WorkloadKind,
+};
 use wasmtime::component::{Component, ResourceTable};
-use wasmtime::{Engine, Linker, Module, Precompiled, Store, Val};
+use wasmtime::{
+    Engine, Linker, Module, Precompiled, Store, StoreLimits, StoreLimitsBuilder, Trap, Val,
+};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::Command;
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::cpu_deadline;
 use crate::engine::{INFO, new_container_engine};
 
 #[derive(Default)]
 pub struct WasmtimeSandbox;
 
+impl RunWorkload for WasmtimeSandbox {
+    const ENGINE: EngineInfo = INFO;
+
+    async fn run_workload(&self, workload: Workload<'_>) -> Result<i32, WorkloadError> {
+        run(workload).await
+    }
+}
+
+/// runwasi's entry point: the workload as runwasi describes it, with the default
+/// capabilities and no node cache (wasmrunner's own init process calls `run_workload`).
 impl Sandbox for WasmtimeSandbox {
     async fn run_wasi(&self, ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
-        if let Err(err) = wasmrunner_shim::exit_on_termination_signals() {
-            tracing::warn!("cannot install termination signal handlers: {err}");
-        }
-        Ok(match run(ctx).await {
-            Ok(status) => status,
-            Err(err) => err.report(INFO.name),
-        })
+        let outcome = match Workload::load(ctx, None, Capabilities::default()) {
+            Ok(workload) => run(workload).await,
+            Err(err) => Err(err),
+        };
+        Ok(outcome.unwrap_or_else(|err| err.report(INFO.name)))
     }
 
     /// Accepts every non-native entrypoint: what is wrong with one is reported when it runs,
@@ -32,8 +49,7 @@ impl Sandbox for WasmtimeSandbox {
     }
 }
 
-async fn run(ctx: &impl RuntimeContext) -> Result<i32, WorkloadError> {
-    let mut workload = Workload::load(ctx)?;
+async fn run(mut workload: Workload<'_>) -> Result<i32, WorkloadError> {
     let compiled = workload.compiled.take();
     let load_error = |e: wasmtime::Error| WorkloadError::Load {
         what: workload.name.clone(),
@@ -55,6 +71,51 @@ async fn run(ctx: &impl RuntimeContext) -> Result<i32, WorkloadError> {
         Code::Module(module) => run_module(&engine, &module, &workload).await,
         Code::Component(component) => run_component(&engine, &component, &workload).await,
     }
+}
+
+/// What a store holds beside the guest's WASI context: the limits its policy sets.
+struct Guest<T> {
+    wasi: T,
+    limits: StoreLimits,
+}
+
+/// A store for the guest, limited as its capabilities say: linear memory, table elements
+/// and instances through a `ResourceLimiter` (a `memory.grow` past the cap fails inside the
+/// guest, as `-1`), and its CPU time through epoch interruption (see [`cpu_deadline`]).
+fn guest_store<T: 'static>(
+    engine: &Engine,
+    workload: &Workload<'_>,
+    wasi: T,
+) -> Result<Store<Guest<T>>, WorkloadError> {
+    let caps = &workload.capabilities;
+    let mut limits = StoreLimitsBuilder::new();
+    if let Some(bytes) = caps.memory {
+        limits = limits.memory_size(usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
+    if let Some(elements) = caps.tables {
+        limits = limits.table_elements(elements as usize);
+    }
+    if let Some(instances) = caps.instances {
+        limits = limits.instances(instances as usize);
+    }
+    let mut store = Store::new(
+        engine,
+        Guest {
+            wasi,
+            limits: limits.build(),
+        },
+    );
+    store.limiter(|guest| &mut guest.limits);
+    // The engine's epoch only moves when the CPU deadline passes: the guest then traps at
+    // its next loop head or call with `Trap::Interrupt`.
+    store.set_epoch_deadline(1);
+    if let Some(deadline) = caps.cpu_deadline {
+        cpu_deadline::arm(engine, deadline).map_err(|e| WorkloadError::Load {
+            what: workload.name.clone(),
+            reason: format!("cannot arm the CPU deadline: {e}"),
+        })?;
+    }
+    Ok(store)
 }
 
 enum Code {
@@ -140,21 +201,50 @@ fn deserialize(
 }
 
 fn wasi_builder(workload: &Workload<'_>) -> Result<WasiCtxBuilder, WorkloadError> {
+    let caps = &workload.capabilities;
     let mut builder = WasiCtxBuilder::new();
     builder
         .args(&workload.args)
         .envs(&workload.env)
-        .inherit_stdio()
-        .inherit_network()
-        .allow_ip_name_lookup(true);
-    // The container's rootfs is this process's `/`.
-    builder
-        .preopened_dir("/", "/", FsPerms::ReadWrite)
-        .map_err(|e| WorkloadError::Load {
-            what: workload.name.clone(),
-            reason: format!("cannot preopen the rootfs: {e:#}"),
-        })?;
+        .inherit_stdio();
+    allow_network(&mut builder, &caps.network);
+    // Paths are the container's: its rootfs is this process's `/`.
+    for preopen in &caps.files.0 {
+        let perms = if preopen.writable {
+            FsPerms::ReadWrite
+        } else {
+            FsPerms::ReadOnly
+        };
+        builder
+            .preopened_dir(&preopen.path, &preopen.guest, perms)
+            .map_err(|e| WorkloadError::Policy(format!("cannot preopen {preopen}: {e:#}")))?;
+    }
     Ok(builder)
+}
+
+/// Wasmtime checks every address a guest socket binds, connects or sends to; the check
+/// answers from the policy, so a denied call fails inside the guest with `access-denied`.
+fn allow_network(builder: &mut WasiCtxBuilder, network: &Network) {
+    builder.allow_ip_name_lookup(network.allows_lookup());
+    // TCP and UDP are off in a new builder: each is on exactly when the policy allows a socket.
+    builder.allow_tcp(network.allows_sockets());
+    builder.allow_udp(network.allows_sockets());
+    if let Network::All = network {
+        builder.inherit_network();
+        return;
+    }
+    let network = Arc::new(network.clone());
+    builder.socket_addr_check(move |addr, usage| {
+        let how = match usage {
+            SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => SocketUse::Bind,
+            SocketAddrUse::TcpListen => SocketUse::Listen,
+            SocketAddrUse::TcpAccept => SocketUse::Accept,
+            SocketAddrUse::UdpReceive => SocketUse::Receive,
+            SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend => SocketUse::Connect,
+        };
+        let allowed = network.allows(addr, how);
+        Box::pin(async move { allowed })
+    });
 }
 
 async fn run_module(
@@ -163,13 +253,14 @@ async fn run_module(
     workload: &Workload<'_>,
 ) -> Result<i32, WorkloadError> {
     let wasi = wasi_builder(workload)?.build_p1();
-    let mut store = Store::new(engine, wasi);
-    let mut linker: Linker<WasiP1Ctx> = Linker::new(engine);
+    let mut store = guest_store(engine, workload, wasi)?;
+    let mut linker: Linker<Guest<WasiP1Ctx>> = Linker::new(engine);
     let load_error = |e: wasmtime::Error| WorkloadError::Load {
         what: workload.name.clone(),
         reason: format!("{e:#}"),
     };
-    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |wasi| wasi).map_err(load_error)?;
+    wasmtime_wasi::p1::add_to_linker_async(&mut linker, |guest| &mut guest.wasi)
+        .map_err(load_error)?;
     let instance = linker
         .instantiate_async(&mut store, module)
         .await
@@ -208,11 +299,11 @@ struct ComponentState {
     table: ResourceTable,
 }
 
-impl WasiView for ComponentState {
+impl WasiView for Guest<ComponentState> {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.ctx,
-            table: &mut self.table,
+            ctx: &mut self.wasi.ctx,
+            table: &mut self.wasi.table,
         }
     }
 }
@@ -232,7 +323,7 @@ async fn run_component(
         ctx: wasi_builder(workload)?.build(),
         table: ResourceTable::new(),
     };
-    let mut store = Store::new(engine, state);
+    let mut store = guest_store(engine, workload, state)?;
     let mut linker = wasmtime::component::Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| WorkloadError::Load {
         what: workload.name.clone(),
@@ -249,22 +340,25 @@ async fn run_component(
     }
 }
 
-/// An error from running guest code: a WASI `proc_exit` is an ordinary exit status, anything
-/// else is a trap.
+/// An error from running guest code: a WASI `proc_exit` is an ordinary exit status, the
+/// epoch interrupt is the CPU deadline, anything else is a trap.
 fn exit_status(workload: &Workload<'_>, err: wasmtime::Error) -> Result<i32, WorkloadError> {
     match err.downcast_ref::<I32Exit>() {
         Some(exit) => Ok(exit.0),
-        None => Err(WorkloadError::Trap {
-            what: workload.name.clone(),
-            reason: format!("{err:#}"),
-        }),
+        None => Err(guest_outcome(workload, err)),
     }
 }
 
 /// Instantiation fails either because imports do not link (the module cannot be loaded) or
 /// because a start function ran and exited or trapped.
 fn guest_outcome(workload: &Workload<'_>, err: wasmtime::Error) -> WorkloadError {
-    if err.downcast_ref::<wasmtime::Trap>().is_some() {
+    let trap = err.downcast_ref::<Trap>();
+    if let (Some(Trap::Interrupt), Some(deadline)) = (trap, workload.capabilities.cpu_deadline) {
+        WorkloadError::CpuDeadline {
+            what: workload.name.clone(),
+            deadline,
+        }
+    } else if trap.is_some() {
         WorkloadError::Trap {
             what: workload.name.clone(),
             reason: format!("{err:#}"),
@@ -272,7 +366,21 @@ fn guest_outcome(workload: &Workload<'_>, err: wasmtime::Error) -> WorkloadError
     } else {
         WorkloadError::Load {
             what: workload.name.clone(),
-            reason: format!("{err:#}"),
+            reason: format!("{err:#}{}", limits_in_force(&workload.capabilities)),
         }
+    }
+}
+
+/// The engine limits the policy set, for a message about a guest that could not be
+/// instantiated (a table or instance over its limit reads as Wasmtime's own words).
+fn limits_in_force(caps: &Capabilities) -> String {
+    let limits: Vec<String> = [(Key::Tables, caps.tables), (Key::Instances, caps.instances)]
+        .into_iter()
+        .filter_map(|(key, limit)| Some(format!("{} = {}", key.annotation(), limit?)))
+        .collect();
+    if limits.is_empty() {
+        String::new()
+    } else {
+        format!(" (limits in force: {})", limits.join(", "))
     }
 }
