@@ -671,7 +671,7 @@ mod tests {
         args: Vec<WasmValue>,
         argv: &[&str],
     ) -> Outcome {
-        let config = run_config(native).expect("config");
+        let config = run_config(native, None).expect("config");
         let module = Module::from_bytes(Some(&config), bytes).expect("the module loads");
         let mut wasi = WasiModule::create(Some(argv.to_vec()), None, None).expect("wasi");
         let mut instances: HashMap<String, &mut dyn SyncInst> = HashMap::new();

@@ -1,9 +1,12 @@
 //! The engine contract: names, the shared WasmEdge configuration, and the precompiler.
 
 use containerd_shim_wasm::shim::{Compiler, Shim, Version, version};
-use wasmedge_sdk::config::{CommonConfigOptions, CompilerConfigOptions, Config, ConfigBuilder};
+use wasmedge_sdk::config::{
+    CommonConfigOptions, CompilerConfigOptions, Config, ConfigBuilder, RuntimeConfigOptions,
+};
 use wasmedge_sdk::{CompilerOptimizationLevel, CompilerOutputFormat, WasmEdgeResult};
 use wasmrunner_shim::EngineInfo;
+use wasmrunner_shim::capabilities::Key;
 
 use crate::compiler::WasmEdgeCompiler;
 use crate::sandbox::WasmEdgeSandbox;
@@ -21,6 +24,9 @@ pub const INFO: EngineInfo = EngineInfo {
         "interpreter",
         "native-executables",
     ],
+    // No socket policy, fuel or epoch, and no table or instance limit in WasmEdge's API: a
+    // policy restricting those is refused (see `Capabilities::check_enforceable`).
+    capabilities: &[Key::Files, Key::Env, Key::Memory],
 };
 
 pub struct WasmEdgeShim;
@@ -66,18 +72,28 @@ pub fn new_config() -> WasmEdgeResult<Config> {
 /// precompiled into containerd's content store under this engine's key) may run as native
 /// code. Any other module (a rootfs `.wasm`, an uncompiled layer) runs in the interpreter,
 /// whatever AOT section it carries: an image must not bring its own machine code.
-pub fn run_config(shim_compiled: bool) -> WasmEdgeResult<Config> {
-    configured(CommonConfigOptions::default().interpreter_mode(!shim_compiled))
+/// `max_memory_pages` caps each linear memory (`wasmrunner.dev/memory`): a `memory.grow`
+/// past it fails inside the guest.
+pub fn run_config(shim_compiled: bool, max_memory_pages: Option<u32>) -> WasmEdgeResult<Config> {
+    let mut builder =
+        ConfigBuilder::new(CommonConfigOptions::default().interpreter_mode(!shim_compiled));
+    if let Some(pages) = max_memory_pages {
+        builder =
+            builder.with_runtime_config(RuntimeConfigOptions::default().max_memory_pages(pages));
+    }
+    with_compiler(builder).build()
 }
 
 fn configured(common: CommonConfigOptions) -> WasmEdgeResult<Config> {
-    ConfigBuilder::new(common)
-        .with_compiler_config(
-            CompilerConfigOptions::default()
-                .out_format(CompilerOutputFormat::Wasm)
-                .optimization_level(CompilerOptimizationLevel::O2),
-        )
-        .build()
+    with_compiler(ConfigBuilder::new(common)).build()
+}
+
+fn with_compiler(builder: ConfigBuilder) -> ConfigBuilder {
+    builder.with_compiler_config(
+        CompilerConfigOptions::default()
+            .out_format(CompilerOutputFormat::Wasm)
+            .optimization_level(CompilerOptimizationLevel::O2),
+    )
 }
 
 #[cfg(test)]
@@ -86,9 +102,10 @@ mod tests {
 
     #[test]
     fn only_shim_compiled_code_runs_natively() {
-        let untrusted = run_config(false).expect("config");
+        let untrusted = run_config(false, None).expect("config");
         assert!(untrusted.interpreter_mode_enabled());
-        let precompiled = run_config(true).expect("config");
+        let precompiled = run_config(true, Some(512)).expect("config");
         assert!(!precompiled.interpreter_mode_enabled());
+        assert_eq!(precompiled.max_memory_pages(), 512);
     }
 }

@@ -9,7 +9,8 @@ use wasmedge_sdk::error::{CoreCommonError, CoreError, WasmEdgeError};
 use wasmedge_sdk::vm::SyncInst;
 use wasmedge_sdk::wasi::WasiModule;
 use wasmedge_sdk::{AsInstance, ExternalInstanceType, Module, Store, Vm};
-use wasmrunner_shim::{Workload, WorkloadError, WorkloadKind};
+use wasmrunner_shim::capabilities::Capabilities;
+use wasmrunner_shim::{EngineInfo, RunWorkload, Workload, WorkloadError, WorkloadKind};
 
 use crate::call_depth;
 use crate::engine::{INFO, run_config};
@@ -17,12 +18,20 @@ use crate::engine::{INFO, run_config};
 #[derive(Default)]
 pub struct WasmEdgeSandbox;
 
+impl RunWorkload for WasmEdgeSandbox {
+    const ENGINE: EngineInfo = INFO;
+
+    async fn run_workload(&self, workload: Workload<'_>) -> Result<i32, WorkloadError> {
+        run(&workload)
+    }
+}
+
+/// runwasi's entry point: the workload as runwasi describes it, with the default
+/// capabilities and no node cache (wasmrunner's own init process calls `run_workload`).
 impl Sandbox for WasmEdgeSandbox {
     async fn run_wasi(&self, ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
-        if let Err(err) = wasmrunner_shim::exit_on_termination_signals() {
-            tracing::warn!("cannot install termination signal handlers: {err}");
-        }
-        let outcome = Workload::load(ctx).and_then(|workload| run(&workload));
+        let outcome =
+            Workload::load(ctx, None, Capabilities::default()).and_then(|workload| run(&workload));
         Ok(outcome.unwrap_or_else(|err| err.report(INFO.name)))
     }
 
@@ -53,6 +62,7 @@ pub fn run_on_host(path: &str, args: &[String]) -> Result<i32, WorkloadError> {
             .collect(),
         env: Vec::new(),
         compiled: None,
+        capabilities: Capabilities::default(),
     };
     run(&workload)
 }
@@ -85,17 +95,21 @@ fn run(workload: &Workload<'_>) -> Result<i32, WorkloadError> {
     wasmedge_sdk::LogManager::log_off();
     // Precompiled code is WasmEdge's universal format: a module with an AOT section, used only
     // when the shim compiled it (see `run_config`).
-    let config = run_config(workload.kind == WorkloadKind::Precompiled).map_err(load_error)?;
+    let config = run_config(
+        workload.kind == WorkloadKind::Precompiled,
+        memory_pages(workload.capabilities.memory),
+    )
+    .map_err(load_error)?;
     let bounded = bounded_call_depth(workload)?;
     let module = Module::from_bytes(Some(&config), &bounded).map_err(load_error)?;
     drop(bounded);
     check_entrypoint(workload, &module)?;
 
-    // The container's rootfs is this process's `/`.
+    let preopens = preopens(workload)?;
     let mut wasi = WasiModule::create(
         Some(args.iter().map(String::as_str).collect()),
         Some(env.iter().map(String::as_str).collect()),
-        Some(vec!["/:/"]),
+        Some(preopens.iter().map(String::as_str).collect()),
     )
     .map_err(load_error)?;
     let outcome = {
@@ -119,6 +133,34 @@ fn run(workload: &Workload<'_>) -> Result<i32, WorkloadError> {
         Err((err, _)) if is_exit(&err) => Ok(wasi.exit_code() as i32),
         Err((err, slots)) => Err(classify_error(workload, &err, slots)),
     }
+}
+
+/// The directories the policy grants, as WasmEdge takes them: `GUEST:PATH`, with
+/// `:readonly` unless writable. Paths are the container's: its rootfs is this process's `/`.
+/// WasmEdge splits on `:`, so a path holding one cannot be granted.
+fn preopens(workload: &Workload<'_>) -> Result<Vec<String>, WorkloadError> {
+    let mut preopens = Vec::new();
+    for preopen in &workload.capabilities.files.0 {
+        if preopen.path.contains(':') || preopen.guest.contains(':') {
+            return Err(WorkloadError::Policy(format!(
+                "WasmEdge cannot preopen {preopen}: a path with a ':' in it"
+            )));
+        }
+        let mode = if preopen.writable { "" } else { ":readonly" };
+        preopens.push(format!("{}:{}{mode}", preopen.guest, preopen.path));
+    }
+    Ok(preopens)
+}
+
+/// The most 64 KiB pages one linear memory may have under a cap of `bytes` (WasmEdge's own
+/// bound, 65,536 pages, without one).
+fn memory_pages(bytes: Option<u64>) -> Option<u32> {
+    const PAGE: u64 = 64 * 1024;
+    bytes.map(|bytes| {
+        u32::try_from(bytes / PAGE)
+            .unwrap_or(u32::MAX)
+            .clamp(1, 65_536)
+    })
 }
 
 /// The workload's module rewritten to bound its call depth ([`call_depth`]). Precompiled code
