@@ -3,7 +3,20 @@
 //! user's comments, key order, quoting and indentation stay as they were.
 
 use thiserror::Error;
-use toml_edit::{Decor, DocumentMut, Item, Key, Table, TableLike, Value};
+use toml_edit::{Array, Decor, DocumentMut, Item, Key, Table, TableLike, Value};
+
+/// The keys of a runtime handler's table that list, as glob patterns (Go's `path.Match`), the
+/// names of the Kubernetes pod annotations and container annotations that containerd's CRI
+/// copies into the container's OCI spec, where the shim reads them. An annotation no pattern
+/// matches never reaches the shim.
+pub const ANNOTATION_KEYS: [&str; 2] = ["pod_annotations", "container_annotations"];
+
+/// The pattern the installer lists under both [`ANNOTATION_KEYS`]: every annotation under
+/// [`wasmrunner_capabilities::ANNOTATION_PREFIX`] (`wasmrunner.dev/*`), which is where a
+/// pod's capability policy for its Wasm guests is written.
+pub fn capability_annotation_pattern() -> String {
+    format!("{}*", wasmrunner_capabilities::ANNOTATION_PREFIX)
+}
 
 /// The two config formats the installer writes. Format 1 (no `version` key) is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -34,6 +47,16 @@ pub enum ConfigError {
     },
     #[error("cannot parse the output of `containerd --version`: {0:?}")]
     BadContainerdVersion(String),
+    #[error(
+        "cannot add {patterns} to `{key}` of `{table}`: it is {what}, not a list of annotation \
+         name patterns"
+    )]
+    NotAList {
+        table: String,
+        key: String,
+        what: &'static str,
+        patterns: String,
+    },
 }
 
 /// A containerd release number, as printed by `containerd --version`.
@@ -230,6 +253,312 @@ pub struct RuntimeEntry {
     pub handler: String,
     pub runtime_type: String,
     pub systemd_cgroup: bool,
+    /// Patterns that both `pod_annotations` and `container_annotations` must list (merged
+    /// with the patterns already there).
+    pub annotation_patterns: Vec<String>,
+}
+
+impl RuntimeEntry {
+    /// An entry that passes the capability annotations ([`capability_annotation_pattern`]).
+    pub fn new(handler: &str, runtime_type: &str, systemd_cgroup: bool) -> Self {
+        Self {
+            handler: handler.to_string(),
+            runtime_type: runtime_type.to_string(),
+            systemd_cgroup,
+            annotation_patterns: vec![capability_annotation_pattern()],
+        }
+    }
+}
+
+/// The strings of a list key (`pod_annotations`, `container_annotations`) of a handler's
+/// table; `None` when the table or the key is absent or the key is not a list. Elements that
+/// are not strings are left out.
+pub fn runtime_string_list(
+    doc: &DocumentMut,
+    version: ConfigVersion,
+    handler: &str,
+    key: &str,
+) -> Option<Vec<String>> {
+    let mut path = version.runtime_table_path(handler);
+    path.push(key.to_string());
+    let array = lookup(doc.as_table(), &path)?.as_array()?;
+    Some(
+        array
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+/// Patterns [`merge_annotation_patterns`] added to one list key of a handler's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedPatterns {
+    /// `pod_annotations` or `container_annotations`.
+    pub key: String,
+    /// The patterns appended, in order.
+    pub patterns: Vec<String>,
+    /// The key did not exist and was created.
+    pub created_key: bool,
+}
+
+/// Whether `array` holds this string.
+fn has_string(array: &Array, wanted: &str) -> bool {
+    array.iter().any(|v| v.as_str() == Some(wanted))
+}
+
+/// Appends a string to a list the way its existing elements are laid out: on a line of its own
+/// (with the same indentation) in a multi-line list, after `, ` in a one-line list. Whatever
+/// came after the last element (its spacing before `]`) moves behind the new one.
+fn push_like_siblings(array: &mut Array, text: &str) {
+    let mut new = Value::from(text);
+    let multi_line = array.iter().any(|v| {
+        v.decor()
+            .prefix()
+            .and_then(|p| p.as_str())
+            .is_some_and(|p| p.contains('\n'))
+    });
+    let last = array.len().checked_sub(1);
+    match last.and_then(|i| array.get_mut(i)) {
+        Some(last) => {
+            let prefix = if multi_line {
+                // The last element's indentation, without the comments above it.
+                let indent = last
+                    .decor()
+                    .prefix()
+                    .and_then(|p| p.as_str())
+                    .and_then(|p| p.rsplit('\n').next())
+                    .unwrap_or_default();
+                format!("\n{indent}")
+            } else {
+                " ".to_string()
+            };
+            let suffix = last
+                .decor()
+                .suffix()
+                .and_then(|s| s.as_str())
+                .unwrap_or_default()
+                .to_string();
+            last.decor_mut().set_suffix("");
+            new.decor_mut().set_prefix(prefix);
+            new.decor_mut().set_suffix(suffix);
+        }
+        None => {
+            // `[]` or `[ ]`: the pattern alone, as `["x"]`.
+            if array
+                .trailing()
+                .as_str()
+                .is_some_and(|t| t.chars().all(|c| c == ' ' || c == '\t'))
+            {
+                array.set_trailing("");
+            }
+            new.decor_mut().set_prefix("");
+            new.decor_mut().set_suffix("");
+        }
+    }
+    array.push_formatted(new);
+}
+
+/// Removes the last element that is this string, handing its trailing spacing to the element
+/// before it (the reverse of [`push_like_siblings`]). Returns whether it was there.
+fn remove_last_string(array: &mut Array, text: &str) -> bool {
+    let Some(index) = (0..array.len())
+        .rev()
+        .find(|i| array.get(*i).and_then(Value::as_str) == Some(text))
+    else {
+        return false;
+    };
+    let removed = array.remove(index);
+    if index == array.len() {
+        let suffix = removed
+            .decor()
+            .suffix()
+            .and_then(|s| s.as_str())
+            .unwrap_or_default()
+            .to_string();
+        if let Some(last) = index.checked_sub(1).and_then(|i| array.get_mut(i)) {
+            last.decor_mut().set_suffix(suffix);
+        }
+    }
+    true
+}
+
+fn quoted_list(patterns: &[String]) -> String {
+    patterns
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Adds each of `patterns` missing from the `key` list of a handler's table (`table` is that
+/// table, `table_path` its key path), creating the key when absent. The list's other patterns,
+/// their order and layout stay. `key_indent` is the indentation of a created key in a
+/// standard table (`None` for an inline table).
+fn merge_list(
+    table: &mut dyn TableLike,
+    table_path: &[String],
+    key: &str,
+    patterns: &[String],
+    key_indent: Option<&str>,
+) -> Result<Option<AddedPatterns>, ConfigError> {
+    match table.get_mut(key) {
+        None => {
+            if patterns.is_empty() {
+                return Ok(None);
+            }
+            let array: Array = patterns.iter().map(String::as_str).collect();
+            table.insert(key, Item::Value(Value::Array(array)));
+            if let (Some(indent), Some(mut k)) = (key_indent, table.key_mut(key)) {
+                *k.leaf_decor_mut() = Decor::new(indent, " ");
+            }
+            Ok(Some(AddedPatterns {
+                key: key.to_string(),
+                patterns: patterns.to_vec(),
+                created_key: true,
+            }))
+        }
+        Some(item) => {
+            let what = item.type_name();
+            let Some(array) = item.as_array_mut() else {
+                return Err(ConfigError::NotAList {
+                    table: dotted(table_path),
+                    key: key.to_string(),
+                    what: article(what),
+                    patterns: quoted_list(patterns),
+                });
+            };
+            let mut added = Vec::new();
+            for pattern in patterns {
+                if !has_string(array, pattern) {
+                    push_like_siblings(array, pattern);
+                    added.push(pattern.clone());
+                }
+            }
+            Ok((!added.is_empty()).then(|| AddedPatterns {
+                key: key.to_string(),
+                patterns: added,
+                created_key: false,
+            }))
+        }
+    }
+}
+
+/// Fails, before anything is edited, when one of [`ANNOTATION_KEYS`] is set to something else
+/// than a list.
+fn check_lists(
+    table: &dyn TableLike,
+    table_path: &[String],
+    patterns: &[String],
+) -> Result<(), ConfigError> {
+    for key in ANNOTATION_KEYS {
+        if let Some(item) = table.get(key)
+            && item.as_array().is_none()
+        {
+            return Err(ConfigError::NotAList {
+                table: dotted(table_path),
+                key: key.to_string(),
+                what: article(item.type_name()),
+                patterns: quoted_list(patterns),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `toml_edit`'s type names with an article, for messages.
+fn article(type_name: &str) -> &'static str {
+    match type_name {
+        "string" => "a string",
+        "integer" => "an integer",
+        "float" => "a float",
+        "boolean" => "a boolean",
+        "datetime" => "a date-time",
+        "table" => "a table",
+        "inline table" => "an inline table",
+        "array of tables" => "an array of tables",
+        "array" => "a list",
+        _ => "something else",
+    }
+}
+
+/// Adds `patterns` to both [`ANNOTATION_KEYS`] of an existing handler table (one someone
+/// else configured), keeping the patterns already listed. Returns what was added, per key;
+/// nothing when the table is absent or already lists them all.
+pub fn merge_annotation_patterns(
+    doc: &mut DocumentMut,
+    version: ConfigVersion,
+    handler: &str,
+    patterns: &[String],
+) -> Result<Vec<AddedPatterns>, ConfigError> {
+    let path = version.runtime_table_path(handler);
+    let Some(item) = lookup_mut(doc.as_table_mut(), &path) else {
+        return Ok(Vec::new());
+    };
+    let mut added = Vec::new();
+    match item {
+        Item::Table(table) => {
+            check_lists(table, &path, patterns)?;
+            let indent = indent_of(table).key;
+            for key in ANNOTATION_KEYS {
+                added.extend(merge_list(table, &path, key, patterns, Some(&indent))?);
+            }
+        }
+        Item::Value(Value::InlineTable(table)) => {
+            check_lists(table, &path, patterns)?;
+            for key in ANNOTATION_KEYS {
+                added.extend(merge_list(table, &path, key, patterns, None)?);
+            }
+        }
+        other => {
+            return Err(ConfigError::NotATable {
+                path: dotted(&path),
+                at: dotted(&path),
+                what: article(other.type_name()),
+            });
+        }
+    }
+    Ok(added)
+}
+
+/// Removes `patterns` (one occurrence each, the last) from the `key` list of a handler's table,
+/// and the key itself when `remove_empty_key` and nothing is left in it. Returns the patterns
+/// removed.
+pub fn remove_annotation_patterns(
+    doc: &mut DocumentMut,
+    version: ConfigVersion,
+    handler: &str,
+    key: &str,
+    patterns: &[String],
+    remove_empty_key: bool,
+) -> Vec<String> {
+    let path = version.runtime_table_path(handler);
+    let Some(table) = lookup_mut(doc.as_table_mut(), &path).and_then(Item::as_table_like_mut)
+    else {
+        return Vec::new();
+    };
+    let Some(array) = table.get_mut(key).and_then(Item::as_array_mut) else {
+        return Vec::new();
+    };
+    let removed: Vec<String> = patterns
+        .iter()
+        .filter(|p| remove_last_string(array, p))
+        .cloned()
+        .collect();
+    if remove_empty_key && array.is_empty() {
+        table.remove(key);
+    }
+    removed
+}
+
+/// Mutable lookup through tables, dotted keys and inline tables.
+fn lookup_mut<'a, S: AsRef<str>>(table: &'a mut dyn TableLike, path: &[S]) -> Option<&'a mut Item> {
+    let (first, rest) = path.split_first()?;
+    let item = table.get_mut(first.as_ref())?;
+    if rest.is_empty() {
+        Some(item)
+    } else {
+        lookup_mut(item.as_table_like_mut()?, rest)
+    }
 }
 
 /// What a handler's table holds now.
@@ -356,7 +685,9 @@ fn set_value(table: &mut Table, key: &str, new: Value, indent: &str) -> bool {
     }
 }
 
-/// Adds the handler's table, or brings an existing one to the wanted values.
+/// Adds the handler's table, or brings an existing one to the wanted values: `runtime_type`,
+/// `options.SystemdCgroup`, and `entry.annotation_patterns` in both [`ANNOTATION_KEYS`] (added
+/// to the patterns a list already holds, never twice).
 ///
 /// The caller decides whether an existing table may be changed (see `install`): this function
 /// only edits.
@@ -409,6 +740,26 @@ pub fn upsert_runtime(
             Value::from(entry.runtime_type.as_str()),
             &outer.key,
         );
+        if !entry.annotation_patterns.is_empty() {
+            for (i, key) in ANNOTATION_KEYS.into_iter().enumerate() {
+                let array: Array = entry
+                    .annotation_patterns
+                    .iter()
+                    .map(String::as_str)
+                    .collect();
+                let prefix = if i == 0 {
+                    format!(
+                        "{k}# Pod and container annotations that containerd passes to the shim: \
+                         its capability policy.\n{k}",
+                        k = outer.key
+                    )
+                } else {
+                    outer.key.clone()
+                };
+                let key = Key::new(key).with_leaf_decor(Decor::new(prefix, " "));
+                runtime.insert_formatted(&key, Item::Value(Value::Array(array)));
+            }
+        }
         let mut options = Table::new();
         options
             .decor_mut()
@@ -435,6 +786,7 @@ pub fn upsert_runtime(
         }
         _ => return Err(not_a_table(&full_path, &here, "a value")),
     };
+    check_lists(runtime, &here, &entry.annotation_patterns)?;
     let mut changed = false;
     let indent = indent_of(runtime);
     if runtime.get("runtime_type").and_then(Item::as_str) != Some(entry.runtime_type.as_str()) {
@@ -444,6 +796,16 @@ pub fn upsert_runtime(
             Value::from(entry.runtime_type.as_str()),
             &indent.key,
         );
+    }
+    for key in ANNOTATION_KEYS {
+        changed |= merge_list(
+            runtime,
+            &here,
+            key,
+            &entry.annotation_patterns,
+            Some(&indent.key),
+        )?
+        .is_some();
     }
     let mut options_path = here.clone();
     options_path.push("options".into());
@@ -535,11 +897,7 @@ mod tests {
     use super::*;
 
     fn entry(handler: &str, systemd: bool) -> RuntimeEntry {
-        RuntimeEntry {
-            handler: handler.into(),
-            runtime_type: format!("io.containerd.{handler}.v1"),
-            systemd_cgroup: systemd,
-        }
+        RuntimeEntry::new(handler, &format!("io.containerd.{handler}.v1"), systemd)
     }
 
     #[test]
@@ -625,8 +983,21 @@ mod tests {
             text.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmtime.options]\nSystemdCgroup = true\n"),
             "{text}"
         );
+        assert!(
+            text.contains(
+                "pod_annotations = [\"wasmrunner.dev/*\"]\ncontainer_annotations = [\"wasmrunner.dev/*\"]\n"
+            ),
+            "{text}"
+        );
         // Round trip: parsing our output gives the same values back.
         let again = parse(&text).unwrap();
+        for key in ANNOTATION_KEYS {
+            assert_eq!(
+                runtime_string_list(&again, ConfigVersion::V2, "wasmtime", key),
+                Some(vec!["wasmrunner.dev/*".to_string()]),
+                "{key}"
+            );
+        }
         assert_eq!(
             inspect_runtime(&again, ConfigVersion::V2, "wasmtime"),
             Existing::Present {
@@ -675,7 +1046,7 @@ mod tests {
         assert!(out.contains("# the runc runtime\n"), "{out}");
         assert!(out.contains("# keep me\n"), "{out}");
         // The new table sits right after runc's and is indented like it.
-        let expected = "            SystemdCgroup = true\n\n        # Added by wasmrunner-installer for the RuntimeClass handler \"wasmtime\" (`wasmrunner-installer uninstall` removes it).\n        [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmtime]\n          runtime_type = \"io.containerd.wasmtime.v1\"\n\n          [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmtime.options]\n            SystemdCgroup = true\n\n  [plugins.\"io.containerd.internal.v1.opt\"]";
+        let expected = "            SystemdCgroup = true\n\n        # Added by wasmrunner-installer for the RuntimeClass handler \"wasmtime\" (`wasmrunner-installer uninstall` removes it).\n        [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmtime]\n          runtime_type = \"io.containerd.wasmtime.v1\"\n          # Pod and container annotations that containerd passes to the shim: its capability policy.\n          pod_annotations = [\"wasmrunner.dev/*\"]\n          container_annotations = [\"wasmrunner.dev/*\"]\n\n          [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmtime.options]\n            SystemdCgroup = true\n\n  [plugins.\"io.containerd.internal.v1.opt\"]";
         assert!(out.contains(expected), "{out}");
         // Removing it gives back the original text exactly.
         assert!(remove_runtime(&mut doc, ConfigVersion::V2, "wasmtime"));
@@ -746,8 +1117,189 @@ mod tests {
         );
         assert_eq!(
             text,
-            "[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.wasmtime]\nruntime_type = \"io.containerd.wasmtime.v1\"\n\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.wasmtime.options]\nSystemdCgroup = true\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.wasmedge]\nruntime_type = \"io.containerd.wasmedge.v1\"\n\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.wasmedge.options]\nSystemdCgroup = false\n"
+            "[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.wasmtime]\nruntime_type = \"io.containerd.wasmtime.v1\"\n# Pod and container annotations that containerd passes to the shim: its capability policy.\npod_annotations = [\"wasmrunner.dev/*\"]\ncontainer_annotations = [\"wasmrunner.dev/*\"]\n\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.wasmtime.options]\nSystemdCgroup = true\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.wasmedge]\nruntime_type = \"io.containerd.wasmedge.v1\"\n# Pod and container annotations that containerd passes to the shim: its capability policy.\npod_annotations = [\"wasmrunner.dev/*\"]\ncontainer_annotations = [\"wasmrunner.dev/*\"]\n\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.wasmedge.options]\nSystemdCgroup = false\n"
         );
         assert!(parse(&text).is_ok());
+    }
+
+    #[test]
+    fn the_pattern_is_the_capability_prefix() {
+        assert_eq!(capability_annotation_pattern(), "wasmrunner.dev/*");
+        assert!(
+            capability_annotation_pattern().starts_with(wasmrunner_capabilities::ANNOTATION_PREFIX)
+        );
+        assert_eq!(
+            entry("wasmtime", false).annotation_patterns,
+            vec!["wasmrunner.dev/*".to_string()]
+        );
+    }
+
+    #[test]
+    fn every_version_writes_both_annotation_lists() {
+        for version in [ConfigVersion::V2, ConfigVersion::V3] {
+            let mut doc = parse(&minimal_config(version)).unwrap();
+            upsert_runtime(&mut doc, version, &entry("wasmtime", false)).unwrap();
+            let again = parse(&doc.to_string()).unwrap();
+            for key in ANNOTATION_KEYS {
+                assert_eq!(
+                    runtime_string_list(&again, version, "wasmtime", key),
+                    Some(vec!["wasmrunner.dev/*".to_string()]),
+                    "{version:?} {key}"
+                );
+            }
+        }
+    }
+
+    /// A table of ours that the admin gave more patterns keeps them and gains ours once.
+    #[test]
+    fn upsert_merges_with_user_patterns_without_duplicates() {
+        let text = "version = 3\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.wasmtime]\n  runtime_type = \"io.containerd.wasmtime.v1\"\n  pod_annotations = [\"example.com/*\", \"wasmrunner.dev/*\"] # mine\n  container_annotations = [\n    \"io.kubernetes.cri.*\",\n  ]\n  [plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.wasmtime.options]\n    SystemdCgroup = false\n";
+        let mut doc = parse(text).unwrap();
+        assert_eq!(
+            upsert_runtime(&mut doc, ConfigVersion::V3, &entry("wasmtime", false)).unwrap(),
+            Upsert::Updated
+        );
+        let out = doc.to_string();
+        // pod_annotations already listed ours: untouched, comment and all.
+        assert!(
+            out.contains("  pod_annotations = [\"example.com/*\", \"wasmrunner.dev/*\"] # mine\n"),
+            "{out}"
+        );
+        // container_annotations gains ours on a line of its own, laid out like the user's.
+        assert!(
+            out.contains(
+                "  container_annotations = [\n    \"io.kubernetes.cri.*\",\n    \"wasmrunner.dev/*\",\n  ]\n"
+            ),
+            "{out}"
+        );
+        let again = parse(&out).unwrap();
+        assert_eq!(
+            runtime_string_list(&again, ConfigVersion::V3, "wasmtime", "pod_annotations"),
+            Some(vec!["example.com/*".into(), "wasmrunner.dev/*".into()])
+        );
+        assert_eq!(
+            runtime_string_list(
+                &again,
+                ConfigVersion::V3,
+                "wasmtime",
+                "container_annotations"
+            ),
+            Some(vec![
+                "io.kubernetes.cri.*".into(),
+                "wasmrunner.dev/*".into()
+            ])
+        );
+        // Idempotent.
+        let mut doc = again;
+        assert_eq!(
+            upsert_runtime(&mut doc, ConfigVersion::V3, &entry("wasmtime", false)).unwrap(),
+            Upsert::Unchanged
+        );
+        assert_eq!(doc.to_string(), out);
+    }
+
+    /// Someone else's table: the patterns are merged into the lists (or the lists added), and
+    /// removing exactly what was added gives the original text back.
+    #[test]
+    fn merge_and_remove_patterns_in_someone_elses_table() {
+        let pattern = vec![capability_annotation_pattern()];
+        let cases = [
+            // No lists at all: both are added, indented like the table's keys.
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmtime]\n    runtime_type = \"io.containerd.wasmtime.v1\"\n",
+            // One-line lists, with spacing before `]`, and an empty one.
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmtime]\nruntime_type = \"io.containerd.wasmtime.v1\"\npod_annotations = [ \"a.example/*\", \"b.example/x\" ]\ncontainer_annotations = []\n",
+            // A multi-line list without a trailing comma.
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmtime]\nruntime_type = \"io.containerd.wasmtime.v1\"\npod_annotations = [\n  \"a.example/*\",  # first\n  \"b.example/*\"\n]\ncontainer_annotations = [\"wasmrunner.dev/*\"]\n",
+            // An inline table in the runtimes table.
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes]\nwasmtime = { runtime_type = \"io.containerd.wasmtime.v1\", pod_annotations = [\"a.example/*\"] }\n",
+        ];
+        for text in cases {
+            let mut doc = parse(text).unwrap();
+            let added =
+                merge_annotation_patterns(&mut doc, ConfigVersion::V2, "wasmtime", &pattern)
+                    .unwrap();
+            let out = doc.to_string();
+            let again = parse(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+            for key in ANNOTATION_KEYS {
+                let list = runtime_string_list(&again, ConfigVersion::V2, "wasmtime", key)
+                    .unwrap_or_else(|| panic!("{key} missing:\n{out}"));
+                assert_eq!(
+                    list.iter().filter(|p| *p == "wasmrunner.dev/*").count(),
+                    1,
+                    "{key}:\n{out}"
+                );
+                // The user's patterns stay, first.
+                let before =
+                    runtime_string_list(&parse(text).unwrap(), ConfigVersion::V2, "wasmtime", key)
+                        .unwrap_or_default();
+                assert!(list.starts_with(&before), "{key}:\n{out}");
+            }
+            // A second merge adds nothing.
+            assert_eq!(
+                merge_annotation_patterns(&mut doc, ConfigVersion::V2, "wasmtime", &pattern)
+                    .unwrap(),
+                vec![]
+            );
+            assert_eq!(doc.to_string(), out);
+            // Removing what was added restores the text.
+            for a in &added {
+                let removed = remove_annotation_patterns(
+                    &mut doc,
+                    ConfigVersion::V2,
+                    "wasmtime",
+                    &a.key,
+                    &a.patterns,
+                    a.created_key,
+                );
+                assert_eq!(removed, a.patterns);
+            }
+            assert_eq!(doc.to_string(), text, "after removal of {added:?}");
+        }
+        // The multi-line list gets ours on its own line.
+        let mut doc = parse(cases[2]).unwrap();
+        merge_annotation_patterns(&mut doc, ConfigVersion::V2, "wasmtime", &pattern).unwrap();
+        assert!(
+            doc.to_string().contains(
+                "pod_annotations = [\n  \"a.example/*\",  # first\n  \"b.example/*\",\n  \"wasmrunner.dev/*\"\n]\n"
+            ),
+            "{doc}"
+        );
+        // A missing table is nothing to merge into.
+        let mut doc = parse("version = 2\n").unwrap();
+        assert_eq!(
+            merge_annotation_patterns(&mut doc, ConfigVersion::V2, "wasmtime", &pattern).unwrap(),
+            vec![]
+        );
+        assert_eq!(doc.to_string(), "version = 2\n");
+    }
+
+    #[test]
+    fn refuses_annotation_keys_that_are_not_lists() {
+        for (text, what) in [
+            ("pod_annotations = \"wasmrunner.dev/*\"\n", "a string"),
+            (
+                "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmtime.container_annotations]\n",
+                "a table",
+            ),
+        ] {
+            let text = format!(
+                "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmtime]\nruntime_type = \"io.containerd.wasmtime.v1\"\n{text}"
+            );
+            let mut doc = parse(&text).unwrap();
+            let err =
+                upsert_runtime(&mut doc, ConfigVersion::V2, &entry("wasmtime", false)).unwrap_err();
+            assert!(matches!(err, ConfigError::NotAList { .. }), "{err}");
+            assert!(err.to_string().contains(what), "{err}");
+            let mut doc = parse(&text).unwrap();
+            let err = merge_annotation_patterns(
+                &mut doc,
+                ConfigVersion::V2,
+                "wasmtime",
+                &[capability_annotation_pattern()],
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("not a list"), "{err}");
+            assert_eq!(doc.to_string(), text);
+        }
     }
 }

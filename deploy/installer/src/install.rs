@@ -205,11 +205,7 @@ fn plan_config(
     let (systemd, reason) = cgroup::decide(opts.systemd_cgroup, runc, &opts.probe);
 
     for spec in &opts.runtimes {
-        let entry = RuntimeEntry {
-            handler: spec.handler.to_string(),
-            runtime_type: spec.runtime_type.to_string(),
-            systemd_cgroup: systemd,
-        };
+        let entry = RuntimeEntry::new(spec.handler, spec.runtime_type, systemd);
         let table = config::dotted(&version.runtime_table_path(spec.handler));
         let owned = state.runtime(spec.handler).is_some();
         match (config::inspect_runtime(&doc, version, spec.handler), owned) {
@@ -220,6 +216,25 @@ fn plan_config(
                         spec.handler,
                         path.display()
                     ));
+                    // The shim needs the capability annotations whoever wrote the table: add
+                    // the patterns it lacks, keep the ones it lists.
+                    let added = config::merge_annotation_patterns(
+                        &mut doc,
+                        version,
+                        spec.handler,
+                        &entry.annotation_patterns,
+                    )
+                    .map_err(config_err(path))?;
+                    for a in added {
+                        actions.push(format!(
+                            "add {} to `{}` of runtime `{}` in {} (the patterns it listed stay)",
+                            quoted(&a.patterns),
+                            a.key,
+                            spec.handler,
+                            path.display()
+                        ));
+                        state.record_patterns(spec.handler, &a.key, &a.patterns, a.created_key);
+                    }
                     continue;
                 }
                 return Err(InstallError::Conflict {
@@ -232,8 +247,12 @@ fn plan_config(
                 let outcome =
                     config::upsert_runtime(&mut doc, version, &entry).map_err(config_err(path))?;
                 let what = format!(
-                    "runtime `{}` (runtime_type = \"{}\", SystemdCgroup = {systemd}: {reason}) at [{table}]",
-                    spec.handler, spec.runtime_type
+                    "runtime `{}` (runtime_type = \"{}\", SystemdCgroup = {systemd}: {reason}; \
+                     {} in {}) at [{table}]",
+                    spec.handler,
+                    spec.runtime_type,
+                    quoted(&entry.annotation_patterns),
+                    config::ANNOTATION_KEYS.join(" and "),
                 );
                 match outcome {
                     Upsert::Added { created_tables } => {
@@ -260,7 +279,18 @@ fn plan_config(
     })
 }
 
+/// `"a", "b"`, for action lines.
+fn quoted(patterns: &[String]) -> String {
+    patterns
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn record_runtime(state: &mut State, entry: &RuntimeEntry, systemd_cgroup: Option<bool>) {
+    // The whole table is the installer's now: uninstall removes it, patterns and all.
+    state.added_patterns.retain(|a| a.handler != entry.handler);
     let added = AddedRuntime {
         handler: entry.handler.clone(),
         runtime_type: entry.runtime_type.clone(),
@@ -346,15 +376,25 @@ fn plan_template(
                         path.display(),
                         user.line
                     ));
+                    // The template's own lines are not the installer's to edit.
+                    let patterns = vec![config::capability_annotation_pattern()];
+                    let lacking = user.keys_lacking(&patterns);
+                    if !lacking.is_empty() {
+                        actions.push(format!(
+                            "note: runtime `{handler}` at line {} of {} does not list {} in {}: \
+                             add it there, or the shim gets no capability annotations from \
+                             Kubernetes pods",
+                            user.line,
+                            path.display(),
+                            quoted(&patterns),
+                            lacking.join(" and ")
+                        ));
+                    }
                     continue;
                 }
             }
         }
-        let entry = RuntimeEntry {
-            handler,
-            runtime_type,
-            systemd_cgroup: systemd,
-        };
+        let entry = RuntimeEntry::new(&handler, &runtime_type, systemd);
         actions.push(format!(
             "{} runtime `{}` (runtime_type = \"{}\", {cgroup_text}) in the wasmrunner block of {}{}",
             if in_block_before.contains(&entry.handler) {
@@ -678,6 +718,25 @@ fn remove_entries(
                     actions.push(format!(
                         "remove runtime `{}` from {}",
                         runtime.handler,
+                        path.display()
+                    ));
+                }
+            }
+            for added in &state.added_patterns {
+                let removed = config::remove_annotation_patterns(
+                    &mut doc,
+                    state.config_version,
+                    &added.handler,
+                    &added.key,
+                    &added.patterns,
+                    added.created_key,
+                );
+                if !removed.is_empty() {
+                    actions.push(format!(
+                        "remove {} from `{}` of runtime `{}` in {}",
+                        quoted(&removed),
+                        added.key,
+                        added.handler,
                         path.display()
                     ));
                 }

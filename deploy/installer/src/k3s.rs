@@ -187,7 +187,8 @@ pub fn render_block(
     if guard {
         block.push_str(
             "# A handler is rendered only when k3s did not find the same shim on its PATH and add it\n\
-             # itself: two tables of one name would be invalid TOML.\n",
+             # itself: two tables of one name would be invalid TOML. k3s's own table lists no\n\
+             # pod_annotations/container_annotations, so the shim gets no capability annotations.\n",
         );
     }
     if follow_k3s_cgroup {
@@ -231,6 +232,27 @@ pub fn render_block(
 pub struct UserRuntime {
     pub line: usize,
     pub runtime_type: Option<String>,
+    /// The keys of [`config::ANNOTATION_KEYS`] the table sets, with the strings they list (read
+    /// from the table's own lines; a list the installer cannot read is left out).
+    pub annotation_lists: Vec<(String, Vec<String>)>,
+}
+
+impl UserRuntime {
+    /// The [`config::ANNOTATION_KEYS`] whose list lacks one of `patterns`.
+    pub fn keys_lacking(&self, patterns: &[String]) -> Vec<&'static str> {
+        config::ANNOTATION_KEYS
+            .into_iter()
+            .filter(|key| {
+                let listed = self
+                    .annotation_lists
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, v)| v.as_slice())
+                    .unwrap_or_default();
+                patterns.iter().any(|p| !listed.contains(p))
+            })
+            .collect()
+    }
 }
 
 /// The key path of a TOML table header line (`[a."b".c]`), if the line is one and has no
@@ -277,14 +299,40 @@ pub fn user_runtime(text: &str, version: ConfigVersion, handler: &str) -> Option
         let entry = found.get_or_insert(UserRuntime {
             line: i + 1,
             runtime_type: None,
+            annotation_lists: Vec::new(),
         });
         if path == wanted {
             entry.line = i + 1;
-            entry.runtime_type = lines[i + 1..]
+            let body: Vec<&str> = lines[i + 1..]
                 .iter()
                 .take_while(|l| !l.trim_start().starts_with('['))
+                .copied()
+                .collect();
+            entry.runtime_type = body
+                .iter()
                 .filter_map(|l| config::parse(l.trim()).ok())
                 .find_map(|d| d.get("runtime_type")?.as_str().map(str::to_string));
+            // The body's plain TOML lines as one document, so that a list spread over several
+            // lines is read too.
+            let plain: String = body
+                .iter()
+                .filter(|l| !l.contains("{{"))
+                .map(|l| format!("{}\n", l.trim()))
+                .collect();
+            entry.annotation_lists = match config::parse(&plain) {
+                Ok(doc) => config::ANNOTATION_KEYS
+                    .into_iter()
+                    .filter_map(|key| {
+                        let list = doc.get(key)?.as_array()?;
+                        let strings = list
+                            .iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect();
+                        Some((key.to_string(), strings))
+                    })
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
         }
     }
     found
@@ -295,11 +343,7 @@ mod tests {
     use super::*;
 
     fn entry(handler: &str) -> RuntimeEntry {
-        RuntimeEntry {
-            handler: handler.into(),
-            runtime_type: format!("io.containerd.{handler}.v1"),
-            systemd_cgroup: true,
-        }
+        RuntimeEntry::new(handler, &format!("io.containerd.{handler}.v1"), true)
     }
 
     #[test]
@@ -351,6 +395,12 @@ mod tests {
         ), "{block}");
         assert!(
             block.contains("SystemdCgroup = true\n{{ end }}\n"),
+            "{block}"
+        );
+        assert!(
+            block.contains(
+                "pod_annotations = [\"wasmrunner.dev/*\"]\ncontainer_annotations = [\"wasmrunner.dev/*\"]\n"
+            ),
             "{block}"
         );
         let unguarded = render_block(ConfigVersion::V3, &[entry("wasmtime")], false, false);
@@ -407,6 +457,37 @@ mod tests {
             "[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.wasmedge.options]\n";
         let found = user_runtime(text, ConfigVersion::V3, "wasmedge").unwrap();
         assert_eq!(found.runtime_type, None);
+    }
+
+    #[test]
+    fn reads_the_annotation_lists_of_user_defined_handlers() {
+        let pattern = vec![config::capability_annotation_pattern()];
+        let text = "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmtime]\n  runtime_type = \"io.containerd.wasmtime.v1\"\n  pod_annotations = [\n    \"example.com/*\",\n    \"wasmrunner.dev/*\",\n  ]\n{{ if .X }}\n  container_annotations = [\"example.com/*\"]\n{{ end }}\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmtime.options]\n  container_annotations = [\"not/these\"]\n";
+        let found = user_runtime(text, ConfigVersion::V2, "wasmtime").unwrap();
+        assert_eq!(
+            found.runtime_type.as_deref(),
+            Some("io.containerd.wasmtime.v1")
+        );
+        assert_eq!(
+            found.annotation_lists,
+            vec![
+                (
+                    "pod_annotations".to_string(),
+                    vec!["example.com/*".to_string(), "wasmrunner.dev/*".to_string()]
+                ),
+                (
+                    "container_annotations".to_string(),
+                    vec!["example.com/*".to_string()]
+                ),
+            ]
+        );
+        assert_eq!(found.keys_lacking(&pattern), vec!["container_annotations"]);
+        let bare = "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmtime]\n  runtime_type = \"io.containerd.wasmtime.v1\"\n";
+        let found = user_runtime(bare, ConfigVersion::V2, "wasmtime").unwrap();
+        assert_eq!(
+            found.keys_lacking(&pattern),
+            vec!["pod_annotations", "container_annotations"]
+        );
     }
 
     #[test]

@@ -50,6 +50,18 @@ pub struct AddedRuntime {
     pub systemd_cgroup: Option<bool>,
 }
 
+/// Annotation patterns the installer added to one list (`pod_annotations` or
+/// `container_annotations`) of a handler table that someone else configured; `uninstall`
+/// removes these patterns (and the key, if the installer created it and nothing else is left).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddedPatterns {
+    pub handler: String,
+    pub key: String,
+    pub patterns: Vec<String>,
+    /// The key did not exist before the installer added it.
+    pub created_key: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub format: u32,
@@ -75,6 +87,9 @@ pub struct State {
     /// Shim binaries copied.
     #[serde(default)]
     pub binaries: Vec<InstalledBinary>,
+    /// Annotation patterns added to handler tables the installer does not own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added_patterns: Vec<AddedPatterns>,
 }
 
 fn with_suffix(target: &Path, suffix: &str) -> PathBuf {
@@ -107,11 +122,42 @@ impl State {
             runtimes: Vec::new(),
             created_tables: Vec::new(),
             binaries: Vec::new(),
+            added_patterns: Vec::new(),
         }
     }
 
     pub fn runtime(&self, handler: &str) -> Option<&AddedRuntime> {
         self.runtimes.iter().find(|r| r.handler == handler)
+    }
+
+    /// Records patterns added to `handler`'s `key` list, together with any recorded before.
+    pub fn record_patterns(
+        &mut self,
+        handler: &str,
+        key: &str,
+        patterns: &[String],
+        created_key: bool,
+    ) {
+        match self
+            .added_patterns
+            .iter_mut()
+            .find(|a| a.handler == handler && a.key == key)
+        {
+            Some(record) => {
+                for pattern in patterns {
+                    if !record.patterns.contains(pattern) {
+                        record.patterns.push(pattern.clone());
+                    }
+                }
+                record.created_key |= created_key;
+            }
+            None => self.added_patterns.push(AddedPatterns {
+                handler: handler.to_string(),
+                key: key.to_string(),
+                patterns: patterns.to_vec(),
+                created_key,
+            }),
+        }
     }
 
     pub fn binary(&self, path: &Path) -> Option<&InstalledBinary> {
@@ -201,6 +247,40 @@ mod tests {
         assert_eq!(load(&target).unwrap(), Some(state));
         forget(&target).unwrap();
         assert_eq!(load(&target).unwrap(), None);
+    }
+
+    #[test]
+    fn added_patterns_accumulate_and_older_states_load() {
+        let target = Path::new("/etc/containerd/config.toml");
+        let mut state = State::new(TargetKind::Config, target, ConfigVersion::V2);
+        // Without added patterns the state file looks as it did before they existed.
+        let json = state.to_json();
+        assert!(!json.contains("added_patterns"), "{json}");
+        let older: State = serde_json::from_str(&json).unwrap();
+        assert_eq!(older, state);
+        let p = |s: &str| vec![s.to_string()];
+        state.record_patterns("wasmtime", "pod_annotations", &p("wasmrunner.dev/*"), false);
+        state.record_patterns("wasmtime", "pod_annotations", &p("wasmrunner.dev/*"), true);
+        state.record_patterns("wasmtime", "container_annotations", &p("a/*"), true);
+        assert_eq!(
+            state.added_patterns,
+            vec![
+                AddedPatterns {
+                    handler: "wasmtime".into(),
+                    key: "pod_annotations".into(),
+                    patterns: p("wasmrunner.dev/*"),
+                    created_key: true,
+                },
+                AddedPatterns {
+                    handler: "wasmtime".into(),
+                    key: "container_annotations".into(),
+                    patterns: p("a/*"),
+                    created_key: true,
+                },
+            ]
+        );
+        let again: State = serde_json::from_str(&state.to_json()).unwrap();
+        assert_eq!(again, state);
     }
 
     #[test]

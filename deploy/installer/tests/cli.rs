@@ -5,7 +5,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{CRI_V2, CRI_V3, Containerd, fake_shims, installer, installer_ok, runtime_type};
+use common::{
+    CAPABILITY_PATTERN, CRI_V2, CRI_V3, Containerd, annotation_lists, assert_annotation_lists,
+    fake_shims, installer, installer_ok, runtime_type,
+};
 use toml_edit::DocumentMut;
 
 struct Node {
@@ -105,6 +108,8 @@ fn missing_config_is_created_for_the_given_containerd_and_deleted_on_uninstall()
             runtime_type(&doc, plugin, "wasmtime").as_deref(),
             Some("io.containerd.wasmtime.v1")
         );
+        assert_annotation_lists(&doc, plugin, "wasmtime", &[CAPABILITY_PATTERN]);
+        assert_annotation_lists(&doc, plugin, "wasmtime-shared", &[CAPABILITY_PATTERN]);
         assert!(
             node.install(&["--containerd-version", version])
                 .contains("unchanged")
@@ -164,6 +169,12 @@ fn dry_run_prints_a_diff_and_writes_nothing() {
         "{out}"
     );
     assert!(out.contains("--- a/"), "{out}");
+    for key in ["pod_annotations", "container_annotations"] {
+        assert!(
+            out.contains(&format!("+{key} = [\"{CAPABILITY_PATTERN}\"]\n")),
+            "{out}"
+        );
+    }
     assert_eq!(node.read_config(), original);
     assert!(!sidecar(&node.config(), ".wasmrunner.json").exists());
     assert!(!node.bin().exists());
@@ -199,16 +210,37 @@ fn someone_elses_handler_is_kept_or_refused() {
     node.write_config(same);
     let out = node.install(&[]);
     assert!(out.contains("already configured by someone else"), "{out}");
-    // The user's `wasmtime` table stays as it is; only the shared-mode handler is added.
+    // The user's `wasmtime` table stays, and gains the annotation lists the shim needs; the
+    // shared-mode handler is added.
     let installed = node.read_config();
-    assert!(installed.starts_with(same), "{installed}");
+    assert!(
+        installed.starts_with(&format!(
+            "{same}  pod_annotations = [\"{CAPABILITY_PATTERN}\"]\n  container_annotations = [\"{CAPABILITY_PATTERN}\"]\n"
+        )),
+        "{installed}"
+    );
     assert!(
         installed.contains("runtimes.wasmtime-shared]"),
         "{installed}"
     );
-    // The entry is not ours: uninstall leaves it.
+    let state = std::fs::read_to_string(sidecar(&node.config(), ".wasmrunner.json")).unwrap();
+    assert!(state.contains("\"added_patterns\""), "{state}");
+    // The entry is not ours: uninstall leaves it, without the lists the installer added.
     node.uninstall();
     assert_eq!(node.read_config(), same);
+    // The same after an edit elsewhere, when uninstall removes entries instead of restoring.
+    node.install(&[]);
+    let edited = format!("{}# the admin's note\n", node.read_config());
+    node.write_config(&edited);
+    let out = node.uninstall();
+    assert!(
+        out.contains(&format!(
+            "remove \"{CAPABILITY_PATTERN}\" from `container_annotations` of runtime `wasmtime`"
+        )),
+        "{out}"
+    );
+    let after = node.read_config();
+    assert_eq!(after, format!("{same}# the admin's note\n"));
 
     let other = same.replace("wasmtime.v1", "runc.v2");
     node.write_config(&other);
@@ -266,4 +298,92 @@ fn replaced_foreign_shim_is_put_back() {
     assert_ne!(std::fs::read_to_string(&dest).unwrap(), "an older shim");
     node.uninstall();
     assert_eq!(std::fs::read_to_string(&dest).unwrap(), "an older shim");
+}
+
+/// An admin's list of their own patterns in a table the installer added keeps them; ours is
+/// added once, not twice, and a second run changes nothing.
+#[test]
+fn user_patterns_in_our_table_stay_and_ours_is_not_repeated() {
+    let node = Node::new(&["wasmtime"]);
+    node.write_config("version = 3\n");
+    node.install(&["--engines", "wasmtime"]);
+    // The admin adds a pattern to our table, and removes ours from the other list.
+    let text = node
+        .read_config()
+        .replacen(
+            &format!("pod_annotations = [\"{CAPABILITY_PATTERN}\"]"),
+            &format!("pod_annotations = [\"{CAPABILITY_PATTERN}\", \"example.com/*\"]"),
+            1,
+        )
+        .replacen(
+            &format!("container_annotations = [\"{CAPABILITY_PATTERN}\"]"),
+            "container_annotations = [\"example.com/*\"]",
+            1,
+        );
+    node.write_config(&text);
+    let out = node.install(&["--engines", "wasmtime"]);
+    assert!(out.contains("update runtime `wasmtime`"), "{out}");
+    let doc: DocumentMut = node.read_config().parse().unwrap();
+    assert_eq!(
+        annotation_lists(&doc, CRI_V3, "wasmtime"),
+        (
+            Some(vec![CAPABILITY_PATTERN.into(), "example.com/*".into()]),
+            Some(vec!["example.com/*".into(), CAPABILITY_PATTERN.into()])
+        )
+    );
+    let merged = node.read_config();
+    assert!(
+        node.install(&["--engines", "wasmtime"])
+            .contains("unchanged")
+    );
+    assert_eq!(node.read_config(), merged);
+    // The table is ours: uninstall removes it whole.
+    node.uninstall();
+    assert_eq!(node.read_config(), "version = 3\n");
+}
+
+/// A config written by an installer without the annotation lists gets them on the next run.
+#[test]
+fn tables_of_an_older_install_gain_the_lists() {
+    let node = Node::new(&["wasmtime"]);
+    let original = "version = 2\n# mine\n";
+    node.write_config(original);
+    node.install(&[]);
+    // What an older installer wrote: the tables without the lists, its hash in the state file.
+    let old: String = node
+        .read_config()
+        .lines()
+        .filter(|l| !l.contains("annotations"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    node.write_config(&old);
+    let state_path = sidecar(&node.config(), ".wasmrunner.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state["written_sha256"] = wasmrunner_installer::fsutil::sha256_hex(old.as_bytes()).into();
+    std::fs::write(&state_path, state.to_string()).unwrap();
+
+    let out = node.install(&[]);
+    assert!(out.contains("update runtime `wasmtime`"), "{out}");
+    assert!(out.contains("update runtime `wasmtime-shared`"), "{out}");
+    let doc: DocumentMut = node.read_config().parse().unwrap();
+    assert_annotation_lists(&doc, CRI_V2, "wasmtime", &[CAPABILITY_PATTERN]);
+    assert_annotation_lists(&doc, CRI_V2, "wasmtime-shared", &[CAPABILITY_PATTERN]);
+    assert!(node.install(&[]).contains("unchanged"));
+    node.uninstall();
+    assert_eq!(node.read_config(), original);
+}
+
+/// An annotation key that is not a list stops the install; nothing is written.
+#[test]
+fn annotation_key_that_is_not_a_list_is_refused_untouched() {
+    let node = Node::new(&["wasmtime"]);
+    let original = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmtime]\n  runtime_type = \"io.containerd.wasmtime.v1\"\n  pod_annotations = \"wasmrunner.dev/*\"\n";
+    node.write_config(original);
+    let err = node.install_fails(&[]);
+    assert!(err.contains("`pod_annotations`"), "{err}");
+    assert!(err.contains("is a string, not a list"), "{err}");
+    assert_eq!(node.read_config(), original);
+    assert!(!sidecar(&node.config(), ".wasmrunner.json").exists());
+    assert!(!node.bin().join("containerd-shim-wasmtime-v1").exists());
 }

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{
-    CRI_V2, CRI_V3, Containerd, RunningContainerd, cri_plugin, fake_shims, installer_ok,
-    runtime_type, systemd_cgroup,
+    CAPABILITY_PATTERN, CRI_V2, CRI_V3, Containerd, RunningContainerd, assert_annotation_lists,
+    cri_plugin, fake_shims, installer_ok, runtime_type, systemd_cgroup,
 };
 use toml_edit::{DocumentMut, value};
 use wasmrunner_installer::ConfigVersion;
@@ -188,6 +188,10 @@ fn check_release(label: &str, release: &Containerd, expect_major: u64) {
         runtime_type(&doc, plugin, "wasmtime").as_deref(),
         Some("io.containerd.wasmtime.v1")
     );
+    // The capability annotations reach the shim: both lists name the prefix, in every handler.
+    for handler in ["wasmtime", "wasmtime-shared"] {
+        assert_annotation_lists(&doc, plugin, handler, &[CAPABILITY_PATTERN]);
+    }
     assert!(bin.join("containerd-shim-wasmtime-v1").is_file());
 
     // containerd's own reading of the file has the runtime under the right plugin.
@@ -202,6 +206,10 @@ fn check_release(label: &str, release: &Containerd, expect_major: u64) {
     );
     // The defaults say SystemdCgroup = false for runc; auto copies it.
     assert_eq!(systemd_cgroup(&dumped, plugin, "wasmtime"), Some(false));
+    // containerd read the annotation lists into the handler's runtime config.
+    for handler in ["wasmtime", "wasmtime-shared"] {
+        assert_annotation_lists(&dumped, plugin, handler, &[CAPABILITY_PATTERN]);
+    }
     assert!(
         dump.contains("runtime_type = \"io.containerd.wasmtime.v1\"")
             || dump.contains("runtime_type = 'io.containerd.wasmtime.v1'"),
@@ -308,6 +316,184 @@ fn containerd_2_reads_a_version_2_config() {
         runtime_type(&dump, CRI_V3, "wasmtime").as_deref(),
         Some("io.containerd.wasmtime.v1")
     );
+    // The migration keeps the annotation lists.
+    assert_annotation_lists(&dump, CRI_V3, "wasmtime", &[CAPABILITY_PATTERN]);
     wasmrunner_installer::uninstall_from_config(&paths.config()).unwrap();
     assert_eq!(std::fs::read_to_string(paths.config()).unwrap(), original);
+}
+
+/// Every containerd on this machine, with the config format its `config default` writes.
+fn releases() -> Vec<(&'static str, Containerd)> {
+    let mut all = vec![("containerd 1.6 (system)", Containerd::system())];
+    for (label, suite) in [
+        ("containerd 1.7 (trixie)", "trixie"),
+        ("containerd 2.x (sid)", "sid"),
+    ] {
+        match Containerd::unpacked(suite) {
+            Some(release) => all.push((label, release)),
+            None => skip(&format!(
+                "{label}: target/containerd/{suite}/bin/containerd is absent"
+            )),
+        }
+    }
+    all
+}
+
+/// A `wasmtime` handler the admin configured before (same runtime type) that already lists
+/// annotation patterns of their own: the installer keeps the table and the admin's patterns,
+/// adds ours to each list once, a second run changes nothing, containerd reads the merged lists,
+/// and uninstall (both the byte-for-byte restore and, after another edit, the structural one)
+/// takes away only what the installer added.
+#[test]
+fn user_annotation_patterns_are_merged_and_kept() {
+    for (label, release) in releases() {
+        let paths = Paths::new();
+        let (defaults, format) = private_default_config(&release, &paths);
+        let plugin = cri_plugin(format);
+        // Quoted like the rest of the file: toml_edit writes a header's keys the way their
+        // first occurrence in the file is quoted, so mixed quoting would not survive any edit.
+        let q = if defaults.contains("[plugins.'") {
+            '\''
+        } else {
+            '"'
+        };
+        let user_table = format!(
+            "\n# The admin's own wasmtime handler, with the annotations their tooling needs.\n\
+             [plugins.{q}{plugin}{q}.containerd.runtimes.wasmtime]\n\
+             runtime_type = \"io.containerd.wasmtime.v1\"\n\
+             pod_annotations = [\"example.com/*\"] # for the audit hook\n\
+             container_annotations = [\n  \"example.com/trace\",\n  \"{CAPABILITY_PATTERN}\",\n]\n"
+        );
+        let original = format!("{defaults}{user_table}");
+        std::fs::write(paths.config(), &original).unwrap();
+        release
+            .dump(&paths.config())
+            .unwrap_or_else(|e| panic!("{label}: the admin's config: {e}"));
+        let shims = fake_shims(paths.dir.path(), &["wasmtime"]);
+        let bin = paths.at("bin");
+        let config = paths.config();
+        let install = [
+            "install",
+            "--config",
+            config.to_str().unwrap(),
+            "--restart",
+            "none",
+            "--shims",
+            shims.to_str().unwrap(),
+            "--bin-dir",
+            bin.to_str().unwrap(),
+        ];
+
+        // A dry run shows the merge in its diff and writes nothing.
+        let mut dry = install.to_vec();
+        dry.push("--dry-run");
+        let out = installer_ok(&dry);
+        assert!(
+            out.contains(&format!(
+                "+pod_annotations = [\"example.com/*\", \"{CAPABILITY_PATTERN}\"] # for the audit hook"
+            )),
+            "{label}: {out}"
+        );
+        assert!(
+            out.contains(&format!(
+                "would add \"{CAPABILITY_PATTERN}\" to `pod_annotations` of runtime `wasmtime`"
+            )),
+            "{label}: {out}"
+        );
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), original);
+
+        let out = installer_ok(&install);
+        assert!(
+            out.contains("already configured by someone else"),
+            "{label}: {out}"
+        );
+        // container_annotations listed ours already: only pod_annotations changes.
+        assert!(
+            !out.contains("to `container_annotations`"),
+            "{label}: {out}"
+        );
+        let installed = std::fs::read_to_string(&config).unwrap();
+        // The admin's lines are all there, in order, only the one list gained ours.
+        let merged = original.replace(
+            "pod_annotations = [\"example.com/*\"] # for",
+            &format!("pod_annotations = [\"example.com/*\", \"{CAPABILITY_PATTERN}\"] # for"),
+        );
+        assert_ne!(merged, original);
+        let mut rest = installed.as_str();
+        for line in merged.lines() {
+            let at = rest.find(line).unwrap_or_else(|| {
+                panic!("{label}: line {line:?} lost or reordered:\n{installed}")
+            });
+            rest = &rest[at + line.len()..];
+        }
+        let doc: DocumentMut = installed.parse().unwrap();
+        assert_eq!(
+            common::annotation_lists(&doc, plugin, "wasmtime"),
+            (
+                Some(vec!["example.com/*".into(), CAPABILITY_PATTERN.into()]),
+                Some(vec!["example.com/trace".into(), CAPABILITY_PATTERN.into()])
+            ),
+            "{label}"
+        );
+        // The shared-mode handler is ours, with our lists only.
+        assert_annotation_lists(&doc, plugin, "wasmtime-shared", &[CAPABILITY_PATTERN]);
+        let dumped: DocumentMut = release
+            .dump(&config)
+            .unwrap_or_else(|e| panic!("{label}: {e}"))
+            .parse()
+            .unwrap();
+        let dump_plugin = if release.version().major >= 2 {
+            CRI_V3
+        } else {
+            CRI_V2
+        };
+        assert_eq!(
+            common::annotation_lists(&dumped, dump_plugin, "wasmtime"),
+            common::annotation_lists(&doc, plugin, "wasmtime"),
+            "{label}"
+        );
+
+        // Idempotent.
+        let out = installer_ok(&install);
+        assert!(out.contains("unchanged"), "{label}: {out}");
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), installed);
+
+        // Uninstall of an untouched file: the original bytes.
+        let uninstall = [
+            "uninstall",
+            "--config",
+            config.to_str().unwrap(),
+            "--restart",
+            "none",
+        ];
+        installer_ok(&uninstall);
+        assert_eq!(
+            std::fs::read_to_string(&config).unwrap(),
+            original,
+            "{label}"
+        );
+
+        // Install again, let the admin edit another part, uninstall: only our pattern goes.
+        installer_ok(&install);
+        let edited = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace(ROOT_COMMENT, "# private root (edited after the install)");
+        std::fs::write(&config, &edited).unwrap();
+        let out = installer_ok(&uninstall);
+        assert!(
+            out.contains(&format!(
+                "remove \"{CAPABILITY_PATTERN}\" from `pod_annotations` of runtime `wasmtime`"
+            )),
+            "{label}: {out}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&config).unwrap(),
+            original.replace(ROOT_COMMENT, "# private root (edited after the install)"),
+            "{label}"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "{label}: the admin's annotation patterns merged, kept and restored"
+        );
+    }
 }

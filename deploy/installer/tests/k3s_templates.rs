@@ -9,8 +9,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use common::{
-    CRI_V2, CRI_V3, Containerd, fake_shims, fixture, installer_ok, render_k3s_template,
-    runtime_type, systemd_cgroup,
+    CAPABILITY_PATTERN, CRI_V2, CRI_V3, Containerd, annotation_lists, assert_annotation_lists,
+    fake_shims, fixture, installer_ok, render_k3s_template, runtime_type, systemd_cgroup,
 };
 use toml_edit::DocumentMut;
 use wasmrunner_installer::install::{InstallError, Options, Target, install, uninstall};
@@ -77,6 +77,22 @@ fn check_render_with(
             expected,
             "{handler}: k3s found {k3s_found:?}, k3s SystemdCgroup {k3s_systemd}:\n{rendered}"
         );
+        // Ours pass the capability annotations; k3s's own table cannot be given them.
+        if ours.contains(&handler) {
+            assert_annotation_lists(&doc, plugin, handler, &[CAPABILITY_PATTERN]);
+        } else {
+            assert_eq!(
+                annotation_lists(&doc, plugin, handler),
+                (None, None),
+                "{handler}:\n{rendered}"
+            );
+        }
+    }
+    // The shared-mode handlers are never detected by k3s: always ours, with the lists.
+    for handler in ["wasmtime-shared", "wasmedge-shared"] {
+        if runtime_type(&doc, plugin, handler).is_some() {
+            assert_annotation_lists(&doc, plugin, handler, &[CAPABILITY_PATTERN]);
+        }
     }
     if let Some(release) = containerd_for(version) {
         let dir = tempfile::tempdir().unwrap();
@@ -96,6 +112,9 @@ fn check_render_with(
             runtime_type(&dump, dump_plugin, "wasmtime").as_deref(),
             Some("io.containerd.wasmtime.v1")
         );
+        for handler in ours {
+            assert_annotation_lists(&dump, dump_plugin, handler, &[CAPABILITY_PATTERN]);
+        }
     } else {
         let _ = writeln!(
             std::io::stderr(),
@@ -227,6 +246,16 @@ fn user_defined_handler_is_not_duplicated() {
         "{:?}",
         report.actions
     );
+    // The template's own table lists no annotations, and the installer does not edit the
+    // template's lines: it says so.
+    assert!(
+        report.actions.iter().any(|a| a.starts_with("note: runtime `wasmtime` at line 4")
+            && a.contains(&format!(
+                "does not list \"{CAPABILITY_PATTERN}\" in pod_annotations and container_annotations"
+            ))),
+        "{:?}",
+        report.actions
+    );
     let installed = std::fs::read_to_string(&path).unwrap();
     let block = &installed[original.len()..];
     assert!(!block.contains("runtimes.wasmtime]"), "{block}");
@@ -240,6 +269,8 @@ fn user_defined_handler_is_not_duplicated() {
         Some("io.containerd.wasmtime.v1")
     );
     assert_eq!(systemd_cgroup(&doc, CRI_V2, "wasmedge"), Some(false));
+    assert_annotation_lists(&doc, CRI_V2, "wasmedge", &[CAPABILITY_PATTERN]);
+    assert_eq!(annotation_lists(&doc, CRI_V2, "wasmtime"), (None, None));
     // Reinstall identical, uninstall restores.
     assert!(
         !install(&target, &[], &both_engines(tmp.path()))
@@ -359,4 +390,38 @@ fn cli_creates_and_removes_the_template() {
     );
     run("uninstall");
     assert_eq!(std::fs::read_to_string(&v3).unwrap(), original);
+}
+
+/// A handler the template defines with the capability pattern already listed gets no note.
+#[test]
+fn user_defined_handler_listing_the_pattern_gets_no_note() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = k3s::template_dir(tmp.path());
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(k3s::TEMPLATE_V2);
+    let original = format!(
+        "{{{{ template \"base\" . }}}}\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmtime]\n  runtime_type = \"io.containerd.wasmtime.v1\"\n  pod_annotations = [\n    \"example.com/*\",\n    \"{CAPABILITY_PATTERN}\",\n  ]\n  container_annotations = [\"{CAPABILITY_PATTERN}\"]\n"
+    );
+    std::fs::write(&path, &original).unwrap();
+    let target = Target::K3sTemplate(path.clone());
+    let report = install(&target, &[], &both_engines(tmp.path())).unwrap();
+    assert!(
+        !report.actions.iter().any(|a| a.starts_with("note:")),
+        "{:?}",
+        report.actions
+    );
+    let installed = std::fs::read_to_string(&path).unwrap();
+    assert!(installed.starts_with(&original), "{installed}");
+    let rendered = render_k3s_template(&installed, ConfigVersion::V2, &detected(&[]), true);
+    let doc: DocumentMut = rendered.parse().expect("no duplicate table");
+    assert_eq!(
+        annotation_lists(&doc, CRI_V2, "wasmtime"),
+        (
+            Some(vec!["example.com/*".into(), CAPABILITY_PATTERN.into()]),
+            Some(vec![CAPABILITY_PATTERN.into()])
+        )
+    );
+    assert_annotation_lists(&doc, CRI_V2, "wasmedge", &[CAPABILITY_PATTERN]);
+    uninstall(&target, false).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), original);
 }

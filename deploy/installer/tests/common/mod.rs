@@ -170,6 +170,49 @@ pub fn systemd_cgroup(doc: &DocumentMut, plugin: &str, handler: &str) -> Option<
     .as_bool()
 }
 
+/// The pattern the installer lists in both annotation keys, written out here (not taken from the
+/// library) so that a wrong pattern in the library fails the tests.
+pub const CAPABILITY_PATTERN: &str = "wasmrunner.dev/*";
+
+/// The strings of a list key (`pod_annotations`, `container_annotations`) of a handler under
+/// `plugins.<plugin>.containerd.runtimes`; `None` when absent or not a list.
+pub fn string_list(
+    doc: &DocumentMut,
+    plugin: &str,
+    handler: &str,
+    key: &str,
+) -> Option<Vec<String>> {
+    let array = lookup(doc.as_table(), &handler_path(plugin, handler, &[key]))?.as_array()?;
+    Some(
+        array
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+    )
+}
+
+/// Both annotation lists of a handler: `(pod_annotations, container_annotations)`.
+pub fn annotation_lists(
+    doc: &DocumentMut,
+    plugin: &str,
+    handler: &str,
+) -> (Option<Vec<String>>, Option<Vec<String>>) {
+    (
+        string_list(doc, plugin, handler, "pod_annotations"),
+        string_list(doc, plugin, handler, "container_annotations"),
+    )
+}
+
+/// Asserts that both annotation lists of the handler are exactly `expected`.
+pub fn assert_annotation_lists(doc: &DocumentMut, plugin: &str, handler: &str, expected: &[&str]) {
+    let expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        annotation_lists(doc, plugin, handler),
+        (Some(expected.clone()), Some(expected)),
+        "annotation lists of {handler} under plugins.\"{plugin}\":\n{doc}"
+    );
+}
+
 /// A containerd started on a private root/state/sockets; stopped (by pid) when dropped.
 pub struct RunningContainerd {
     child: Child,
