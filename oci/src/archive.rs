@@ -42,7 +42,7 @@ pub fn build_archive(spec: &ImageSpec, out: &mut impl Write) -> Result<ArchiveSu
     let platform = spec.effective_platform();
     let layers = build_layers(spec)?;
     let config = build_config(spec, &platform, &layers)?;
-    let manifest = build_manifest(spec.flavour, &config, &layers)?;
+    let manifest = build_manifest(spec, &config, &layers)?;
 
     let mut tar = TarWriter::new(out);
     tar.file("oci-layout", ARCHIVE_FILE_MODE, &oci_layout()?)?;

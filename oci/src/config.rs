@@ -75,6 +75,14 @@ fn oci_image_config(
     if !spec.env.is_empty() {
         runtime = runtime.env(spec.env.clone());
     }
+    if !spec.labels.is_empty() {
+        runtime = runtime.labels(
+            spec.labels
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect::<std::collections::HashMap<_, _>>(),
+        );
+    }
     let rootfs = RootFsBuilder::default()
         .typ("layers")
         .diff_ids(diff_ids)

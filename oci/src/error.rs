@@ -45,6 +45,14 @@ pub enum OciError {
     #[error("{path} is not a wasm binary; the {flavour} flavour only holds wasm files")]
     NotWasm { path: String, flavour: &'static str },
 
+    /// Labels were given for a flavour whose config has no `Labels` (the CNCF artifact's).
+    #[error("the {flavour} flavour's config has no labels; use manifest annotations")]
+    NoConfigLabels { flavour: &'static str },
+
+    /// A label or annotation with an empty key.
+    #[error("a label or annotation key is empty")]
+    EmptyKey,
+
     /// An `oci-spec` builder or parser rejected a value.
     #[error("OCI structure: {0}")]
     Spec(#[from] oci_spec::OciSpecError),

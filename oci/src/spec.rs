@@ -1,6 +1,6 @@
 //! What to build: the image name, flavour, files and runtime configuration.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 
@@ -180,6 +180,10 @@ pub struct ImageSpec {
     pub env: Vec<String>,
     /// `None` selects the flavour's default, see [`Platform::default_for`].
     pub platform: Option<Platform>,
+    /// OCI config `Labels` (image and runwasi flavours: the CNCF config has no labels).
+    pub labels: BTreeMap<String, String>,
+    /// The image manifest's `annotations`.
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl ImageSpec {
@@ -192,6 +196,8 @@ impl ImageSpec {
             cmd: Vec::new(),
             env: Vec::new(),
             platform: None,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
         }
     }
 
@@ -232,6 +238,18 @@ impl ImageSpec {
         self
     }
 
+    /// Sets label `key` of the image config (replacing an earlier value).
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets annotation `key` of the image manifest (replacing an earlier value).
+    pub fn annotation(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.annotations.insert(key.into(), value.into());
+        self
+    }
+
     pub fn platform(mut self, platform: Platform) -> Self {
         self.platform = Some(platform);
         self
@@ -268,6 +286,16 @@ impl ImageSpec {
         validate_name(&self.name)?;
         if self.files.is_empty() {
             return Err(OciError::NoFiles);
+        }
+        if !self.labels.is_empty() && self.flavour == Flavour::CncfArtifact {
+            return Err(OciError::NoConfigLabels {
+                flavour: self.flavour.as_str(),
+            });
+        }
+        for key in self.labels.keys().chain(self.annotations.keys()) {
+            if key.is_empty() {
+                return Err(OciError::EmptyKey);
+            }
         }
         let mut files = BTreeSet::new();
         for file in &self.files {
@@ -443,6 +471,29 @@ mod tests {
                 "{bad:?} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn labels_need_an_image_config_and_keys_a_name() {
+        let labelled = |flavour| {
+            ImageSpec::new("x", flavour)
+                .file("/a.wasm", MODULE)
+                .label("wasmrunner.dev/env", "APP_*")
+        };
+        assert!(labelled(Flavour::Image).validate().is_ok());
+        assert!(labelled(Flavour::RunwasiArtifact).validate().is_ok());
+        assert!(matches!(
+            labelled(Flavour::CncfArtifact).validate(),
+            Err(OciError::NoConfigLabels { flavour: "cncf" })
+        ));
+        let annotated = ImageSpec::new("x", Flavour::CncfArtifact)
+            .file("/a.wasm", MODULE)
+            .annotation("wasmrunner.dev/env", "APP_*");
+        assert!(annotated.validate().is_ok());
+        let unnamed = ImageSpec::new("x", Flavour::Image)
+            .file("/a.wasm", MODULE)
+            .annotation("", "v");
+        assert!(matches!(unnamed.validate(), Err(OciError::EmptyKey)));
     }
 
     #[test]

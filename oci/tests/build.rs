@@ -176,6 +176,65 @@ fn image_flavour_is_a_normal_oci_image() {
     assert_eq!(inspected_layer.wasm_files[0].kind, WasmKind::Module);
 }
 
+/// Config labels and manifest annotations (what a module declares it needs, for instance)
+/// land where containerd and the shims read them, and inspection reports them.
+#[test]
+fn labels_go_in_the_config_and_annotations_in_the_manifest() {
+    for flavour in [Flavour::Image, Flavour::RunwasiArtifact] {
+        let spec = ImageSpec::new(NAME, flavour)
+            .file("/hello.wasm", MODULE)
+            .entrypoint(["/hello.wasm"])
+            .label("wasmrunner.dev/network", "connect=127.0.0.1:9")
+            .label("org.opencontainers.image.title", "hello")
+            .annotation("wasmrunner.dev/env", "APP_NAME");
+        let archive = build(&spec);
+        let (manifest, config) = check_layout(&archive, &spec.effective_platform());
+        assert_eq!(
+            config["config"]["Labels"],
+            serde_json::json!({
+                "org.opencontainers.image.title": "hello",
+                "wasmrunner.dev/network": "connect=127.0.0.1:9",
+            }),
+            "{flavour}"
+        );
+        assert_eq!(
+            manifest["annotations"],
+            serde_json::json!({"wasmrunner.dev/env": "APP_NAME"}),
+            "{flavour}"
+        );
+        let inspection = inspect_archive(&archive[..]).expect("inspectable");
+        let inspected = inspection.manifests().next().expect("a manifest");
+        assert_eq!(
+            inspected
+                .annotations
+                .get("wasmrunner.dev/env")
+                .map(String::as_str),
+            Some("APP_NAME")
+        );
+        let labels = &inspected.config.as_ref().expect("config").labels;
+        assert_eq!(labels.len(), 2, "{labels:?}");
+        assert!(
+            inspection
+                .to_string()
+                .contains("label wasmrunner.dev/network=connect=127.0.0.1:9")
+        );
+    }
+    // Without any, neither key is written.
+    let plain = build(&ImageSpec::new(NAME, Flavour::Image).file("/hello.wasm", MODULE));
+    let (manifest, config) = check_layout(&plain, &Platform::host_linux());
+    assert!(manifest.get("annotations").is_none(), "{manifest}");
+    assert!(config["config"].get("Labels").is_none(), "{config}");
+    // The CNCF config has no labels: refused rather than dropped.
+    let cncf = ImageSpec::new(NAME, Flavour::CncfArtifact)
+        .file("/hello.wasm", MODULE)
+        .label("wasmrunner.dev/env", "APP_NAME");
+    let mut out = Vec::new();
+    assert!(matches!(
+        build_archive(&cncf, &mut out),
+        Err(OciError::NoConfigLabels { .. })
+    ));
+}
+
 #[test]
 fn runwasi_flavour_has_one_raw_wasm_layer_per_file() {
     let spec = ImageSpec::new(NAME, Flavour::RunwasiArtifact)

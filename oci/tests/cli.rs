@@ -151,6 +151,49 @@ fn cncf_with_a_component_and_explicit_platform() {
 }
 
 #[test]
+fn labels_and_annotations_from_the_command_line() {
+    let dir = TempDir::new("cli-labels");
+    std::fs::write(dir.0.join("app.wasm"), MODULE).expect("write");
+    let output = wasm_oci(
+        &[
+            "build",
+            "--name",
+            "app:1",
+            "--label",
+            "wasmrunner.dev/env=APP_*",
+            "--annotation",
+            "wasmrunner.dev/files=/data:rw",
+            "-o",
+            "a.tar",
+            "app.wasm",
+        ],
+        &dir.0,
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = wasm_oci(&["inspect", "a.tar"], &dir.0);
+    let text = stdout(&output);
+    assert!(
+        text.contains("    label wasmrunner.dev/env=APP_*\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    annotation wasmrunner.dev/files=/data:rw\n"),
+        "{text}"
+    );
+    let output = wasm_oci(
+        &[
+            "build", "--name", "app:1", "--label", "novalue", "-o", "b.tar", "app.wasm",
+        ],
+        &dir.0,
+    );
+    assert!(!output.status.success());
+    assert_eq!(
+        stderr(&output),
+        "wasm-oci: invalid --label \"novalue\": expected K=V\n"
+    );
+}
+
+#[test]
 fn missing_input_file_is_a_one_line_error() {
     let dir = TempDir::new("cli-missing");
     let output = wasm_oci(

@@ -46,6 +46,13 @@ struct BuildArgs {
     /// Environment variable K=V (repeatable).
     #[arg(long, value_name = "K=V")]
     env: Vec<String>,
+    /// Label K=V of the image config (repeatable; image and runwasi flavours), e.g.
+    /// wasmrunner.dev/env=APP_* to declare what the module needs.
+    #[arg(long, value_name = "K=V")]
+    label: Vec<String>,
+    /// Annotation K=V of the image manifest (repeatable).
+    #[arg(long, value_name = "K=V")]
+    annotation: Vec<String>,
     /// os/arch; defaults to linux/<host> for image, wasip1|wasip2/wasm for cncf,
     /// wasi/wasm for runwasi.
     #[arg(long, value_name = "OS/ARCH")]
@@ -100,6 +107,18 @@ fn build(args: BuildArgs) -> Result<()> {
         .entrypoint(args.entrypoint)
         .cmd(args.cmd)
         .env(args.env);
+    for (flag, pairs) in [("--label", &args.label), ("--annotation", &args.annotation)] {
+        for pair in pairs {
+            let Some((key, value)) = pair.split_once('=').filter(|(key, _)| !key.is_empty()) else {
+                bail!("invalid {flag} {pair:?}: expected K=V");
+            };
+            spec = if flag == "--label" {
+                spec.label(key, value)
+            } else {
+                spec.annotation(key, value)
+            };
+        }
+    }
     spec.platform = args.platform;
     for arg in &args.files {
         spec = spec.add_file(read_file_arg(arg)?);

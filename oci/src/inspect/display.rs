@@ -46,6 +46,9 @@ fn write_manifest(f: &mut Formatter<'_>, manifest: &InspectedManifest) -> fmt::R
     if let Some(artifact_type) = &manifest.artifact_type {
         writeln!(f, "    artifact type {artifact_type}")?;
     }
+    for (key, value) in &manifest.annotations {
+        writeln!(f, "    annotation {key}={value}")?;
+    }
     if let Some(config) = &manifest.config {
         write_config(f, config)?;
     }
@@ -69,6 +72,9 @@ fn write_config(f: &mut Formatter<'_>, config: &InspectedConfig) -> fmt::Result 
         if let Some(list) = value {
             writeln!(f, "    {label} {}", JsonList(list))?;
         }
+    }
+    for (key, value) in &config.labels {
+        writeln!(f, "    label {key}={value}")?;
     }
     Ok(())
 }

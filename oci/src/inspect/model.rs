@@ -1,5 +1,7 @@
 //! What an inspection reports.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::spec::Platform;
@@ -66,6 +68,9 @@ pub struct InspectedManifest {
     pub in_archive: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
+    /// The manifest's `annotations`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
     pub config: Option<InspectedConfig>,
     pub layers: Vec<InspectedLayer>,
 }
@@ -82,6 +87,9 @@ pub struct InspectedConfig {
     pub entrypoint: Option<Vec<String>>,
     pub cmd: Option<Vec<String>>,
     pub env: Option<Vec<String>>,
+    /// `config.Labels` of an image config.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     /// `rootfs.diff_ids` of an image config, or `layerDigests` of a wasm config.
     pub layer_ids: Vec<String>,
     /// Whether a wasm config describes a component.

@@ -1,5 +1,6 @@
 //! Following `index.json` → (index →)* manifest → config and layers.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
@@ -116,6 +117,7 @@ fn inspect_manifest(
         platform: descriptor_platform,
         in_archive: false,
         artifact_type: None,
+        annotations: BTreeMap::new(),
         config: None,
         layers: Vec::new(),
     };
@@ -131,6 +133,12 @@ fn inspect_manifest(
     }
     inspected.in_archive = true;
     inspected.artifact_type = manifest.artifact_type().as_ref().map(|t| t.to_string());
+    inspected.annotations = manifest
+        .annotations()
+        .iter()
+        .flatten()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
     inspected.config = Some(config);
     inspected.layers = manifest
         .layers()
@@ -156,6 +164,7 @@ fn inspect_config(
         entrypoint: None,
         cmd: None,
         env: None,
+        labels: BTreeMap::new(),
         layer_ids: Vec::new(),
         component: false,
     };
@@ -168,6 +177,12 @@ fn inspect_config(
             config.entrypoint = runtime.entrypoint().clone();
             config.cmd = runtime.cmd().clone();
             config.env = runtime.env().clone();
+            config.labels = runtime
+                .labels()
+                .iter()
+                .flatten()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
         }
         config.layer_ids = image.rootfs().diff_ids().clone();
     } else if media_type == WASM_CONFIG {
