@@ -11,6 +11,48 @@ pub const GREETING: &str = "hello from a file in the image\n";
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// What the hello fixture prints.
 pub const HELLO: &str = "Hello from WebAssembly, run by wasmrunner!";
+/// The text of `/etc/app.conf` in [`TestImage::Capable`]: a file outside `/data`.
+pub const APP_CONF: &str = "mode = production\n";
+/// The text of `/srv/data/report.txt` in [`TestImage::Capable`].
+pub const REPORT: &str = "a report under /srv/data\n";
+/// How many elements the table of [`TestImage::BigTable`] has.
+pub const TABLE_ELEMENTS: u32 = 1000;
+
+/// What a [`TestImage::Capable`] image declares its module needs (the capability keys of
+/// `wasmrunner.dev/`, see the `wasmrunner-capabilities` crate), and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Declares {
+    /// Nothing: the grant alone decides.
+    Nothing,
+    /// Config label `wasmrunner.dev/network=connect=127.0.0.1:9`.
+    NetworkByLabel,
+    /// Config label `wasmrunner.dev/env=APP_NAME`.
+    EnvByLabel,
+    /// Manifest annotation `wasmrunner.dev/env=APP_NAME`.
+    EnvByAnnotation,
+}
+
+impl Declares {
+    /// What it declares: `(key, value)`.
+    pub fn declaration(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Declares::Nothing => None,
+            Declares::NetworkByLabel => Some(("wasmrunner.dev/network", "connect=127.0.0.1:9")),
+            Declares::EnvByLabel | Declares::EnvByAnnotation => {
+                Some(("wasmrunner.dev/env", "APP_NAME"))
+            }
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Declares::Nothing => "plain",
+            Declares::NetworkByLabel => "network-label",
+            Declares::EnvByLabel => "env-label",
+            Declares::EnvByAnnotation => "env-annotation",
+        }
+    }
+}
 
 /// An image the suites know how to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,6 +86,13 @@ pub enum TestImage {
     /// `/big.wasm`: a valid module of 9 MiB (a custom section makes up the bulk), over the
     /// 8 MiB cap the suite's containerd sets.
     Oversized,
+    /// The probe for the capability cases: `/probe.wasm`, `/data/greeting.txt` ([`GREETING`]),
+    /// `/etc/app.conf` ([`APP_CONF`]) and `/srv/data/report.txt` ([`REPORT`]), with what its
+    /// image declares the module needs.
+    Capable(Target, Declares),
+    /// `/elements.wasm` ([`big_table_module`]): a module with a table of [`TABLE_ELEMENTS`]
+    /// elements and a `_start` that does nothing.
+    BigTable,
     /// `/recurse.wasm` ([`recursion_module`]) in a given packaging: its WASI `_start` calls
     /// itself forever; `#deep` recurses 10,000,000 deep, `#moderate` 1,000 deep and prints
     /// [`RECURSED`].
@@ -68,6 +117,10 @@ impl TestImage {
             TestImage::GarbageLayer => "bad-garbage-layer".into(),
             TestImage::Oversized => "bad-oversized".into(),
             TestImage::Recursion(flavour) => format!("recursion-{flavour}"),
+            TestImage::Capable(target, declares) => {
+                format!("caps-{}-{}", target_tag(*target), declares.tag())
+            }
+            TestImage::BigTable => "big-table".into(),
         };
         format!("docker.io/wasmrunner/test:{tag}")
     }
@@ -155,6 +208,22 @@ impl TestImage {
             TestImage::Recursion(flavour) => ImageSpec::new(self.name(), flavour)
                 .file("/recurse.wasm", recursion_module()?)
                 .entrypoint(["/recurse.wasm"]),
+            TestImage::Capable(target, declares) => {
+                let spec = ImageSpec::new(self.name(), Flavour::Image)
+                    .file("/probe.wasm", fixtures::bytes("probe", target)?)
+                    .file("/data/greeting.txt", GREETING.as_bytes().to_vec())
+                    .file("/etc/app.conf", APP_CONF.as_bytes().to_vec())
+                    .file("/srv/data/report.txt", REPORT.as_bytes().to_vec())
+                    .entrypoint(["/probe.wasm"]);
+                match (declares, declares.declaration()) {
+                    (Declares::EnvByAnnotation, Some((key, value))) => spec.annotation(key, value),
+                    (_, Some((key, value))) => spec.label(key, value),
+                    (_, None) => spec,
+                }
+            }
+            TestImage::BigTable => ImageSpec::new(self.name(), Flavour::Image)
+                .file("/elements.wasm", big_table_module()?)
+                .entrypoint(["/elements.wasm"]),
         };
         Ok(spec)
     }
@@ -189,6 +258,20 @@ fn oversized_module() -> Result<Vec<u8>> {
     }
     module.extend(section);
     Ok(module)
+}
+
+/// The module of [`TestImage::BigTable`]: a table of [`TABLE_ELEMENTS`] `funcref`s, filled
+/// with one function so that no engine can leave it out, and an empty `_start`.
+pub fn big_table_module() -> Result<Vec<u8>> {
+    fixtures::wat(&format!(
+        r#"
+        (module
+          (table {TABLE_ELEMENTS} funcref)
+          (func $nothing)
+          (elem (i32.const {last}) $nothing)
+          (func (export "_start")))"#,
+        last = TABLE_ELEMENTS - 1
+    ))
 }
 
 /// What `/recurse.wasm#moderate` prints once its recursion returned the right depth.

@@ -42,6 +42,8 @@ pub struct PodSpec {
     pub network: Network,
     /// The pod's memory limit (the sum of its containers'): makes it a Burstable pod.
     pub memory_limit: Option<i64>,
+    /// The pod's own annotations (`metadata.annotations`), after kubelet's.
+    pub annotations: Vec<(String, String)>,
 }
 
 impl PodSpec {
@@ -51,11 +53,18 @@ impl PodSpec {
             handler: handler.to_string(),
             network,
             memory_limit: None,
+            annotations: Vec::new(),
         }
     }
 
     pub fn memory_limit(mut self, bytes: i64) -> Self {
         self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Adds annotation `key` to the pod (its PodSandboxConfig, as kubelet sends it).
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.annotations.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -78,6 +87,8 @@ pub struct ContainerSpec {
     pub memory_limit: Option<i64>,
     /// Set in the container's env, after kubelet's own (`POD_NAME`).
     pub envs: Vec<(String, String)>,
+    /// The container's annotations (its ContainerConfig's), after kubelet's own.
+    pub annotations: Vec<(String, String)>,
 }
 
 impl ContainerSpec {
@@ -88,11 +99,18 @@ impl ContainerSpec {
             args: args.iter().map(|a| a.to_string()).collect(),
             memory_limit: None,
             envs: Vec::new(),
+            annotations: Vec::new(),
         }
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.envs.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Adds annotation `key` to the container's ContainerConfig.
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.annotations.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -185,6 +203,15 @@ fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// kubelet's annotations with the spec's own added (a spec's value wins).
+fn with_annotations(
+    mut kubelet: HashMap<String, String>,
+    own: &[(String, String)],
+) -> HashMap<String, String> {
+    kubelet.extend(own.iter().cloned());
+    kubelet
 }
 
 /// The host's memory in bytes (for kubelet's oom_score_adj of Burstable containers).
@@ -285,10 +312,13 @@ impl<'e> Pod<'e> {
             },
             log_directory: log_dir.to_string_lossy().into_owned(),
             labels: pod_labels,
-            annotations: labels(&[
-                ("kubernetes.io/config.source", "api"),
-                ("kubernetes.io/config.seen", "2026-01-01T00:00:00Z"),
-            ]),
+            annotations: with_annotations(
+                labels(&[
+                    ("kubernetes.io/config.source", "api"),
+                    ("kubernetes.io/config.seen", "2026-01-01T00:00:00Z"),
+                ]),
+                &spec.annotations,
+            ),
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: cgroup_parent.clone(),
                 security_context: Some(LinuxSandboxSecurityContext {
@@ -463,15 +493,18 @@ impl<'e> Pod<'e> {
                 ("io.kubernetes.pod.namespace", POD_NAMESPACE),
                 ("io.kubernetes.pod.uid", &self.uid),
             ]),
-            annotations: labels(&[
-                ("io.kubernetes.container.restartCount", &restart),
-                (
-                    "io.kubernetes.container.terminationMessagePath",
-                    "/dev/termination-log",
-                ),
-                ("io.kubernetes.container.terminationMessagePolicy", "File"),
-                ("io.kubernetes.pod.terminationGracePeriod", "30"),
-            ]),
+            annotations: with_annotations(
+                labels(&[
+                    ("io.kubernetes.container.restartCount", &restart),
+                    (
+                        "io.kubernetes.container.terminationMessagePath",
+                        "/dev/termination-log",
+                    ),
+                    ("io.kubernetes.container.terminationMessagePolicy", "File"),
+                    ("io.kubernetes.pod.terminationGracePeriod", "30"),
+                ]),
+                &spec.annotations,
+            ),
             // Relative to the sandbox's log directory, as kubelet names it.
             log_path: format!("{}/{attempt}.log", spec.name),
             linux: Some(LinuxContainerConfig {

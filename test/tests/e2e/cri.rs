@@ -245,15 +245,23 @@ fn two_wasm_containers(env: &Env) -> Result<()> {
     pod.remove()?.assert_clean()
 }
 
-/// A memory limit on a container that keeps allocating.
-fn oom_case(env: &Env, handler: &str, image: TestImage) -> Result<()> {
+/// A memory limit on a container that keeps allocating; `annotations` on the container.
+fn oom_case(
+    env: &Env,
+    handler: &str,
+    image: TestImage,
+    annotations: &[(&str, &str)],
+) -> Result<()> {
     const LIMIT: i64 = 64 << 20;
     let mut pod = Pod::run(
         env,
         PodSpec::new("oom", handler, Network::Host).memory_limit(LIMIT),
     )?;
-    let id =
-        pod.run_container(&ContainerSpec::new("grow", image, &["grow"]).memory_limit(LIMIT))?;
+    let spec = annotations.iter().fold(
+        ContainerSpec::new("grow", image, &["grow"]).memory_limit(LIMIT),
+        |spec, (key, value)| spec.annotation(key, value),
+    );
+    let id = pod.run_container(&spec)?;
     let status = pod.wait_exited(&id, EXIT_TIMEOUT)?;
     let lines: Vec<String> = pod
         .log("grow", 0)?
@@ -277,14 +285,22 @@ fn oom_case(env: &Env, handler: &str, image: TestImage) -> Result<()> {
 }
 
 /// A wasm container over its memory limit is OOMKilled (exit 137): the shim must publish
-/// containerd's TaskOOM event for CRI to say so.
+/// containerd's TaskOOM event for CRI to say so. By default the container's limit also caps
+/// the guest's linear memory, so that growing fails inside the guest first (the
+/// capabilities area checks that); here the policy lets the guest's memory grow to 1 GiB,
+/// past the limit.
 fn oom_killed(env: &Env) -> Result<()> {
-    oom_case(env, &handler(env), PROBE_WASM)
+    oom_case(
+        env,
+        &handler(env),
+        PROBE_WASM,
+        &[("wasmrunner.dev/memory", "1Gi")],
+    )
 }
 
 /// The same under runc: what kubelet sees from a native container.
 fn runc_baseline_oom_killed(env: &Env) -> Result<()> {
-    oom_case(env, RUNC_HANDLER, PROBE_NATIVE)
+    oom_case(env, RUNC_HANDLER, PROBE_NATIVE, &[])
 }
 
 /// kubelet restarts a container that exited: a new container with the same name and

@@ -5,6 +5,7 @@
 //! `cargo test --release -p wasmrunner-e2e --test e2e` (one).
 
 mod bad_input;
+mod capabilities;
 mod cri;
 mod flavours;
 mod isolation;
@@ -23,7 +24,7 @@ use wasmrunner_e2e::{Case, Containerd, Engine, Env};
 
 /// Every case, by area.
 fn cases() -> Vec<(&'static str, Case)> {
-    let areas: [(&str, Vec<Case>); 9] = [
+    let areas: [(&str, Vec<Case>); 10] = [
         ("isolation", isolation::cases()),
         ("run", run::cases()),
         ("lifecycle", lifecycle::cases()),
@@ -33,6 +34,7 @@ fn cases() -> Vec<(&'static str, Case)> {
         ("cri", cri::cases()),
         ("shared", shared::cases()),
         ("module_cache", module_cache::cases()),
+        ("capabilities", capabilities::cases()),
     ];
     areas
         .into_iter()
