@@ -39,6 +39,7 @@ unit:
 ## matrix), a tenth as many on the others, to keep CI within its time.
 LOAD_TASKS ?= 2000
 LOAD_CRI_TASKS ?= 200
+LOAD_BURST ?= 100
 e2e: build
 	@set -e; last=$(lastword $(CONTAINERD_MATRIX)); for dir in $(CONTAINERD_MATRIX); do \
 		if [ "$$dir" = system ]; then unset WASMRUNNER_CONTAINERD_BIN; else export WASMRUNNER_CONTAINERD_BIN=$(CURDIR)/$$dir; fi; \
@@ -47,6 +48,7 @@ e2e: build
 		if [ "$$dir" = "$$last" ]; then share=1; else share=10; fi; \
 		echo "=== load against containerd: $$dir"; \
 		WASMRUNNER_LOAD_TASKS=$$(( $(LOAD_TASKS) / share )) WASMRUNNER_LOAD_CRI_TASKS=$$(( $(LOAD_CRI_TASKS) / share )) \
+			WASMRUNNER_LOAD_BURST=$$(( $(LOAD_BURST) / share )) \
 			$(CARGO) test --release -p wasmrunner-e2e --test load; \
 	done
 
@@ -56,6 +58,17 @@ e2e: build
 load: build
 	WASMRUNNER_CONTAINERD_BIN=$(CURDIR)/$(lastword $(CONTAINERD_MATRIX)) WASMRUNNER_LOAD_TASKS=$(LOAD_TASKS) \
 		WASMRUNNER_LOAD_CRI_TASKS=$(LOAD_CRI_TASKS) $(CARGO) test --release -p wasmrunner-e2e --test load
+
+## soak: the load suite as a soak: SOAK_TASKS tasks of the mix (clean exits, own statuses,
+## traps, kills) per engine and mode on both engines, then what is left of them (processes,
+## mounts, cgroups, the manager's descriptors, threads and memory) against the start
+SOAK_TASKS ?= 10000
+SOAK_CRI_TASKS ?= 1000
+.PHONY: soak
+soak: build
+	WASMRUNNER_CONTAINERD_BIN=$(CURDIR)/$(lastword $(CONTAINERD_MATRIX)) WASMRUNNER_LOAD_TASKS=$(SOAK_TASKS) \
+		WASMRUNNER_LOAD_CRI_TASKS=$(SOAK_CRI_TASKS) WASMRUNNER_LOAD_ENGINES=wasmtime,wasmedge \
+		$(CARGO) test --release -p wasmrunner-e2e --test load
 
 ## bench: wasmrunner beside runc through a private containerd (cold start, throughput,
 ## memory, big modules, compute); prints a table, writes target/bench/results.json.

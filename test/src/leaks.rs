@@ -175,6 +175,22 @@ fn named_entries(dir: &Path, id: &str, depth: usize) -> Vec<PathBuf> {
     found
 }
 
+/// How many cgroups there are below `relative` (e.g. `/<namespace>`, where `ctr` puts its
+/// containers), counted in every hierarchy.
+pub fn cgroups_below(relative: &str) -> usize {
+    hierarchies()
+        .iter()
+        .map(|hierarchy| hierarchy.join(relative.trim_start_matches('/')))
+        .filter_map(|path| std::fs::read_dir(path).ok())
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+                .count()
+        })
+        .sum()
+}
+
 /// Removes cgroup `relative` (e.g. a pod's `/e2e/kubepods/besteffort/pod<uid>`) and every
 /// cgroup below it from each hierarchy, as kubelet does once a pod is gone. `rmdir` fails
 /// while a cgroup still holds a process or a child: what could not be removed is returned.
