@@ -318,7 +318,7 @@ mod tests {
         let module = generate(64 << 10, 3);
         let engine = crate::compute::new_engine()?;
         let module = wasmtime::Module::new(&engine, &module.bytes).map_err(error("compiling"))?;
-        let mut store = wasmtime::Store::new(&engine, ());
+        let mut store = crate::compute::shim_store(&engine, ());
         let instance =
             wasmtime::Instance::new(&mut store, &module, &[]).map_err(error("instantiating"))?;
         let start = instance

@@ -339,7 +339,7 @@ impl HostEngine {
             .stdout(stdout.clone())
             .inherit_stderr()
             .build_p1();
-        let mut store = Store::new(&self.engine, wasi);
+        let mut store = shim_store(&self.engine, wasi);
         let mut linker: Linker<WasiP1Ctx> = Linker::new(&self.engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |wasi| wasi)
             .map_err(wasmtime_error("linking WASI"))?;
@@ -372,13 +372,20 @@ impl HostEngine {
     }
 }
 
-/// The configuration of `engines/wasmtime/src/engine.rs`: precompiled code is only loaded by
-/// an engine configured like the one that compiled it, and the comparison is only fair with
-/// the same code generation.
+/// The shim's own Wasmtime configuration (`wasmrunner_wasmtime::new_engine`): precompiled
+/// code is only loaded by an engine configured like the one that compiled it, and the
+/// comparison is only fair with the same code generation, epoch checks included. A store of
+/// it must have an epoch deadline set (see [`shim_store`]).
 pub fn new_engine() -> Result<Engine> {
-    let mut config = wasmtime::Config::new();
-    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-    Engine::new(&config).map_err(wasmtime_error("configuring Wasmtime"))
+    wasmrunner_wasmtime::new_engine().map_err(wasmtime_error("configuring Wasmtime"))
+}
+
+/// A store as the shim makes one: the epoch deadline one tick away, a tick that only a CPU
+/// deadline would give, so that the guest runs with the shim's checks and is never stopped.
+pub fn shim_store<T>(engine: &Engine, data: T) -> Store<T> {
+    let mut store = Store::new(engine, data);
+    store.set_epoch_deadline(1);
+    store
 }
 
 /// Wasmtime's own error type, with its causes, as an anyhow error about `what`.
