@@ -30,6 +30,9 @@ pub(crate) struct Blob {
     pub media_type: MediaType,
     pub bytes: Vec<u8>,
     pub digest: Digest,
+    /// What the descriptor says the size is, when it is not the real one (a broken image
+    /// built on purpose).
+    pub declared_size: Option<u64>,
 }
 
 impl Blob {
@@ -39,6 +42,7 @@ impl Blob {
             media_type,
             bytes,
             digest: hex.into(),
+            declared_size: None,
         })
     }
 
@@ -47,9 +51,11 @@ impl Blob {
         self.bytes.len() as u64
     }
 
-    /// A plain descriptor (media type, digest, size) for this blob.
+    /// A plain descriptor (media type, digest, size) for this blob; the size is the declared
+    /// one if there is one.
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(self.media_type.clone(), self.size(), self.digest.clone())
+        let size = self.declared_size.unwrap_or_else(|| self.size());
+        Descriptor::new(self.media_type.clone(), size, self.digest.clone())
     }
 
     pub fn layout_path(&self) -> String {

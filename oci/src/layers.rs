@@ -7,7 +7,7 @@ use oci_spec::image::MediaType;
 use crate::blob::Blob;
 use crate::error::OciError;
 use crate::media_types::{RUNWASI_WASM_LAYER, WASM_LAYER};
-use crate::spec::{Flavour, ImageFile, ImageSpec, parent_dirs};
+use crate::spec::{EntryKind, Flavour, ImageFile, ImageSpec, parent_dirs};
 use crate::tarball::TarWriter;
 
 /// The layers of the image, in manifest order. The spec must be validated.
@@ -18,7 +18,7 @@ pub(crate) fn build_layers(spec: &ImageSpec) -> Result<Vec<Blob>, OciError> {
             Ok(vec![rootfs_layer(&files)?])
         }
         Flavour::CncfArtifact => {
-            if let Some(file) = spec.files.iter().find(|f| f.wasm_kind().is_none()) {
+            if let Some(file) = spec.files.iter().find(|f| !f.is_raw_layer()) {
                 return Err(OciError::NotWasm {
                     path: file.path_in_image.clone(),
                     flavour: "cncf",
@@ -31,7 +31,7 @@ pub(crate) fn build_layers(spec: &ImageSpec) -> Result<Vec<Blob>, OciError> {
         }
         Flavour::RunwasiArtifact => {
             let (wasm, plain): (Vec<&ImageFile>, Vec<&ImageFile>) =
-                spec.files.iter().partition(|f| f.wasm_kind().is_some());
+                spec.files.iter().partition(|f| f.is_raw_layer());
             if wasm.is_empty() {
                 return Err(OciError::NoWasmFiles { flavour: "runwasi" });
             }
@@ -48,12 +48,14 @@ pub(crate) fn build_layers(spec: &ImageSpec) -> Result<Vec<Blob>, OciError> {
     }
 }
 
-/// A layer whose blob is the file's bytes as they are.
+/// A layer whose blob is the file's bytes as they are, of the flavour's `media_type` unless
+/// the file says otherwise ([`ImageFile::raw_layer`]).
 fn raw_layer(media_type: &str, file: &ImageFile) -> Result<Blob, OciError> {
-    Blob::new(
-        MediaType::Other(media_type.to_owned()),
-        file.contents.clone(),
-    )
+    let raw = file.raw_layer.clone().unwrap_or_default();
+    let media_type = raw.media_type.unwrap_or_else(|| media_type.to_owned());
+    let mut blob = Blob::new(MediaType::Other(media_type), file.contents.clone())?;
+    blob.declared_size = raw.declared_size;
+    Ok(blob)
 }
 
 /// An uncompressed tar layer holding `files` and their parent directories.
@@ -72,7 +74,7 @@ fn rootfs_tar(files: &[&ImageFile]) -> Result<Vec<u8>, OciError> {
     let mut entries: BTreeMap<&str, Entry> = BTreeMap::new();
     for file in files {
         for dir in parent_dirs(&file.path_in_image) {
-            entries.insert(relative(dir), Entry::Dir);
+            entries.entry(relative(dir)).or_insert(Entry::Dir);
         }
         entries.insert(relative(&file.path_in_image), Entry::File(file));
     }
@@ -80,7 +82,12 @@ fn rootfs_tar(files: &[&ImageFile]) -> Result<Vec<u8>, OciError> {
     for (path, entry) in entries {
         match entry {
             Entry::Dir => tar.dir(path)?,
-            Entry::File(file) => tar.file(path, file.mode, &file.contents)?,
+            Entry::File(file) => match &file.kind {
+                EntryKind::Regular => tar.file(path, file.mode, &file.contents)?,
+                EntryKind::Directory => tar.dir_with_mode(path, file.mode)?,
+                EntryKind::Symlink(target) => tar.symlink(path, target)?,
+                EntryKind::Fifo => tar.fifo(path, file.mode)?,
+            },
         }
     }
     tar.finish()
@@ -149,6 +156,63 @@ mod tests {
             ["application/vnd.oci.image.layer.v1.tar", RUNWASI_WASM_LAYER]
         );
         assert_eq!(layers[1].bytes, MODULE);
+    }
+
+    #[test]
+    fn special_entries_are_written_as_what_they_are() {
+        let spec = ImageSpec::new("x", Flavour::Image)
+            .add_file(ImageFile::symlink("/app/link.wasm", "/etc/passwd"))
+            .add_file(ImageFile::fifo("/app/pipe.wasm"))
+            .add_file(ImageFile::directory("/app/dir.wasm"))
+            .file("/app/dir.wasm/inside", b"x".to_vec());
+        let layers = build_layers(&spec).expect("layers");
+        let mut archive = tar::Archive::new(&layers[0].bytes[..]);
+        let mut seen = Vec::new();
+        for entry in archive.entries().expect("tar entries") {
+            let entry = entry.expect("tar entry");
+            let path = entry.path().expect("path").to_string_lossy().into_owned();
+            let link = entry
+                .link_name()
+                .expect("link name")
+                .map(|l| l.to_string_lossy().into_owned());
+            seen.push((
+                path.trim_end_matches('/').to_owned(),
+                entry.header().entry_type(),
+                link,
+            ));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                ("app".to_owned(), tar::EntryType::Directory, None),
+                ("app/dir.wasm".to_owned(), tar::EntryType::Directory, None),
+                (
+                    "app/dir.wasm/inside".to_owned(),
+                    tar::EntryType::Regular,
+                    None
+                ),
+                (
+                    "app/link.wasm".to_owned(),
+                    tar::EntryType::Symlink,
+                    Some("/etc/passwd".to_owned())
+                ),
+                ("app/pipe.wasm".to_owned(), tar::EntryType::Fifo, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_raw_layer_can_hold_anything_under_any_type_and_size() {
+        let spec = ImageSpec::new("x", Flavour::RunwasiArtifact)
+            .add_file(ImageFile::new("/text.wasm", b"not wasm".to_vec()).in_raw_layer(""))
+            .add_file(ImageFile::new("/app.wasm", MODULE).declaring_size(1 << 30));
+        let layers = build_layers(&spec).expect("layers");
+        assert_eq!(layers.len(), 2);
+        assert_eq!(layers[0].media_type.to_string(), "");
+        assert_eq!(layers[0].bytes, b"not wasm");
+        assert_eq!(layers[1].media_type.to_string(), RUNWASI_WASM_LAYER);
+        assert_eq!(layers[1].size(), MODULE.len() as u64);
+        assert_eq!(layers[1].descriptor().size(), 1 << 30);
     }
 
     #[test]

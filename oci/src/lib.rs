@@ -36,5 +36,5 @@ pub use inspect::{
     InspectedWasmFile, Inspection, inspect_archive,
 };
 pub use reference::tag_of;
-pub use spec::{DEFAULT_FILE_MODE, Flavour, ImageFile, ImageSpec, Platform};
+pub use spec::{DEFAULT_FILE_MODE, EntryKind, Flavour, ImageFile, ImageSpec, Platform, RawLayer};
 pub use wasm::WasmKind;

@@ -135,6 +135,30 @@ fn host_goarch() -> &'static str {
     }
 }
 
+/// What an entry of a tar layer is. Images normally hold regular files; the others let
+/// tests build images whose entrypoint is something else.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// A regular file holding [`ImageFile::contents`].
+    Regular,
+    /// An empty directory.
+    Directory,
+    /// A symbolic link to this target, written as it is (absolute, relative, dangling).
+    Symlink(String),
+    /// A named pipe (FIFO).
+    Fifo,
+}
+
+/// Where a file goes when its flavour puts wasm binaries in layers of their own, and what
+/// the manifest says about that layer: for building images that are wrong on purpose.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct RawLayer {
+    /// The layer's media type (any string, empty included) instead of the flavour's.
+    pub media_type: Option<String>,
+    /// The size the manifest's descriptor declares instead of the blob's real size.
+    pub declared_size: Option<u64>,
+}
+
 /// One file to put into the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageFile {
@@ -143,6 +167,11 @@ pub struct ImageFile {
     pub contents: Vec<u8>,
     /// Unix permission bits; [`DEFAULT_FILE_MODE`] unless set.
     pub mode: u32,
+    /// A regular file unless set otherwise.
+    pub kind: EntryKind,
+    /// `Some`: the file goes into a raw layer of its own (runwasi flavour) whatever its bytes
+    /// are, described as it says; `None`: a raw layer only if it is a wasm binary.
+    pub raw_layer: Option<RawLayer>,
 }
 
 impl ImageFile {
@@ -151,6 +180,34 @@ impl ImageFile {
             path_in_image: path_in_image.into(),
             contents: contents.into(),
             mode: DEFAULT_FILE_MODE,
+            kind: EntryKind::Regular,
+            raw_layer: None,
+        }
+    }
+
+    /// A symbolic link at `path_in_image` pointing to `target`.
+    pub fn symlink(path_in_image: impl Into<String>, target: impl Into<String>) -> Self {
+        Self {
+            kind: EntryKind::Symlink(target.into()),
+            mode: 0o777,
+            ..Self::new(path_in_image, Vec::new())
+        }
+    }
+
+    /// A named pipe at `path_in_image`.
+    pub fn fifo(path_in_image: impl Into<String>) -> Self {
+        Self {
+            kind: EntryKind::Fifo,
+            mode: 0o644,
+            ..Self::new(path_in_image, Vec::new())
+        }
+    }
+
+    /// An empty directory at `path_in_image`.
+    pub fn directory(path_in_image: impl Into<String>) -> Self {
+        Self {
+            kind: EntryKind::Directory,
+            ..Self::new(path_in_image, Vec::new())
         }
     }
 
@@ -159,9 +216,35 @@ impl ImageFile {
         self
     }
 
-    /// The kind of wasm binary this file is, if it is one.
+    /// Puts the file in a raw layer of its own (runwasi flavour) even if it is not wasm,
+    /// with media type `media_type` instead of the flavour's.
+    pub fn in_raw_layer(mut self, media_type: impl Into<String>) -> Self {
+        self.raw_layer
+            .get_or_insert_with(RawLayer::default)
+            .media_type = Some(media_type.into());
+        self
+    }
+
+    /// Puts the file in a raw layer of its own (runwasi flavour) even if it is not wasm,
+    /// whose descriptor declares `size` bytes whatever the blob holds.
+    pub fn declaring_size(mut self, size: u64) -> Self {
+        self.raw_layer
+            .get_or_insert_with(RawLayer::default)
+            .declared_size = Some(size);
+        self
+    }
+
+    /// The kind of wasm binary this file is, if it is one (only regular files are).
     pub fn wasm_kind(&self) -> Option<WasmKind> {
-        WasmKind::detect(&self.contents)
+        match self.kind {
+            EntryKind::Regular => WasmKind::detect(&self.contents),
+            _ => None,
+        }
+    }
+
+    /// Whether the runwasi flavour puts this file in a raw layer of its own.
+    pub fn is_raw_layer(&self) -> bool {
+        self.raw_layer.is_some() || self.wasm_kind().is_some()
     }
 }
 
@@ -298,16 +381,35 @@ impl ImageSpec {
             }
         }
         let mut files = BTreeSet::new();
+        let mut directories = BTreeSet::new();
         for file in &self.files {
             validate_path(&file.path_in_image)?;
             if !files.insert(file.path_in_image.as_str()) {
                 return Err(OciError::DuplicatePath(file.path_in_image.clone()));
             }
+            match &file.kind {
+                EntryKind::Directory => {
+                    directories.insert(file.path_in_image.as_str());
+                }
+                EntryKind::Symlink(target) if target.is_empty() || target.contains('\0') => {
+                    return Err(OciError::InvalidPath {
+                        path: file.path_in_image.clone(),
+                        reason: "a symlink needs a target without NUL bytes",
+                    });
+                }
+                _ => {}
+            }
+            if file.kind != EntryKind::Regular && file.raw_layer.is_some() {
+                return Err(OciError::InvalidPath {
+                    path: file.path_in_image.clone(),
+                    reason: "only a regular file can be a raw layer",
+                });
+            }
         }
         // A file may not sit where another file needs a parent directory.
         for file in &self.files {
             for dir in parent_dirs(&file.path_in_image) {
-                if files.contains(dir) {
+                if files.contains(dir) && !directories.contains(dir) {
                     return Err(OciError::DuplicatePath(dir.to_owned()));
                 }
             }
@@ -471,6 +573,34 @@ mod tests {
                 "{bad:?} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn special_entries_are_checked_and_never_wasm() {
+        let dir_with_contents = ImageSpec::new("x", Flavour::Image)
+            .add_file(ImageFile::directory("/d.wasm"))
+            .file("/d.wasm/a", MODULE);
+        assert!(dir_with_contents.validate().is_ok());
+        let dangling = ImageSpec::new("x", Flavour::Image).add_file(ImageFile::symlink("/l", ""));
+        assert!(matches!(
+            dangling.validate(),
+            Err(OciError::InvalidPath { .. })
+        ));
+        let raw_fifo = ImageSpec::new("x", Flavour::RunwasiArtifact)
+            .add_file(ImageFile::fifo("/p.wasm").in_raw_layer("application/wasm"));
+        assert!(matches!(
+            raw_fifo.validate(),
+            Err(OciError::InvalidPath { .. })
+        ));
+        let mut fifo = ImageFile::fifo("/p.wasm");
+        fifo.contents = MODULE.to_vec();
+        assert_eq!(fifo.wasm_kind(), None);
+        assert!(!fifo.is_raw_layer());
+        assert!(
+            ImageFile::new("/t", b"text".to_vec())
+                .declaring_size(3)
+                .is_raw_layer()
+        );
     }
 
     #[test]

@@ -27,10 +27,31 @@ impl<W: Write> TarWriter<W> {
 
     /// Adds a directory entry; `path` is relative, without a trailing slash.
     pub fn dir(&mut self, path: &str) -> Result<(), OciError> {
-        let mut header = fixed_header(EntryType::Directory, DIR_MODE, 0);
+        self.dir_with_mode(path, DIR_MODE)
+    }
+
+    /// Adds a directory entry with mode `mode`.
+    pub fn dir_with_mode(&mut self, path: &str, mode: u32) -> Result<(), OciError> {
+        let mut header = fixed_header(EntryType::Directory, mode, 0);
         self.builder
             .append_data(&mut header, path, std::io::empty())
             .map_err(|e| OciError::io(format!("writing tar entry {path}/"), e))
+    }
+
+    /// Adds a symbolic link to `target` (written as it is, long targets included).
+    pub fn symlink(&mut self, path: &str, target: &str) -> Result<(), OciError> {
+        let mut header = fixed_header(EntryType::Symlink, 0o777, 0);
+        self.builder
+            .append_link(&mut header, path, target)
+            .map_err(|e| OciError::io(format!("writing tar entry {path} -> {target}"), e))
+    }
+
+    /// Adds a named pipe.
+    pub fn fifo(&mut self, path: &str, mode: u32) -> Result<(), OciError> {
+        let mut header = fixed_header(EntryType::Fifo, mode, 0);
+        self.builder
+            .append_data(&mut header, path, std::io::empty())
+            .map_err(|e| OciError::io(format!("writing tar entry {path}"), e))
     }
 
     /// Adds a regular file; `path` is relative.
