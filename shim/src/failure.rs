@@ -8,9 +8,23 @@ use wasmrunner_capabilities::{CPU_DEADLINE_STATUS, Key};
 /// instead of a bare status.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
-    /// The entrypoint named in the OCI process args is not in the container's rootfs.
-    #[error("entrypoint {path:?} not found in the container's rootfs")]
-    EntrypointNotFound { path: String },
+    /// The entrypoint named in the OCI process args is not in the container's rootfs;
+    /// `reason` says why, when it is not just that nothing is there (a path too long to be).
+    #[error(
+        "entrypoint {} not found in the container's rootfs{}",
+        shown_path(path),
+        reason.as_ref().map(|reason| format!(": {reason}")).unwrap_or_default()
+    )]
+    EntrypointNotFound {
+        path: String,
+        reason: Option<String>,
+    },
+    /// The OCI process args are empty, or their first is: nothing names what to run.
+    #[error(
+        "the container has no entrypoint: its process args are empty or start with an empty \
+         string (the image sets no Entrypoint or Cmd, and none was given when it was run)"
+    )]
+    NoEntrypoint,
     /// The entrypoint exists but is not a module or component this engine can load.
     #[error("{what} is not a WebAssembly module or component: {reason}")]
     NotWasm { what: String, reason: String },
@@ -44,7 +58,7 @@ pub enum WorkloadError {
 /// for a guest that trapped, 152 (as for SIGXCPU) for one stopped at its CPU deadline.
 pub fn exit_code_for(err: &WorkloadError) -> i32 {
     match err {
-        WorkloadError::EntrypointNotFound { .. } => 127,
+        WorkloadError::EntrypointNotFound { .. } | WorkloadError::NoEntrypoint => 127,
         WorkloadError::Trap { .. } => 134,
         WorkloadError::CpuDeadline { .. } => CPU_DEADLINE_STATUS,
         WorkloadError::NotWasm { .. }
@@ -65,6 +79,22 @@ impl WorkloadError {
         let _ = stderr.flush();
         exit_code_for(self)
     }
+}
+
+/// The longest entrypoint path a message shows whole; a longer one is cut, with its length.
+const SHOWN_PATH_MAX: usize = 160;
+
+/// `path` quoted for a message: a path of thousands of bytes (longer than any the kernel
+/// resolves) is shown by its start and its length, so that the reason stays readable.
+fn shown_path(path: &str) -> String {
+    if path.len() <= SHOWN_PATH_MAX {
+        return format!("{path:?}");
+    }
+    let mut end = SHOWN_PATH_MAX;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}... ({} bytes)", &path[..end], path.len())
 }
 
 /// What a caught panic said, for a log line or an error message.
@@ -93,6 +123,7 @@ mod tests {
     fn not_found_is_127_and_cannot_run_is_126() {
         let missing = WorkloadError::EntrypointNotFound {
             path: "/nope.wasm".into(),
+            reason: None,
         };
         assert_eq!(exit_code_for(&missing), 127);
         assert_eq!(
@@ -109,5 +140,19 @@ mod tests {
             reason: "unreachable".into(),
         };
         assert_eq!(exit_code_for(&trap), 134);
+        assert_eq!(exit_code_for(&WorkloadError::NoEntrypoint), 127);
+    }
+
+    #[test]
+    fn a_path_too_long_to_read_is_cut_in_the_message() {
+        let path = format!("/{}", "a".repeat(5000));
+        let message = WorkloadError::EntrypointNotFound {
+            path,
+            reason: Some("File name too long".into()),
+        }
+        .to_string();
+        assert!(message.len() < 300, "{message}");
+        assert!(message.contains("... (5001 bytes) not found"), "{message}");
+        assert!(message.ends_with(": File name too long"), "{message}");
     }
 }

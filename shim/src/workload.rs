@@ -133,14 +133,39 @@ pub fn classify(name: &str, bytes: &[u8]) -> Result<WorkloadKind, WorkloadError>
     }
 }
 
+/// Why `bytes` are neither a module nor a component, from their first 8 bytes: what a user
+/// can check with `xxd` against the header every wasm binary starts with (`00 61 73 6d`, then
+/// the version).
 fn describe_header(bytes: &[u8]) -> String {
+    const MAGIC: &[u8] = b"\0asm";
+    const HEADER: usize = 8;
+    let hex = |bytes: &[u8]| {
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     if bytes.is_empty() {
         return "the file is empty".to_string();
     }
-    let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    if bytes.len() < HEADER && MAGIC.starts_with(&bytes[..bytes.len().min(MAGIC.len())]) {
+        return format!(
+            "it ends after {} bytes [{}], inside the {HEADER}-byte wasm header",
+            bytes.len(),
+            hex(bytes)
+        );
+    }
+    if bytes.starts_with(MAGIC) {
+        return format!(
+            "it has the wasm magic number but version bytes [{}]; a core module has \
+             01 00 00 00 and a component 0d 00 01 00",
+            hex(&bytes[MAGIC.len()..HEADER])
+        );
+    }
     format!(
         "it starts with bytes [{}], not the wasm header 00 61 73 6d",
-        head.join(" ")
+        hex(&bytes[..bytes.len().min(HEADER)])
     )
 }
 
@@ -156,23 +181,73 @@ fn single_layer(layers: &[WasmLayer]) -> Result<&WasmLayer, WorkloadError> {
 
 /// Finds the entrypoint as `execve` would: a path with a `/` is taken as it is (relative to
 /// the working directory), a bare name is searched in the container's `PATH`, then in the
-/// working directory.
+/// working directory. The first regular file found is the entrypoint. If there is none, and
+/// something else is there (a directory, a FIFO, a symlink loop), the entrypoint was found
+/// but cannot be run ([`WorkloadError::NotWasm`], 126, as the shell says for a directory);
+/// if nothing is, it was not found (127). Nothing is opened: a FIFO is never waited on.
 fn resolve_entrypoint(path: &str, env: &[(String, String)]) -> Result<PathBuf, WorkloadError> {
-    let not_found = || WorkloadError::EntrypointNotFound {
-        path: path.to_string(),
-    };
     if path.is_empty() {
-        return Err(not_found());
+        return Err(WorkloadError::NoEntrypoint);
     }
     let search_path = env
         .iter()
         .find(|(name, _)| name == "PATH")
         .map(|(_, value)| value.as_str())
         .unwrap_or(DEFAULT_PATH);
-    entrypoint_candidates(path, search_path)
-        .into_iter()
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(not_found)
+    let mut unusable = None;
+    let mut not_found_reason = None;
+    for candidate in entrypoint_candidates(path, search_path) {
+        let cannot_run = |reason: String| WorkloadError::NotWasm {
+            what: candidate.display().to_string(),
+            reason,
+        };
+        match std::fs::metadata(&candidate) {
+            Ok(meta) if meta.is_file() => return Ok(candidate),
+            Ok(meta) => {
+                unusable.get_or_insert_with(|| cannot_run(not_a_file(&meta.file_type())));
+            }
+            Err(err) => match err.raw_os_error() {
+                Some(libc::ENOENT | libc::ENOTDIR) => {}
+                Some(libc::ENAMETOOLONG) => {
+                    not_found_reason.get_or_insert_with(|| {
+                        format!("the path is longer than the kernel resolves ({err})")
+                    });
+                }
+                Some(libc::ELOOP) => {
+                    unusable.get_or_insert_with(|| {
+                        cannot_run(format!("its symbolic links do not resolve ({err})"))
+                    });
+                }
+                _ => {
+                    unusable
+                        .get_or_insert_with(|| cannot_run(format!("it cannot be read ({err})")));
+                }
+            },
+        }
+    }
+    Err(
+        unusable.unwrap_or_else(|| WorkloadError::EntrypointNotFound {
+            path: path.to_string(),
+            reason: not_found_reason,
+        }),
+    )
+}
+
+/// What an entrypoint that is not a regular file is, for a message.
+fn not_a_file(file_type: &std::fs::FileType) -> String {
+    use std::os::unix::fs::FileTypeExt;
+    let what = if file_type.is_dir() {
+        "a directory"
+    } else if file_type.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    };
+    format!("it is {what}, not a file")
 }
 
 /// Every directory the policy grants must be one in the container: a grant of a missing
@@ -224,6 +299,80 @@ mod tests {
         assert!(err.to_string().contains("23 21 2f 62"), "{err}");
         let err = classify("/app/x.wasm", b"").unwrap_err();
         assert!(err.to_string().contains("empty"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_header_is_described_for_what_it_is() {
+        let reason = |bytes: &[u8]| describe_header(bytes);
+        assert_eq!(
+            reason(b"\0asm\x02\0\0\0rest"),
+            "it has the wasm magic number but version bytes [02 00 00 00]; a core module has \
+             01 00 00 00 and a component 0d 00 01 00"
+        );
+        assert_eq!(
+            reason(b"\0asm\x01\0"),
+            "it ends after 6 bytes [00 61 73 6d 01 00], inside the 8-byte wasm header"
+        );
+        assert_eq!(
+            reason(b"\0as"),
+            "it ends after 3 bytes [00 61 73], inside the 8-byte wasm header"
+        );
+        assert_eq!(
+            reason(b"\0asn\x01\0\0\0"),
+            "it starts with bytes [00 61 73 6e 01 00 00 00], not the wasm header 00 61 73 6d"
+        );
+        assert_eq!(
+            reason(b"ab"),
+            "it starts with bytes [61 62], not the wasm header 00 61 73 6d"
+        );
+    }
+
+    #[test]
+    fn an_entrypoint_that_is_not_a_file_cannot_run_and_an_absent_one_is_not_found() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path();
+        std::fs::create_dir(root.join("dir.wasm")).expect("mkdir");
+        let fifo = std::ffi::CString::new(root.join("fifo.wasm").as_os_str().as_encoded_bytes())
+            .expect("path");
+        // SAFETY: mkfifo reads a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        std::os::unix::fs::symlink(root.join("b.wasm"), root.join("a.wasm")).expect("symlink");
+        std::os::unix::fs::symlink(root.join("a.wasm"), root.join("b.wasm")).expect("symlink");
+        std::fs::write(root.join("file"), b"x").expect("write");
+        let env = Vec::new();
+        let resolve = |name: &str| resolve_entrypoint(&root.join(name).to_string_lossy(), &env);
+        let reason_of = |name: &str| match resolve(name) {
+            Err(WorkloadError::NotWasm { reason, .. }) => reason,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert_eq!(reason_of("dir.wasm"), "it is a directory, not a file");
+        assert_eq!(
+            reason_of("fifo.wasm"),
+            "it is a named pipe (FIFO), not a file"
+        );
+        assert!(reason_of("a.wasm").contains("symbolic links do not resolve"));
+        assert!(matches!(
+            resolve("file/under-a-file.wasm"),
+            Err(WorkloadError::EntrypointNotFound { reason: None, .. })
+        ));
+        let long = format!("/{}", "x".repeat(5000));
+        assert!(matches!(
+            resolve_entrypoint(&long, &env),
+            Err(WorkloadError::EntrypointNotFound {
+                reason: Some(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            resolve_entrypoint("", &env),
+            Err(WorkloadError::NoEntrypoint)
+        ));
+        for err in [
+            resolve("dir.wasm").unwrap_err(),
+            resolve("a.wasm").unwrap_err(),
+        ] {
+            assert_eq!(crate::failure::exit_code_for(&err), 126, "{err}");
+        }
     }
 
     #[test]
