@@ -5,10 +5,11 @@ use std::collections::HashMap;
 
 use containerd_shim_wasm::sandbox::Sandbox;
 use containerd_shim_wasm::sandbox::context::RuntimeContext;
-use wasmedge_sdk::error::{CoreCommonError, CoreError, WasmEdgeError};
+use wasmedge_sdk::error::{CoreCommonError, CoreError, CoreInstantiationError, WasmEdgeError};
 use wasmedge_sdk::vm::SyncInst;
 use wasmedge_sdk::wasi::WasiModule;
-use wasmedge_sdk::{AsInstance, ExternalInstanceType, Module, Store, Vm};
+use wasmedge_sdk::{AsInstance, ExternalInstanceType, FuncType, Module, Store, ValType, Vm};
+use wasmedge_sys::instance::function::AsFunc;
 use wasmrunner_shim::capabilities::Capabilities;
 use wasmrunner_shim::{EngineInfo, RunWorkload, Workload, WorkloadError, WorkloadKind};
 
@@ -95,11 +96,10 @@ fn run(workload: &Workload<'_>) -> Result<i32, WorkloadError> {
     wasmedge_sdk::LogManager::log_off();
     // Precompiled code is WasmEdge's universal format: a module with an AOT section, used only
     // when the shim compiled it (see `run_config`).
-    let config = run_config(
-        workload.kind == WorkloadKind::Precompiled,
-        memory_pages(workload.capabilities.memory),
-    )
-    .map_err(load_error)?;
+    let max_pages = memory_pages(workload.capabilities.memory);
+    let config =
+        run_config(workload.kind == WorkloadKind::Precompiled, max_pages).map_err(load_error)?;
+    check_declared_sizes(workload, max_pages)?;
     let bounded = bounded_call_depth(workload)?;
     let module = Module::from_bytes(Some(&config), &bounded).map_err(load_error)?;
     drop(bounded);
@@ -112,6 +112,7 @@ fn run(workload: &Workload<'_>) -> Result<i32, WorkloadError> {
         Some(preopens.iter().map(String::as_str).collect()),
     )
     .map_err(load_error)?;
+    let unlinkable = unlinkable_imports(&module, &wasi);
     let outcome = {
         let mut instances = HashMap::new();
         instances.insert(wasi.name().to_string(), wasi.as_mut());
@@ -131,8 +132,137 @@ fn run(workload: &Workload<'_>) -> Result<i32, WorkloadError> {
         // the WASI module either way (0 when the guest returned from its entrypoint).
         Ok(()) => Ok(wasi.exit_code() as i32),
         Err((err, _)) if is_exit(&err) => Ok(wasi.exit_code() as i32),
-        Err((err, slots)) => Err(classify_error(workload, &err, slots)),
+        Err((err, slots)) => Err(classify_error(workload, &err, slots, &unlinkable)),
     }
+}
+
+/// The most elements a table may start with here. WasmEdge 0.14 allocates a table whole at
+/// instantiation, 16 bytes an element, and a table of billions of elements crashes the
+/// process (SIGSEGV) instead of failing: 10 million elements (160 MiB) is far beyond what
+/// compilers emit, and still allocates.
+pub const MAX_TABLE_ELEMENTS: u64 = 10_000_000;
+
+/// Refuses a module whose tables or memories start larger than this runtime gives them, before
+/// WasmEdge instantiates it: a table past [`MAX_TABLE_ELEMENTS`], which WasmEdge would crash
+/// on, and a memory past `max_pages` (the cap of `wasmrunner.dev/memory` or the container's
+/// memory limit), which WasmEdge enforces on `memory.grow` only. The bytes are checked as they
+/// are; what does not parse is left for the loader to report.
+fn check_declared_sizes(
+    workload: &Workload<'_>,
+    max_pages: Option<u32>,
+) -> Result<(), WorkloadError> {
+    use wasmparser::{Parser, Payload, TypeRef};
+    let too_big = |reason: String| WorkloadError::Load {
+        what: workload.name.clone(),
+        reason,
+    };
+    let check_table = |what: &str, initial: u64| {
+        if initial > MAX_TABLE_ELEMENTS {
+            return Err(too_big(format!(
+                "{what} starts with {initial} elements; WasmEdge allocates a table whole, and \
+                 wasmrunner runs tables of at most {MAX_TABLE_ELEMENTS} elements with it"
+            )));
+        }
+        Ok(())
+    };
+    let check_memory = |what: &str, initial: u64| match max_pages {
+        Some(max) if initial > u64::from(max) => Err(too_big(format!(
+            "{what} starts with {initial} pages of 64 KiB, more than the {max} pages the guest \
+             may have (wasmrunner.dev/memory, or the container's memory limit)"
+        ))),
+        _ => Ok(()),
+    };
+    for payload in Parser::new(0).parse_all(&workload.bytes) {
+        match payload {
+            Ok(Payload::ImportSection(imports)) => {
+                for import in imports.into_imports().flatten() {
+                    let what = format!("imported {}::{}", import.module, import.name);
+                    match import.ty {
+                        TypeRef::Table(table) => {
+                            check_table(&format!("the {what} table"), table.initial)?
+                        }
+                        TypeRef::Memory(memory) => {
+                            check_memory(&format!("the {what} memory"), memory.initial)?
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Ok(Payload::TableSection(tables)) => {
+                for (index, table) in tables.into_iter().flatten().enumerate() {
+                    check_table(&format!("table {index}"), table.ty.initial)?;
+                }
+            }
+            Ok(Payload::MemorySection(memories)) => {
+                for (index, memory) in memories.into_iter().flatten().enumerate() {
+                    check_memory(&format!("memory {index}"), memory.initial)?;
+                }
+            }
+            // Code and data come after what is checked: no need to read them.
+            Ok(Payload::CodeSectionStart { .. } | Payload::DataSection(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The module's imports that WasmEdge cannot link, each with why: the guest gets only WASI
+/// preview 1 (`wasi_snapshot_preview1`), so an import of another module, of a function WASI
+/// does not have, or of one under another type than WASI's cannot be satisfied. WasmEdge's own
+/// error says only "unknown import" or "incompatible import type"; this names the imports.
+fn unlinkable_imports(module: &Module, wasi: &WasiModule) -> Vec<String> {
+    let provided = wasi.name();
+    let instance = wasi.as_ref();
+    module
+        .imports()
+        .iter()
+        .filter_map(|import| {
+            let (from, name) = (import.module_name(), import.name());
+            let which = format!("{from}::{name}");
+            if from != provided {
+                return Some(format!(
+                    "{which} is from a module this runtime does not provide (it provides \
+                     {provided} only)"
+                ));
+            }
+            let Ok(ExternalInstanceType::Func(wanted)) = import.ty() else {
+                return Some(format!(
+                    "{which} is not a function, and {provided} exports only functions"
+                ));
+            };
+            let Ok(func) = instance.get_func(&name) else {
+                return Some(format!("{provided} has no function {name:?}"));
+            };
+            let actual = AsFunc::ty(&*func)?;
+            (actual.args() != wanted.args() || actual.returns() != wanted.returns()).then(|| {
+                format!(
+                    "{which} is imported as {}, but it is {}",
+                    signature(&wanted),
+                    signature(&actual)
+                )
+            })
+        })
+        .collect()
+}
+
+/// A function type as the text format writes it: `(func (param i32) (result i32))`.
+fn signature(ty: &FuncType) -> String {
+    let list = |types: &[ValType]| {
+        types
+            .iter()
+            .map(|t| format!("{t:?}").to_lowercase())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut text = "(func".to_string();
+    if !ty.args().is_empty() {
+        text.push_str(&format!(" (param {})", list(ty.args())));
+    }
+    if !ty.returns().is_empty() {
+        text.push_str(&format!(" (result {})", list(ty.returns())));
+    }
+    text.push(')');
+    text
 }
 
 /// The directories the policy grants, as WasmEdge takes them: `GUEST:PATH`, with
@@ -236,11 +366,13 @@ fn is_exit(err: &WasmEdgeError) -> bool {
 
 /// Execution errors are traps; anything else (imports that do not link, a module that does
 /// not validate) means the module cannot be loaded. A trap with the call-depth counter
-/// (`slots`) over its budget was the bound's check, and says so.
+/// (`slots`) over its budget was the bound's check, and says so. An import that does not link
+/// is named, from `unlinkable` ([`unlinkable_imports`]).
 fn classify_error(
     workload: &Workload<'_>,
     err: &WasmEdgeError,
     slots: Option<u32>,
+    unlinkable: &[String],
 ) -> WorkloadError {
     match err {
         WasmEdgeError::Core(CoreError::Execution(reason)) => WorkloadError::Trap {
@@ -248,6 +380,12 @@ fn classify_error(
             reason: slots
                 .and_then(call_depth::exhausted)
                 .unwrap_or_else(|| reason.to_string()),
+        },
+        WasmEdgeError::Core(CoreError::Instantiation(
+            CoreInstantiationError::UnknownImport | CoreInstantiationError::IncompatibleImportType,
+        )) if !unlinkable.is_empty() => WorkloadError::Load {
+            what: workload.name.clone(),
+            reason: format!("{err}: {}", unlinkable.join("; ")),
         },
         other => WorkloadError::Load {
             what: workload.name.clone(),
@@ -311,6 +449,72 @@ mod tests {
         )
         .expect("runs");
         assert_eq!(status, 7);
+    }
+
+    #[test]
+    fn imports_that_do_not_link_are_named() {
+        let err = run_text(
+            r#"(module (import "env" "host_thing" (func $t)) (func (export "_start") call $t))"#,
+        )
+        .expect_err("refused");
+        assert!(
+            matches!(&err, WorkloadError::Load { reason, .. }
+                if reason.starts_with("unknown import: env::host_thing is from a module")),
+            "{err}"
+        );
+        let err = run_text(
+            r#"(module (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32)))
+                       (func (export "_start") i32.const 1 call $w))"#,
+        )
+        .expect_err("refused");
+        assert!(
+            err.to_string().contains(
+                "wasi_snapshot_preview1::fd_write is imported as (func (param i32)), but it is \
+                 (func (param i32 i32 i32 i32) (result i32))"
+            ),
+            "{err}"
+        );
+        assert_eq!(wasmrunner_shim::exit_code_for(&err), 126);
+    }
+
+    #[test]
+    fn a_table_too_big_to_allocate_is_refused_not_crashed_on() {
+        let err = run_text(r#"(module (table 4294967295 funcref) (func (export "_start")))"#)
+            .expect_err("refused");
+        assert!(
+            matches!(&err, WorkloadError::Load { reason, .. }
+                if reason.starts_with("table 0 starts with 4294967295 elements")),
+            "{err}"
+        );
+        assert_eq!(
+            run_text(r#"(module (table 1000 funcref) (func (export "_start")))"#).ok(),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn a_memory_that_starts_past_the_cap_is_refused() {
+        let bytes = wat::parse_str(r#"(module (memory 65536) (func (export "_start")))"#)
+            .expect("valid text");
+        let mut workload = Workload {
+            name: "/m.wasm".to_string(),
+            bytes: Cow::Owned(bytes),
+            kind: WorkloadKind::Module,
+            function: wasmrunner_shim::DEFAULT_FUNCTION.to_string(),
+            args: vec!["/m.wasm".to_string()],
+            env: Vec::new(),
+            compiled: None,
+            capabilities: Capabilities::default(),
+        };
+        workload.capabilities.memory = Some(256 << 20);
+        let err = run(&workload).expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("memory 0 starts with 65536 pages of 64 KiB, more than the 4096 pages"),
+            "{err}"
+        );
+        workload.capabilities.memory = None;
+        assert_eq!(run(&workload).ok(), Some(0));
     }
 
     #[test]
