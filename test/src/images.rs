@@ -5,6 +5,9 @@ use wasmrunner_oci::{Flavour, ImageSpec};
 
 use crate::fixtures::{self, Target};
 
+mod bad;
+pub use bad::{Bad, IMAGE_PASSWD, MANY_FUNCTIONS};
+
 /// The text of the file shipped in the probe image.
 pub const GREETING: &str = "hello from a file in the image\n";
 /// The `PATH` that image builders put in an image's config by default.
@@ -97,6 +100,9 @@ pub enum TestImage {
     /// itself forever; `#deep` recurses 10,000,000 deep, `#moderate` 1,000 deep and prints
     /// [`RECURSED`].
     Recursion(Flavour),
+    /// One input of the bad-input area ([`Bad`]): in the rootfs of a normal image
+    /// (`Flavour::Image`) or as the one wasm layer of runwasi's artifact (`RunwasiArtifact`).
+    Bad(Bad, Flavour),
 }
 
 impl TestImage {
@@ -121,6 +127,7 @@ impl TestImage {
                 format!("caps-{}-{}", target_tag(*target), declares.tag())
             }
             TestImage::BigTable => "big-table".into(),
+            TestImage::Bad(bad, flavour) => format!("bad-{}-{flavour}", bad.tag()),
         };
         format!("docker.io/wasmrunner/test:{tag}")
     }
@@ -133,6 +140,7 @@ impl TestImage {
                 | TestImage::Recursion(Flavour::RunwasiArtifact | Flavour::CncfArtifact)
                 | TestImage::GarbageLayer
                 | TestImage::ProbeArtifact
+                | TestImage::Bad(_, Flavour::RunwasiArtifact | Flavour::CncfArtifact)
         )
     }
 
@@ -224,6 +232,7 @@ impl TestImage {
             TestImage::BigTable => ImageSpec::new(self.name(), Flavour::Image)
                 .file("/elements.wasm", big_table_module()?)
                 .entrypoint(["/elements.wasm"]),
+            TestImage::Bad(bad, flavour) => bad.spec(self.name(), flavour)?,
         };
         Ok(spec)
     }
