@@ -1,9 +1,9 @@
 //! Compiling modules on the host without putting the serving process at risk. A module is
 //! untrusted input: one that takes minutes or gigabytes to compile, or that crashes the
 //! compiler, must not stall or kill the shim or manager that serves every other pod. Each
-//! compile runs in a child forked from the zygote, under a memory and a CPU-time limit; the
-//! child dies alone, and the caller falls back to compiling in the container (under the
-//! pod's own limits).
+//! compile runs in a child forked from the zygote (`wr-compile` in `ps`), under a memory and
+//! a CPU-time limit; the child dies alone, and the caller falls back to compiling in the
+//! container (under the pod's own limits).
 
 use std::hash::Hash;
 use std::marker::PhantomData;
@@ -14,7 +14,7 @@ use containerd_shim_wasm::shim::Compiler;
 use crate::engine::Engine;
 
 use super::zygote::fork_child;
-use super::zygotes::die_with_parent;
+use super::zygotes::{COMPILER_NAME, die_with_parent};
 use crate::content::cache_key_hash;
 use crate::isolation::{COMPILE_MAX_CPU_ENV, COMPILE_MAX_MEMORY_ENV, CompileLimits};
 
@@ -45,7 +45,8 @@ impl<S: Engine> Compiler for BoundedCompiler<S> {
 
     async fn compile(&self, layers: &[WasmLayer]) -> anyhow::Result<Vec<Option<Vec<u8>>>> {
         let limits = self.limits;
-        let child = fork_child("a compiler").map_err(|reason| anyhow::anyhow!(reason))?;
+        let child =
+            fork_child("a compiler", COMPILER_NAME).map_err(|reason| anyhow::anyhow!(reason))?;
         let compiled = child
             .try_run(compile_in_child::<S>, (layers.to_vec(), limits))
             .map_err(|err| {

@@ -12,7 +12,7 @@ use zygote::Zygote;
 
 use super::executor::WorkloadExecutor;
 use super::stdio::{open_output, open_stdin};
-use super::zygotes::{die_with_parent, with_zygote};
+use super::zygotes::{BUILDER_NAME, DELETER_NAME, die_with_parent, with_zygote};
 use super::{ContainerConfig, ContainerError, Runs};
 use crate::isolation::scrub::ProcessStrings;
 use crate::module_cache::OfferedCode;
@@ -79,7 +79,7 @@ pub fn create<S: Engine>(config: ContainerConfig) -> Result<u32, ContainerError>
 /// same process reads the first one's messages: "received unexpected message: InitReady").
 fn build<S: Engine>(config: ContainerConfig) -> Result<u32, ContainerError> {
     let id = config.id.clone();
-    let builder = fork_child("a builder").map_err(ContainerError::Zygote)?;
+    let builder = fork_child("a builder", BUILDER_NAME).map_err(ContainerError::Zygote)?;
     builder
         .try_run(create_in_zygote::<S>, config)
         .map_err(|e| ContainerError::Zygote(e.to_string()))?
@@ -87,9 +87,10 @@ fn build<S: Engine>(config: ContainerConfig) -> Result<u32, ContainerError> {
 }
 
 /// A fresh copy of the zygote, for work that must not hold the global zygote (whose one
-/// channel every container of the process shares) for long; it exits when dropped.
-pub(super) fn fork_child(purpose: &str) -> Result<Zygote, String> {
-    with_zygote(|zygote| zygote.fork())
+/// channel every container of the process shares) for long, named `name` in `ps`; it exits
+/// when dropped.
+pub(super) fn fork_child(purpose: &str, name: &str) -> Result<Zygote, String> {
+    with_zygote(|zygote| zygote.fork(name))
         .map_err(|reason| format!("cannot fork {purpose} from the zygote: {reason}"))
 }
 
@@ -99,7 +100,7 @@ pub(super) fn fork_child(purpose: &str) -> Result<Zygote, String> {
 pub fn operate(state_root: &Path, id: &str, operation: Operation) -> Result<(), ContainerError> {
     let args = (state_root.to_path_buf(), id.to_string(), operation);
     let result = match operation {
-        Operation::Delete => fork_child("a deleter")
+        Operation::Delete => fork_child("a deleter", DELETER_NAME)
             .map_err(ContainerError::Zygote)?
             .try_run(operate_in_zygote, args)
             .map_err(|e| e.to_string()),

@@ -8,7 +8,10 @@
 //! is forked from it; the operation is tried once more. Only when both are dead at once does
 //! every later operation fail, and says so.
 //!
-//! Both are named in `ps` ([`ZYGOTE_NAME`], [`SPARE_NAME`]), for operators and the tests.
+//! Both are named in `ps` ([`ZYGOTE_NAME`], [`SPARE_NAME`]), for operators and the tests, and
+//! so is every child forked from them for one job ([`BUILDER_NAME`], [`COMPILER_NAME`],
+//! [`DELETER_NAME`]): `pgrep -x wr-zygote` finds the zygote alone, not a builder that happens
+//! to run beside it (killing that would fail a Create).
 
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -20,6 +23,13 @@ use crate::failure::panic_reason;
 pub const ZYGOTE_NAME: &str = "wr-zygote";
 /// The `comm` of the spare.
 pub const SPARE_NAME: &str = "wr-zygote-spare";
+/// The `comm` of a child that builds one container (and of its init process, until the
+/// workload runs).
+pub const BUILDER_NAME: &str = "wr-build";
+/// The `comm` of a child that compiles one module on the host.
+pub const COMPILER_NAME: &str = "wr-compile";
+/// The `comm` of a child that deletes one container.
+pub const DELETER_NAME: &str = "wr-delete";
 
 /// A zygote of the family and its pid. The one forked in `main` is a `'static` of the zygote
 /// crate; its replacements are owned.
@@ -45,13 +55,14 @@ impl std::ops::Deref for Member {
 }
 
 impl Member {
-    /// A fresh copy of this zygote (a child of the shim) holding no channel but its own.
-    pub(super) fn fork(&self) -> Result<Zygote, String> {
+    /// A fresh copy of this zygote (a child of the shim) holding no channel but its own,
+    /// named `name` in `ps`.
+    pub(super) fn fork(&self, name: &str) -> Result<Zygote, String> {
         // The zygote crate panics when the fork or its channel fails.
         let child = std::panic::catch_unwind(|| self.spawn())
             .map_err(|panic| panic_reason(&*panic).to_string())?;
         child
-            .try_run(close_inherited_channels, self.pid)
+            .try_run(set_up_child, (self.pid, name.to_string()))
             .map_err(|err| format!("cannot set up the forked zygote: {err}"))?;
         Ok(child)
     }
@@ -108,11 +119,18 @@ fn become_zygote(name: String) -> u32 {
     std::process::id()
 }
 
-// Runs in a process just forked from the zygote `spawner`. It inherited the zygote's own
-// channel to the shim (and, through older zygotes, theirs): while any copy of a channel's
-// end stays open, the shim never sees that zygote die and waits on it forever. Every
-// inherited unix socket made by another process than `spawner` is closed; its own channel,
-// which `spawner` made for it, stays.
+// Runs in a process just forked from the zygote `spawner`: takes its name, and closes the
+// channels it inherited (see `close_inherited_channels`).
+fn set_up_child((spawner, name): (u32, String)) {
+    crate::sys::set_process_name(&name);
+    close_inherited_channels(spawner);
+}
+
+// A process just forked from the zygote `spawner` inherited the zygote's own channel to the
+// shim (and, through older zygotes, theirs): while any copy of a channel's end stays open,
+// the shim never sees that zygote die and waits on it forever. Every inherited unix socket
+// made by another process than `spawner` is closed; its own channel, which `spawner` made
+// for it, stays.
 fn close_inherited_channels(spawner: u32) {
     for fd in crate::sys::socket_fds() {
         if crate::sys::socket_creator(fd).is_some_and(|pid| pid != spawner) {
@@ -134,7 +152,7 @@ fn rename(name: String) {
 /// A sibling of `from` (another child of the shim), named `name`.
 fn spawn_named(from: &Member, name: &str) -> Result<Member, String> {
     let zygote = from
-        .fork()
+        .fork(name)
         .map_err(|err| format!("cannot fork a zygote: {err}"))?;
     let pid = zygote
         .try_run(become_zygote, name.to_string())
