@@ -9,7 +9,7 @@ mod task;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -86,10 +86,16 @@ struct Inner {
     content_store: tokio::sync::OnceCell<ContentStore>,
     /// Creates under way: a manager is not idle while one is, even with no task listed yet.
     creating: AtomicUsize,
+    /// The same, by task id, each with whether containerd has given up on it (see
+    /// `TaskService::shutdown`).
+    in_flight: Mutex<HashMap<String, bool>>,
+    /// A per-pod shim told to shut down while a Create ran: it exits once none runs.
+    exit_after_creates: AtomicBool,
     /// When a task was last created or deleted, or `shim start` announced one, for the
     /// manager's idle exit.
     last_activity: Mutex<Instant>,
-    /// Starts the manager's one idle-exit thread, on its first Shutdown.
+    /// Starts the one idle-exit thread: a manager's on its first Shutdown, any serving
+    /// process's after a failed Create (see `TaskService::exit_once_idle`).
     idle_watch: Once,
 }
 
@@ -97,6 +103,34 @@ impl Inner {
     fn touch(&self) {
         if let Ok(mut last) = self.last_activity.lock() {
             *last = Instant::now();
+        }
+    }
+
+    /// Whether containerd has given up on the Create of task `id` that is under way.
+    fn abandoned(&self, id: &str) -> bool {
+        self.in_flight
+            .lock()
+            .is_ok_and(|creates| creates.get(id) == Some(&true))
+    }
+
+    /// Marks the Create of task `id`, if one is under way, as given up on by containerd;
+    /// returns whether one is.
+    fn abandon(&self, id: &str) -> bool {
+        self.in_flight
+            .lock()
+            .ok()
+            .and_then(|mut creates| creates.get_mut(id).map(|abandoned| *abandoned = true))
+            .is_some()
+    }
+
+    /// A per-pod shim that was told to shut down during a Create, once no Create runs and it
+    /// serves no task.
+    fn exit_if_shut_down(&self) {
+        if self.exit_after_creates.load(Ordering::SeqCst)
+            && self.creating.load(Ordering::SeqCst) == 0
+            && self.tasks.read().is_ok_and(|tasks| tasks.is_empty())
+        {
+            self.exit.signal();
         }
     }
 
@@ -133,22 +167,53 @@ impl Inner {
     }
 }
 
-/// Counts a create as under way until dropped.
-struct Creating<'a>(&'a Inner);
+/// Counts the create of a task as under way until dropped.
+struct Creating<'a> {
+    inner: &'a Inner,
+    id: String,
+}
 
 impl<'a> Creating<'a> {
-    fn new(inner: &'a Inner) -> Self {
+    fn new(inner: &'a Inner, id: &str) -> Self {
         inner.creating.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut creates) = inner.in_flight.lock() {
+            creates.insert(id.to_string(), false);
+        }
         inner.touch();
-        Self(inner)
+        Self {
+            inner,
+            id: id.to_string(),
+        }
     }
 }
 
 impl Drop for Creating<'_> {
     fn drop(&mut self) {
-        self.0.touch();
-        self.0.creating.fetch_sub(1, Ordering::SeqCst);
+        self.inner.touch();
+        if let Ok(mut creates) = self.inner.in_flight.lock() {
+            creates.remove(&self.id);
+        }
+        self.inner.creating.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// What an error says, without the wrapping of its ttrpc status.
+fn rpc_message(err: &ttrpc::Error) -> String {
+    match err {
+        ttrpc::Error::RpcStatus(status) => status.message().to_string(),
+        err => err.to_string(),
+    }
+}
+
+/// What a Create that containerd gave up on fails with.
+fn abandoned(id: &str) -> ttrpc::Error {
+    status(
+        ttrpc::Code::ABORTED,
+        format!(
+            "the create of task {id} was given up on by containerd (it was shut down during it); \
+             nothing of it is kept"
+        ),
+    )
 }
 
 fn not_found(what: impl std::fmt::Display) -> ttrpc::Error {
@@ -201,6 +266,8 @@ impl<S: Engine> TaskService<S> {
                     .build()?,
                 content_store: tokio::sync::OnceCell::new(),
                 creating: AtomicUsize::new(0),
+                in_flight: Mutex::new(HashMap::new()),
+                exit_after_creates: AtomicBool::new(false),
                 last_activity: Mutex::new(Instant::now()),
                 idle_watch: Once::new(),
             }),
@@ -219,7 +286,17 @@ impl<S: Engine> TaskService<S> {
     }
 
     fn create_task(&self, req: CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
-        let _creating = Creating::new(&self.inner);
+        let created = {
+            let _creating = Creating::new(&self.inner, &req.id);
+            self.create_counted(&req)
+        };
+        if self.inner.mode == Mode::PerPod {
+            self.inner.exit_if_shut_down();
+        }
+        created
+    }
+
+    fn create_counted(&self, req: &CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
         if req.terminal {
             return Err(status(
                 ttrpc::Code::INVALID_ARGUMENT,
@@ -247,21 +324,45 @@ impl<S: Engine> TaskService<S> {
         let bundle = PathBuf::from(&req.bundle);
         crate::logging::add_fifo(&bundle.join("log"));
         tracing::debug!("creating task {}", req.id);
-        mount_rootfs(&bundle, &req)?;
+        let created = mount_rootfs(&bundle, req).and_then(|()| self.create_mounted(req, &bundle));
+        if let Err(err) = &created {
+            // What this Create mounted goes with it, as runc's shim does: containerd unmounts
+            // it too when it deletes the bundle, but not when it died during the Create (it
+            // then finds no task to delete, and only the serving process's exit makes it
+            // clean the bundle up: see `exit_once_idle`).
+            tracing::debug!(
+                "task {} was not created ({}): unmounting its rootfs",
+                req.id,
+                rpc_message(err)
+            );
+            if let Err(err) = unmount_rootfs(&bundle) {
+                tracing::warn!("unmounting the rootfs of {}: {err}", req.id);
+            }
+            self.exit_once_idle();
+        }
+        created
+    }
+
+    /// The rest of a Create, once the rootfs is mounted.
+    fn create_mounted(
+        &self,
+        req: &CreateTaskRequest,
+        bundle: &Path,
+    ) -> TtrpcResult<CreateTaskResponse> {
         let spec = Spec::load(bundle.join("config.json")).map_err(|e| {
             status(
                 ttrpc::Code::INVALID_ARGUMENT,
                 format!("reading the bundle's config.json: {e}"),
             )
         })?;
-        let options = runtime_options(&req)?;
-        let state_root = state_root(&bundle, S::name(), &self.inner.namespace);
+        let options = runtime_options(req)?;
+        let state_root = state_root(bundle, S::name(), &self.inner.namespace);
         let ImageContent {
             mut wasm_layers,
             declared,
         } = self.image_content(&req.id)?;
         let entrypoint = if wasm_layers.is_empty() {
-            ImageEntrypoint::find(&bundle, &spec).unwrap_or_else(|err| {
+            ImageEntrypoint::find(bundle, &spec).unwrap_or_else(|err| {
                 tracing::debug!("{}: looking up the entrypoint in the image: {err}", req.id);
                 None
             })
@@ -277,10 +378,15 @@ impl<S: Engine> TaskService<S> {
             _ if !wasm_layers.is_empty() => self.mapped_layer(&mut wasm_layers),
             entrypoint => entrypoint.and_then(|e| self.compiled_module(e)),
         };
+        // Nothing is written into the bundle for a Create that containerd gave up on during
+        // the compile: it has deleted the bundle, or is about to.
+        if self.inner.abandoned(&req.id) {
+            return Err(abandoned(&req.id));
+        }
         let (build_from, runs) = if native {
-            (bundle.clone(), Runs::Native)
+            (bundle.to_path_buf(), Runs::Native)
         } else {
-            let guest = guest_spec::write_guest_bundle(&bundle, &spec)
+            let guest = guest_spec::write_guest_bundle(bundle, &spec)
                 .map_err(|e| internal(format!("isolating the workload: {e}")))?;
             let runs = Runs::Wasm {
                 seccomp: self.inner.policy.guest_seccomp,
@@ -305,6 +411,12 @@ impl<S: Engine> TaskService<S> {
             inject_startup_race: container::startup_race_injected(&self.inner.policy, &spec),
         };
         let pid = container::create::<S>(config).map_err(internal)?;
+        if self.inner.abandoned(&req.id) {
+            if let Err(err) = container::delete(&state_root, &req.id) {
+                tracing::warn!("removing the abandoned container {}: {err}", req.id);
+            }
+            return Err(abandoned(&req.id));
+        }
         let task = Arc::new(Task::new(
             req.id.clone(),
             req.bundle.clone(),
@@ -533,6 +645,25 @@ impl<S: Engine> TaskService<S> {
         Ok(task.pid)
     }
 
+    /// From now on, exit once serving nothing for [`manager_idle_exit`]: a manager after its
+    /// first Shutdown, and any serving process after a failed Create. containerd follows a
+    /// failed Create with Delete and Shutdown, which ends a per-pod shim at once; but if it
+    /// died during the Create it never does, and the restarted containerd, which reconnects
+    /// to every bundle's serving process, lists no task there to delete. Only the process's
+    /// exit then makes containerd clean the bundle up (`shim delete`, as for a dead shim).
+    fn exit_once_idle(&self) {
+        self.inner.idle_watch.call_once(|| {
+            let inner = Arc::clone(&self.inner);
+            let idle_for = manager_idle_exit();
+            let watch = std::thread::Builder::new()
+                .name("idle-exit".into())
+                .spawn(move || inner.exit_when_idle(idle_for));
+            if let Err(err) = watch {
+                tracing::warn!("this process will not exit when idle: {err}");
+            }
+        });
+    }
+
     fn delete_task(&self, task: &Task) -> TtrpcResult<DeleteResponse> {
         container::delete(&task.state_root, &task.id).map_err(internal)?;
         let (status, at) = task
@@ -686,22 +817,30 @@ impl<S: Engine> containerd_shim::Task for TaskService<S> {
     /// containerd asks after every task delete. A per-pod shim exits once it serves no
     /// task; a manager stays up while idle for [`MANAGER_IDLE_EXIT`], so the next pod finds
     /// it warm, then exits.
-    fn shutdown(&self, _ctx: &TtrpcContext, _req: ShutdownRequest) -> TtrpcResult<Empty> {
+    ///
+    /// A Shutdown for a task whose Create is still under way means containerd gave up on
+    /// that Create: containerd 2.x (not 1.6), restarted while a Create ran, finds no task in the
+    /// shim, takes it for a leaked one (containerd#6860), deletes and shuts it down, and removes
+    /// the bundle. The Create then stops before it writes into the bundle (it cannot be cut
+    /// short in the middle of a compile), keeps nothing, and a per-pod shim exits after it.
+    fn shutdown(&self, _ctx: &TtrpcContext, req: ShutdownRequest) -> TtrpcResult<Empty> {
+        if self.inner.abandon(&req.id) {
+            tracing::warn!(
+                "containerd shut down task {} while it was being created: its create is given up",
+                req.id
+            );
+        }
         if !self.inner.tasks.read().map_err(internal)?.is_empty() {
             return Ok(Empty::new());
         }
         match self.inner.mode {
+            Mode::PerPod if self.inner.creating.load(Ordering::SeqCst) > 0 => {
+                self.inner.exit_after_creates.store(true, Ordering::SeqCst);
+                // A Create that ended meanwhile did not see the flag.
+                self.inner.exit_if_shut_down();
+            }
             Mode::PerPod => self.inner.exit.signal(),
-            Mode::Shared => self.inner.idle_watch.call_once(|| {
-                let inner = Arc::clone(&self.inner);
-                let idle_for = manager_idle_exit();
-                let watch = std::thread::Builder::new()
-                    .name("idle-exit".into())
-                    .spawn(move || inner.exit_when_idle(idle_for));
-                if let Err(err) = watch {
-                    tracing::warn!("the manager will not exit when idle: {err}");
-                }
-            }),
+            Mode::Shared => self.exit_once_idle(),
         }
         Ok(Empty::new())
     }
@@ -762,6 +901,28 @@ fn guest_capabilities(spec: &Spec, declared: &[(String, String)]) -> Result<Capa
         .map_err(|e| e.to_string())
 }
 
+/// Unmounts what is mounted on the bundle's rootfs (all of it, for a rootfs of several
+/// mounts); nothing mounted there is no error.
+pub(crate) fn unmount_rootfs(bundle: &Path) -> std::io::Result<()> {
+    let rootfs = std::ffi::CString::new(bundle.join("rootfs").as_os_str().as_encoded_bytes())
+        .map_err(std::io::Error::other)?;
+    for _ in 0..MAX_ROOTFS_MOUNTS {
+        // SAFETY: `rootfs` is a valid NUL-terminated path that outlives the call.
+        if unsafe { libc::umount2(rootfs.as_ptr(), libc::MNT_DETACH) } != 0 {
+            let err = std::io::Error::last_os_error();
+            return match err.raw_os_error() {
+                // Not (or no longer) a mount point, or no rootfs at all.
+                Some(libc::EINVAL | libc::ENOENT) => Ok(()),
+                _ => Err(err),
+            };
+        }
+    }
+    Ok(())
+}
+
+/// More mounts than any rootfs is made of (containerd's snapshotters make one).
+const MAX_ROOTFS_MOUNTS: usize = 16;
+
 /// Mounts the rootfs containerd prepared (the snapshot) at the spec's root path.
 fn mount_rootfs(bundle: &Path, req: &CreateTaskRequest) -> TtrpcResult<()> {
     let rootfs = bundle.join("rootfs");
@@ -799,6 +960,16 @@ pub(crate) fn state_root(bundle: &Path, engine: &str, namespace: &str) -> PathBu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rootfs with nothing mounted on it, or none at all, is no error to unmount: a failed
+    /// Create unmounts whatever it got to mount.
+    #[test]
+    fn unmounting_a_rootfs_that_is_not_mounted_succeeds() {
+        let bundle = tempfile::tempdir().expect("tempdir");
+        unmount_rootfs(bundle.path()).expect("no rootfs");
+        std::fs::create_dir(bundle.path().join("rootfs")).expect("mkdir");
+        unmount_rootfs(bundle.path()).expect("nothing mounted");
+    }
 
     #[test]
     fn state_lives_beside_containerds_task_state() {

@@ -2,7 +2,7 @@
 //! print its address), `delete` (clean up after a serving process that died), and serving.
 
 use std::marker::PhantomData;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
@@ -14,7 +14,7 @@ use oci_spec::runtime::Spec;
 
 use super::events::EventSink;
 use super::task::timestamp;
-use super::{TaskService, state_root};
+use super::{TaskService, state_root, unmount_rootfs};
 use crate::container;
 use crate::isolation::NodePolicy;
 use crate::module_cache::ModuleCache;
@@ -218,14 +218,4 @@ impl<S: Engine> containerd_shim::Shim for ShimProcess<S> {
             }
         }
     }
-}
-
-fn unmount_rootfs(bundle: &Path) -> std::io::Result<()> {
-    let rootfs = std::ffi::CString::new(bundle.join("rootfs").as_os_str().as_encoded_bytes())
-        .map_err(std::io::Error::other)?;
-    // SAFETY: `rootfs` is a valid NUL-terminated path that outlives the call.
-    if unsafe { libc::umount2(rootfs.as_ptr(), libc::MNT_DETACH) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
