@@ -169,6 +169,17 @@ impl Containerd {
         self.wait_ready()
     }
 
+    /// Kills containerd with SIGKILL (a crash, the OOM killer: no shutdown of its own) and
+    /// starts it again on the same config, root and state; returns how long it was down.
+    pub fn kill_and_restart(&mut self) -> Result<Duration> {
+        let down = Instant::now();
+        self.child.kill().context("killing containerd")?;
+        self.child.wait()?;
+        self.child = spawn_daemon(&self.bin_dir, &self.root, self.shim_env)?;
+        self.wait_ready()?;
+        Ok(down.elapsed())
+    }
+
     fn terminate(&mut self) -> Result<()> {
         // SAFETY: `kill` has no memory-safety preconditions; the pid is our own child's.
         unsafe {

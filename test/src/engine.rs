@@ -126,6 +126,13 @@ impl Engine {
     /// each container (`wasmrunner_shim::module_cache::NODE_MODULE_CACHE`).
     pub const NODE_MODULE_CACHE: &'static str = "node-module-cache";
 
+    /// Whether the shim compiles this engine's rootfs modules once per node (its `--version`
+    /// lists [`Engine::NODE_MODULE_CACHE`]).
+    pub fn has_node_module_cache(&self) -> bool {
+        self.features()
+            .is_ok_and(|features| features.iter().any(|f| f == Self::NODE_MODULE_CACHE))
+    }
+
     /// Whether this engine runs WASI preview 2 components.
     pub fn runs_components(&self) -> bool {
         self.name == "wasmtime"

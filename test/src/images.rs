@@ -103,6 +103,14 @@ pub enum TestImage {
     /// One input of the bad-input area ([`Bad`]): in the rootfs of a normal image
     /// (`Flavour::Image`) or as the one wasm layer of runwasi's artifact (`RunwasiArtifact`).
     Bad(Bad, Flavour),
+    /// `/slow.wasm` ([`slow_compile_module`]): about `kib` KiB of generated code that takes
+    /// long to compile, in a given packaging; its `_start` calls every function once and
+    /// prints [`SLOW_COMPILE_RAN`]. Each `seed` makes another module (another cache entry).
+    SlowCompile {
+        flavour: Flavour,
+        kib: u32,
+        seed: u32,
+    },
 }
 
 impl TestImage {
@@ -128,6 +136,9 @@ impl TestImage {
             }
             TestImage::BigTable => "big-table".into(),
             TestImage::Bad(bad, flavour) => format!("bad-{}-{flavour}", bad.tag()),
+            TestImage::SlowCompile { flavour, kib, seed } => {
+                format!("slow-compile-{flavour}-{kib}k-{seed}")
+            }
         };
         format!("docker.io/wasmrunner/test:{tag}")
     }
@@ -141,6 +152,10 @@ impl TestImage {
                 | TestImage::GarbageLayer
                 | TestImage::ProbeArtifact
                 | TestImage::Bad(_, Flavour::RunwasiArtifact | Flavour::CncfArtifact)
+                | TestImage::SlowCompile {
+                    flavour: Flavour::RunwasiArtifact | Flavour::CncfArtifact,
+                    ..
+                }
         )
     }
 
@@ -233,6 +248,9 @@ impl TestImage {
                 .file("/elements.wasm", big_table_module()?)
                 .entrypoint(["/elements.wasm"]),
             TestImage::Bad(bad, flavour) => bad.spec(self.name(), flavour)?,
+            TestImage::SlowCompile { flavour, kib, seed } => ImageSpec::new(self.name(), flavour)
+                .file("/slow.wasm", slow_compile_module(kib as usize * 1024, seed))
+                .entrypoint(["/slow.wasm"]),
         };
         Ok(spec)
     }
@@ -347,4 +365,143 @@ pub fn noop_module() -> Result<Vec<u8>> {
         })
         .collect();
     fixtures::wat(&format!(r#"(module (func (export "_start")) {unused})"#))
+}
+
+/// What the `_start` of [`slow_compile_module`] prints once it has called every function.
+pub const SLOW_COMPILE_RAN: &str = "every generated function ran";
+
+/// Load-multiply-xor groups per generated function (about 12 bytes each).
+const GROUPS_PER_FUNCTION: u32 = 25;
+
+/// The module of [`TestImage::SlowCompile`]: functions `(i32) -> i32` of at least `code_bytes`
+/// bytes in all, each a chain of loads, xors and multiplies with constants no two functions
+/// share (so every compiler has real work, and none can leave one out: `_start` calls each
+/// once), then `_start` prints [`SLOW_COMPILE_RAN`] with WASI's `fd_write`. `seed` changes
+/// every constant, and so the module's digest. Written as binary: the text format of a
+/// module this size would take longer to parse than the module takes to compile.
+pub fn slow_compile_module(code_bytes: usize, seed: u32) -> Vec<u8> {
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
+    let mut code_len = 0;
+    while code_len < code_bytes {
+        let body = generated_body(bodies.len() as u32, seed);
+        code_len += body.len() + 3;
+        bodies.push(body);
+    }
+    let functions = bodies.len() as u32;
+    let text = format!("{SLOW_COMPILE_RAN}\n");
+    // _start: `i32.const 0; call f; drop` for each function (index 0 is the import), then
+    // fd_write(1, iovs = 0, 1 iovec, nwritten = 8) and drop its result.
+    let mut start = vec![0x00];
+    for f in 1..=functions {
+        start.extend([0x41, 0x00, 0x10]);
+        leb_u32(&mut start, f);
+        start.push(0x1a);
+    }
+    start.extend([
+        0x41, 0x01, 0x41, 0x00, 0x41, 0x01, 0x41, 0x08, 0x10, 0x00, 0x1a, 0x0b,
+    ]);
+    bodies.push(start);
+
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    // Types: 0 = (i32) -> i32, 1 = () -> (), 2 = (i32 i32 i32 i32) -> i32.
+    section(
+        &mut module,
+        1,
+        &[
+            0x03, 0x60, 0x01, 0x7f, 0x01, 0x7f, 0x60, 0x00, 0x00, 0x60, 0x04, 0x7f, 0x7f, 0x7f,
+            0x7f, 0x01, 0x7f,
+        ],
+    );
+    let mut imports = vec![0x01];
+    name(&mut imports, "wasi_snapshot_preview1");
+    name(&mut imports, "fd_write");
+    imports.extend([0x00, 0x02]);
+    section(&mut module, 2, &imports);
+    let mut funcs = Vec::new();
+    leb_u32(&mut funcs, functions + 1);
+    funcs.extend(std::iter::repeat_n(0x00, functions as usize));
+    funcs.push(0x01);
+    section(&mut module, 3, &funcs);
+    section(&mut module, 5, &[0x01, 0x00, 0x01]);
+    let mut exports = vec![0x02];
+    name(&mut exports, "memory");
+    exports.extend([0x02, 0x00]);
+    name(&mut exports, "_start");
+    exports.push(0x00);
+    leb_u32(&mut exports, functions + 1);
+    section(&mut module, 7, &exports);
+    let mut code = Vec::with_capacity(code_len + 64);
+    leb_u32(&mut code, bodies.len() as u32);
+    for body in &bodies {
+        leb_u32(&mut code, body.len() as u32);
+        code.extend_from_slice(body);
+    }
+    section(&mut module, 10, &code);
+    // One active segment at 0: the iovec {16, len} and, at 16, the text.
+    let mut segment = 16u32.to_le_bytes().to_vec();
+    segment.extend((text.len() as u32).to_le_bytes());
+    segment.resize(16, 0);
+    segment.extend(text.as_bytes());
+    let mut data = vec![0x01, 0x00, 0x41, 0x00, 0x0b];
+    leb_u32(&mut data, segment.len() as u32);
+    data.extend(segment);
+    section(&mut module, 11, &data);
+    module
+}
+
+/// `(local i32)`, then per group: `local.get 0; i32.load offset=K; local.get 1; i32.xor;
+/// i32.const C; i32.mul; local.set 1`, then `local.get 1; end`.
+fn generated_body(index: u32, seed: u32) -> Vec<u8> {
+    let mut body = vec![0x01, 0x01, 0x7f];
+    let mut state = (index.wrapping_mul(0x9e37_79b9) ^ seed.wrapping_mul(0x85eb_ca6b)) | 1;
+    for group in 0..GROUPS_PER_FUNCTION {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        // Aligned offsets past the text, inside the one 64 KiB page (the argument is 0).
+        let offset = 64 + (index.wrapping_mul(7919).wrapping_add(group) % 16_000) * 4;
+        body.extend([0x20, 0x00, 0x28, 0x02]);
+        leb_u32(&mut body, offset);
+        body.extend([0x20, 0x01, 0x73, 0x41]);
+        leb_i32(&mut body, (state & 0x000f_ffff) as i32 | 1);
+        body.extend([0x6c, 0x21, 0x01]);
+    }
+    body.extend([0x20, 0x01, 0x0b]);
+    body
+}
+
+fn section(module: &mut Vec<u8>, id: u8, contents: &[u8]) {
+    module.push(id);
+    leb_u32(module, contents.len() as u32);
+    module.extend_from_slice(contents);
+}
+
+fn name(out: &mut Vec<u8>, text: &str) {
+    leb_u32(out, text.len() as u32);
+    out.extend_from_slice(text.as_bytes());
+}
+
+fn leb_u32(out: &mut Vec<u8>, mut value: u32) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn leb_i32(out: &mut Vec<u8>, mut value: i32) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        let done = (value == 0 && byte & 0x40 == 0) || (value == -1 && byte & 0x40 != 0);
+        if done {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
 }

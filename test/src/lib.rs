@@ -20,6 +20,7 @@ pub mod fixtures;
 pub mod images;
 pub mod leaks;
 pub mod paths;
+pub mod procs;
 pub mod run;
 pub mod suite;
 

@@ -29,6 +29,9 @@ pub enum Needs {
     SharedMode,
     /// containerd that unpacks images with wasm-typed layers.
     WasmLayers,
+    /// A Create that compiles on the host (see [`Env::host_compiled`]): a rootfs module into
+    /// the node module cache, or else a wasm-layer artifact's module.
+    HostCompile,
 }
 
 /// One end-to-end case: a name, what it needs, and the function that runs it.
@@ -63,6 +66,10 @@ impl Case {
             Needs::SharedMode if env.engine.mode != Mode::Shared => {
                 Some("only the shared-manager mode has a manager".to_string())
             }
+            Needs::HostCompile if env.host_compiled(0).is_none() => Some(format!(
+                "{} compiles on the host only wasm-layer images, which containerd {} cannot import",
+                env.engine.name, env.containerd.version
+            )),
             _ => None,
         })
     }
@@ -158,6 +165,28 @@ impl Env {
         }
     }
 
+    /// An image whose Create makes the shim compile on the host for some seconds, one per
+    /// `seed`: a big rootfs module for engines with the node module cache, else (containerd
+    /// permitting) a module in a wasm layer, which the shim precompiles into containerd's
+    /// content store (WasmEdge's LLVM takes about a minute per MiB: a small one).
+    pub fn host_compiled(&self, seed: u32) -> Option<TestImage> {
+        if self.engine.has_node_module_cache() {
+            Some(TestImage::SlowCompile {
+                flavour: Flavour::Image,
+                kib: 3 << 10,
+                seed,
+            })
+        } else if self.containerd.version.unpacks_wasm_layers() {
+            Some(TestImage::SlowCompile {
+                flavour: Flavour::RunwasiArtifact,
+                kib: 192,
+                seed,
+            })
+        } else {
+            None
+        }
+    }
+
     /// A new connection to containerd's CRI services.
     pub fn cri_client(&self) -> Result<CriClient> {
         CriClient::connect(&self.containerd.socket())
@@ -173,7 +202,11 @@ impl Env {
         ];
         if let TestImage::Hello(_, Flavour::RunwasiArtifact)
         | TestImage::Recursion(Flavour::RunwasiArtifact)
-        | TestImage::GarbageLayer = image
+        | TestImage::GarbageLayer
+        | TestImage::SlowCompile {
+            flavour: Flavour::RunwasiArtifact,
+            ..
+        } = image
         {
             args.extend(["--platform".to_string(), "wasi/wasm".to_string()]);
         }

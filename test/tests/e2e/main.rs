@@ -7,6 +7,7 @@
 mod bad_input;
 mod capabilities;
 mod cri;
+mod faults;
 mod flavours;
 mod isolation;
 mod lifecycle;
@@ -24,7 +25,7 @@ use wasmrunner_e2e::{Case, Containerd, Engine, Env};
 
 /// Every case, by area.
 fn cases() -> Vec<(&'static str, Case)> {
-    let areas: [(&str, Vec<Case>); 10] = [
+    let areas: [(&str, Vec<Case>); 11] = [
         ("isolation", isolation::cases()),
         ("run", run::cases()),
         ("lifecycle", lifecycle::cases()),
@@ -35,6 +36,7 @@ fn cases() -> Vec<(&'static str, Case)> {
         ("shared", shared::cases()),
         ("module_cache", module_cache::cases()),
         ("capabilities", capabilities::cases()),
+        ("faults", faults::cases()),
     ];
     areas
         .into_iter()
