@@ -819,9 +819,9 @@ impl<S: Engine> containerd_shim::Task for TaskService<S> {
     /// it warm, then exits.
     ///
     /// A Shutdown for a task whose Create is still under way means containerd gave up on
-    /// that Create: containerd 2.x (not 1.6), restarted while a Create ran, finds no task in the
-    /// shim, takes it for a leaked one (containerd#6860), deletes and shuts it down, and removes
-    /// the bundle. The Create then stops before it writes into the bundle (it cannot be cut
+    /// that Create: containerd 1.7 and 2.x (seen with 1.7.24 and 2.1.9; 1.6.20 does not),
+    /// restarted while a Create ran, find no task in the shim, take it for a leaked one
+    /// (containerd#6860), delete and shut it down, and remove the bundle. The Create then stops before it writes into the bundle (it cannot be cut
     /// short in the middle of a compile), keeps nothing, and a per-pod shim exits after it.
     fn shutdown(&self, _ctx: &TtrpcContext, req: ShutdownRequest) -> TtrpcResult<Empty> {
         if self.inner.abandon(&req.id) {

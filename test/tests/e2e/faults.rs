@@ -667,18 +667,22 @@ fn mid_compile_case(env: &Env, namespace: &str, image: TestImage) -> Result<()> 
 /// containerd is killed with SIGKILL while a Create compiles in the shim, and started again
 /// on the same root and state (on a containerd of the case's own). What containerd does:
 ///
-/// - `ctr run` loses its connection and fails; the shim (per pod) or manager is not
-///   containerd's child and goes on: the Create completes in it, and its reply and its
-///   `/tasks/create` event go nowhere.
-/// - On start, containerd (1.6 and 2.x alike) loads every bundle left in its state dir,
-///   reconnects to the shim at the bundle's `address` and lists the task as the shim reports
-///   it: CREATED, never started (the `ctr run` that would have started it is gone). A shim
-///   that no longer answers is cleaned up instead (`shim delete`, as for a dead shim).
-/// - Nothing starts it again: the container is removable (`ctr task delete`, `ctr c rm`), like
-///   a runc task created while containerd crashed.
+/// - `ctr run -d` loses containerd and fails (1.6.20: "transport is closing"; 1.7.24 and
+///   2.1.9: "error reading from server: EOF"), and removes the task's output fifos. The shim
+///   (per pod) or manager is not containerd's child and goes on with the Create.
+/// - 1.6.20, restarted, reconnects to the shim at each bundle's `address` and lists the task
+///   as the shim has it. The Create there fails, its output fifos gone, so no task is listed,
+///   and nothing ever deletes one: the shim has to unmount the rootfs itself and exit once
+///   idle, after which containerd cleans the bundle up as for a dead shim (`shim delete`).
+/// - 1.7.24 and 2.1.9, restarted, find no task in the shim (the Create is still compiling)
+///   and take it for a leaked one (containerd#6860, "cleaning leaked shim process"): Delete
+///   (not found), Shutdown, the bundle removed, `shim delete`. The shim must then give the
+///   Create up and write nothing more into the bundle.
+/// - Had the Create completed first, the task would be listed CREATED, never started (the
+///   `ctr run` that would start it is gone), and removable like any task.
 ///
 /// The case asserts that the container ends either running correctly or removable with
-/// nothing left of it, and that new containers then run.
+/// nothing left of it (processes, mounts, cgroups, bundle), and that new containers then run.
 fn containerd_killed_mid_create(env: &Env) -> Result<()> {
     let mut containerd =
         Containerd::start(env.containerd.bin_dir(), std::slice::from_ref(&env.engine))?;
