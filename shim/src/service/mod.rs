@@ -355,6 +355,14 @@ impl<S: Engine> TaskService<S> {
                 format!("reading the bundle's config.json: {e}"),
             )
         })?;
+        if no_args(&bundle.join("config.json")) {
+            // libcontainer refuses such a spec in the init process, which then dies without a
+            // word (status 255); runc refuses it at Create, and so does this shim.
+            return Err(status(
+                ttrpc::Code::INVALID_ARGUMENT,
+                "the container has no entrypoint: the image sets no Entrypoint or Cmd, and the run gave no command",
+            ));
+        }
         let options = runtime_options(req)?;
         let state_root = state_root(bundle, S::name(), &self.inner.namespace);
         let ImageContent {
@@ -866,6 +874,24 @@ impl<S: Engine> containerd_shim::Task for TaskService<S> {
             "updating a running container's resources is not supported by wasmrunner",
         ))
     }
+}
+
+/// Whether the spec's process has no args (no entrypoint, no command). Read from the file
+/// itself: `oci-spec` fills a missing `args` with its default, `["sh"]`, where libcontainer,
+/// reading the same file, finds none.
+fn no_args(config: &Path) -> bool {
+    let Ok(text) = std::fs::read(config) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|json| {
+            json.get("process")?
+                .get("args")?
+                .as_array()
+                .map(Vec::is_empty)
+        })
+        .unwrap_or(true)
 }
 
 /// What the guest may touch: the grant in the container's annotations (which CRI fills from

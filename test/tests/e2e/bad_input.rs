@@ -82,10 +82,6 @@ enum Expect {
     },
     /// The shim refuses the container at Create: `ctr run` fails and prints this.
     CreateFails(&'static str),
-    /// A defect this area found and could not fix in the files it may change: the status the
-    /// container ends with now, and what is wrong. Each run says so; a fix changes the status
-    /// and fails the row, which must then say what the fix does.
-    Defect(i32, &'static str),
 }
 
 /// The table. `row!(name, image, run => expect [, also CHECK] [, needs NEEDS])`: one row each.
@@ -103,7 +99,7 @@ macro_rules! table {
     };
 }
 
-use Expect::{CreateFails, Defect, Engines, Exit};
+use Expect::{CreateFails, Engines, Exit};
 use Run::{Args, Flags, Made, Plain};
 
 const fn bad(input: Bad) -> TestImage {
@@ -192,7 +188,7 @@ pub fn cases() -> Vec<Case> {
             wasmedge: COMPONENT_REFUSED });
         // containerd writes no `process.args` for an image without Entrypoint or Cmd run with
         // no args; libcontainer then fails the init process before the shim's code runs.
-        row!("no_entrypoint_in_the_image_or_the_run", bad(Bad::NoEntrypoint), Plain => Defect(255, "exits 255 with nothing on stderr; wanted: 127 and \"the container has no entrypoint\" (a check at Create, in shim/src/service)"));
+        row!("no_entrypoint_in_the_image_or_the_run", bad(Bad::NoEntrypoint), Plain => CreateFails("the container has no entrypoint: the image sets no Entrypoint or Cmd"));
         row!("empty_entrypoint", TestImage::Hello(Target::WasiP1, Rootfs), Args(&[""]) => Exit(127, "the container has no entrypoint: its process args are empty or start with an empty string"));
         row!("entrypoint_is_a_directory", bad(Bad::Directory), Plain => Exit(126, "{what} is not a WebAssembly module or component: it is a directory, not a file"));
         row!("entrypoint_is_a_fifo", bad(Bad::Fifo), Plain => Exit(126, "{what} is not a WebAssembly module or component: it is a named pipe (FIFO), not a file"));
@@ -277,14 +273,6 @@ fn check_bad(env: &Env, row: &Row) -> Result<()> {
             (Some(status), message)
         }
         CreateFails(message) => (None, message),
-        Defect(status, what) => {
-            println!(
-                "{}::{}: KNOWN DEFECT, not fixed here: {what}",
-                env.engine.label(),
-                row.name
-            );
-            (Some(status), "")
-        }
     };
     match status {
         Some(status) => ensure!(
