@@ -4,6 +4,7 @@ use anyhow::Result;
 use wasmrunner_oci::{Flavour, ImageSpec};
 
 use crate::fixtures::{self, Target};
+use crate::wasm_bytes::{leb_i32, leb_u32, name, section};
 
 mod bad;
 pub use bad::{Bad, IMAGE_PASSWD, MANY_FUNCTIONS};
@@ -468,40 +469,4 @@ fn generated_body(index: u32, seed: u32) -> Vec<u8> {
     }
     body.extend([0x20, 0x01, 0x0b]);
     body
-}
-
-fn section(module: &mut Vec<u8>, id: u8, contents: &[u8]) {
-    module.push(id);
-    leb_u32(module, contents.len() as u32);
-    module.extend_from_slice(contents);
-}
-
-fn name(out: &mut Vec<u8>, text: &str) {
-    leb_u32(out, text.len() as u32);
-    out.extend_from_slice(text.as_bytes());
-}
-
-fn leb_u32(out: &mut Vec<u8>, mut value: u32) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn leb_i32(out: &mut Vec<u8>, mut value: i32) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        let done = (value == 0 && byte & 0x40 == 0) || (value == -1 && byte & 0x40 != 0);
-        if done {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
 }

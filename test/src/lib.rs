@@ -23,6 +23,7 @@ pub mod paths;
 pub mod procs;
 pub mod run;
 pub mod suite;
+pub mod wasm_bytes;
 
 pub use command::{Outcome, run_command};
 pub use containerd::{Containerd, ContainerdVersion};

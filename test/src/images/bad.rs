@@ -9,6 +9,7 @@ use wasmrunner_oci::media_types::{RUNWASI_WASM_LAYER, WASM_LAYER};
 use wasmrunner_oci::{Flavour, ImageFile, ImageSpec};
 
 use crate::fixtures::{self, Target};
+use crate::wasm_bytes::{leb_i64, leb_u64};
 
 /// One bad input. Each is one file, the image's entrypoint, at [`Bad::path`] (in the rootfs
 /// of a normal image, or as the one wasm layer of runwasi's artifact), unless its
@@ -159,7 +160,7 @@ impl Bad {
             Bad::SectionPastEnd => {
                 let mut module = b"\0asm\x01\0\0\0".to_vec();
                 module.push(1); // the type section
-                push_leb128(&mut module, 1 << 20);
+                leb_u64(&mut module, 1 << 20);
                 module.extend([1, 0x60, 0, 0]); // one type, () -> (), and nothing more
                 module
             }
@@ -199,7 +200,7 @@ impl Bad {
                 let mut patched = module[..memory.start - 1].to_vec();
                 // The section's size (count, flags, a 3-byte minimum), then its contents.
                 patched.extend([5, 1, 0]);
-                push_leb128(&mut patched, 65_537);
+                leb_u64(&mut patched, 65_537);
                 patched.extend_from_slice(&module[memory.end..]);
                 patched
             }
@@ -212,11 +213,11 @@ impl Bad {
                 // One active segment at offset 0 of memory 0: flags 0, `i32.const 0 end`,
                 // its byte count, then only the first 16 of those bytes.
                 let mut segment = vec![1, 0, 0x41, 0, 0x0b];
-                push_leb128(&mut segment, declared);
+                leb_u64(&mut segment, declared);
                 let section_size = segment.len() as u64 + declared;
                 segment.extend([0xab; 16]);
                 module.push(11); // the data section, after the code section
-                push_leb128(&mut module, section_size);
+                leb_u64(&mut module, section_size);
                 module.extend(segment);
                 module
             }
@@ -235,8 +236,8 @@ impl Bad {
                 let mut module = hello()?;
                 let name = self.tag();
                 module.push(0); // a custom section holding only its name
-                push_leb128(&mut module, name.len() as u64 + 1);
-                push_leb128(&mut module, name.len() as u64);
+                leb_u64(&mut module, name.len() as u64 + 1);
+                leb_u64(&mut module, name.len() as u64);
                 module.extend_from_slice(name.as_bytes());
                 module
             }
@@ -342,45 +343,20 @@ fn leb128(bytes: &[u8], mut at: usize) -> Result<(u64, usize)> {
     }
 }
 
-fn push_leb128(out: &mut Vec<u8>, mut value: u64) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn push_sleb128(out: &mut Vec<u8>, mut value: i64) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        let done = (value == 0 && byte & 0x40 == 0) || (value == -1 && byte & 0x40 != 0);
-        if done {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
 /// A module with an empty `_start` (function 0) and `count` functions `(param i32) (result
 /// i32)` that each add their own index to their argument, none of them called. Written as
 /// binary: the text of 100,000 functions takes the `wat` crate a while to parse.
 pub fn many_functions_module(count: u32) -> Vec<u8> {
     fn add_section(module: &mut Vec<u8>, id: u8, contents: &[u8]) {
         module.push(id);
-        push_leb128(module, contents.len() as u64);
+        leb_u64(module, contents.len() as u64);
         module.extend_from_slice(contents);
     }
     let mut module = b"\0asm\x01\0\0\0".to_vec();
     // Types: 0 is () -> (), 1 is (i32) -> i32.
     add_section(&mut module, 1, &[2, 0x60, 0, 0, 0x60, 1, 0x7f, 1, 0x7f]);
     let mut functions = Vec::new();
-    push_leb128(&mut functions, u64::from(count) + 1);
+    leb_u64(&mut functions, u64::from(count) + 1);
     functions.push(0);
     functions.extend(std::iter::repeat_n(1, count as usize));
     add_section(&mut module, 3, &functions);
@@ -389,14 +365,14 @@ pub fn many_functions_module(count: u32) -> Vec<u8> {
     exports.extend([0, 0]);
     add_section(&mut module, 7, &exports);
     let mut code = Vec::new();
-    push_leb128(&mut code, u64::from(count) + 1);
+    leb_u64(&mut code, u64::from(count) + 1);
     code.extend([2, 0, 0x0b]); // _start: its size, no locals, `end`
     for index in 0..count {
         // No locals; `local.get 0`, `i32.const index`, `i32.add`, `end`.
         let mut body = vec![0, 0x20, 0, 0x41];
-        push_sleb128(&mut body, i64::from(index));
+        leb_i64(&mut body, i64::from(index));
         body.extend([0x6a, 0x0b]);
-        push_leb128(&mut code, body.len() as u64);
+        leb_u64(&mut code, body.len() as u64);
         code.extend(body);
     }
     add_section(&mut module, 10, &code);
