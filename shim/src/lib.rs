@@ -28,7 +28,6 @@ pub use engine::{Engine, RunWorkload};
 pub use entry::run;
 pub use failure::{WorkloadError, exit_code_for};
 pub use memory::release_loader_memory;
-pub use signals::exit_on_termination_signals;
 pub use version::{EngineInfo, Mode};
 /// The capability policy, for engines to enforce.
 pub use wasmrunner_capabilities as capabilities;
