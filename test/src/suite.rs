@@ -334,6 +334,33 @@ impl Env {
             .with_context(|| format!("task {id} is not in `ctr task ls`: {listing}"))
     }
 
+    /// Runs `case` against a containerd of its own, for a case that breaks or restarts its
+    /// containerd (or its node cache), in namespace `<suite's>-<label>-<engine>` (cgroups are
+    /// host-wide); then removes what is left, stops it, and fails if containers or shims were
+    /// left.
+    pub fn with_own_containerd(
+        &self,
+        label: &str,
+        case: impl FnOnce(&mut Containerd) -> Result<()>,
+    ) -> Result<()> {
+        let mut containerd = Containerd::start(
+            self.containerd.bin_dir(),
+            std::slice::from_ref(&self.engine),
+        )?;
+        containerd.namespace = format!("{}-{label}-{}", containerd.namespace, self.engine.label());
+        let result = case(&mut containerd);
+        let leftovers = containerd.remove_leftover_containers().unwrap_or_default();
+        let shims = containerd.wait_for_no_shims(Duration::from_secs(15));
+        for failure in crate::leaks::remove_cgroup(&format!("/{}", containerd.namespace)) {
+            eprintln!("{failure}");
+        }
+        containerd.stop(result.is_err())?;
+        result?;
+        anyhow::ensure!(leftovers.is_empty(), "containers left: {leftovers:?}");
+        anyhow::ensure!(shims.is_empty(), "shims still running: {shims:?}");
+        Ok(())
+    }
+
     /// Checks that nothing of container `id` is left on the host.
     pub fn assert_clean(&self, id: &str) -> Result<()> {
         let mut trace = Trace::new(id, &self.containerd.namespace);

@@ -684,20 +684,7 @@ fn mid_compile_case(env: &Env, namespace: &str, image: TestImage) -> Result<()> 
 /// The case asserts that the container ends either running correctly or removable with
 /// nothing left of it (processes, mounts, cgroups, bundle), and that new containers then run.
 fn containerd_killed_mid_create(env: &Env) -> Result<()> {
-    let mut containerd =
-        Containerd::start(env.containerd.bin_dir(), std::slice::from_ref(&env.engine))?;
-    containerd.namespace = format!("{}-crash-{}", containerd.namespace, env.engine.label());
-    let result = crash_case(env, &mut containerd);
-    let leftovers = containerd.remove_leftover_containers().unwrap_or_default();
-    let shims = containerd.wait_for_no_shims(Duration::from_secs(15));
-    for failure in remove_cgroup(&format!("/{}", containerd.namespace)) {
-        eprintln!("{failure}");
-    }
-    containerd.stop(result.is_err())?;
-    result?;
-    ensure!(leftovers.is_empty(), "containers left: {leftovers:?}");
-    ensure!(shims.is_empty(), "shims still running: {shims:?}");
-    Ok(())
+    env.with_own_containerd("crash", |containerd| crash_case(env, containerd))
 }
 
 fn crash_case(env: &Env, containerd: &mut Containerd) -> Result<()> {
@@ -907,29 +894,6 @@ fn mount(
     Ok(())
 }
 
-/// Runs `case` against a containerd of its own (its node cache is the case's to break),
-/// then removes what is left and stops it.
-fn with_own_containerd(
-    env: &Env,
-    label: &str,
-    case: impl FnOnce(&Containerd) -> Result<()>,
-) -> Result<()> {
-    let mut containerd =
-        Containerd::start(env.containerd.bin_dir(), std::slice::from_ref(&env.engine))?;
-    containerd.namespace = format!("{}-{label}-{}", containerd.namespace, env.engine.label());
-    let result = case(&containerd);
-    let leftovers = containerd.remove_leftover_containers().unwrap_or_default();
-    let shims = containerd.wait_for_no_shims(Duration::from_secs(15));
-    for failure in remove_cgroup(&format!("/{}", containerd.namespace)) {
-        eprintln!("{failure}");
-    }
-    containerd.stop(result.is_err())?;
-    result?;
-    ensure!(leftovers.is_empty(), "containers left: {leftovers:?}");
-    ensure!(shims.is_empty(), "shims still running: {shims:?}");
-    Ok(())
-}
-
 /// `ctr run --rm` of `image` on `containerd`; checks that nothing of it is left.
 fn run_rm(env: &Env, containerd: &Containerd, image: TestImage, args: &[&str]) -> Result<Outcome> {
     let id = env.container_id("cache");
@@ -957,7 +921,7 @@ fn log_has(containerd: &Containerd, needles: &[&str]) -> bool {
 /// container; the shim logs why the cache was not written, and leaves no entry and no
 /// temporary file. Engines without the cache leave it alone.
 fn node_cache_disk_full(env: &Env) -> Result<()> {
-    with_own_containerd(env, "full", |containerd| {
+    env.with_own_containerd("full", |containerd| {
         import(containerd, &containerd.namespace, PROBE)?;
         let cache = containerd.module_cache_dir();
         std::fs::DirBuilder::new()
@@ -1040,7 +1004,7 @@ fn check_cache_unwritten(env: &Env, containerd: &Containerd, reason: &str) -> Re
 /// compiled in its container with a warning in containerd's log, and nothing is written.
 /// Then the cache is unmounted and works again.
 fn node_cache_read_only(env: &Env) -> Result<()> {
-    with_own_containerd(env, "readonly", |containerd| {
+    env.with_own_containerd("readonly", |containerd| {
         for image in [PROBE, HELLO_IMAGE] {
             import(containerd, &containerd.namespace, image)?;
         }

@@ -450,21 +450,7 @@ fn a_crash_takes_down_only_its_container(env: &Env) -> Result<()> {
 /// containerd restarts while a task runs: the task keeps running (same process) and is
 /// reachable again (listed, signalled, its exit seen). On a containerd of its own.
 fn containerd_restart_keeps_tasks(env: &Env) -> Result<()> {
-    let mut containerd =
-        Containerd::start(env.containerd.bin_dir(), std::slice::from_ref(&env.engine))?;
-    // Its own namespace name: cgroups are host-wide, and the suite's containerd uses the same.
-    containerd.namespace = format!("{}-restart-{}", containerd.namespace, env.engine.label());
-    let result = restart_case(env, &mut containerd);
-    let leftovers = containerd.remove_leftover_containers().unwrap_or_default();
-    let shims = containerd.wait_for_no_shims(Duration::from_secs(10));
-    for failure in remove_cgroup(&format!("/{}", containerd.namespace)) {
-        eprintln!("{failure}");
-    }
-    containerd.stop(result.is_err())?;
-    result?;
-    ensure!(leftovers.is_empty(), "containers left: {leftovers:?}");
-    ensure!(shims.is_empty(), "shims still running: {shims:?}");
-    Ok(())
+    env.with_own_containerd("restart", |containerd| restart_case(env, containerd))
 }
 
 fn restart_case(env: &Env, containerd: &mut Containerd) -> Result<()> {
