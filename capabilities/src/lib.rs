@@ -251,48 +251,17 @@ pub fn resolve(
     container_memory_limit: Option<u64>,
 ) -> Result<Capabilities, PolicyError> {
     let defaults = Capabilities::default();
-    let granted_files = grant.files.unwrap_or(defaults.files);
-    let files = match declared.files {
-        Some(need) => {
-            granted_files
-                .covers(&need)
-                .map_err(|need| PolicyError::NotGranted {
-                    key: Key::Files,
-                    need,
-                    granted: granted_files.to_string(),
-                })?;
-            need
-        }
-        None => granted_files,
-    };
-    let granted_network = grant.network.unwrap_or(defaults.network);
-    let network = match declared.network {
-        Some(need) => {
-            granted_network
-                .covers(&need)
-                .map_err(|need| PolicyError::NotGranted {
-                    key: Key::Network,
-                    need,
-                    granted: granted_network.to_string(),
-                })?;
-            need
-        }
-        None => granted_network,
-    };
-    let granted_env = grant.env.unwrap_or(defaults.env);
-    let env = match declared.env {
-        Some(need) => {
-            granted_env
-                .covers(&need)
-                .map_err(|need| PolicyError::NotGranted {
-                    key: Key::Env,
-                    need,
-                    granted: granted_env.to_string(),
-                })?;
-            need
-        }
-        None => granted_env,
-    };
+    let files = narrowed(
+        Key::Files,
+        grant.files.unwrap_or(defaults.files),
+        declared.files,
+    )?;
+    let network = narrowed(
+        Key::Network,
+        grant.network.unwrap_or(defaults.network),
+        declared.network,
+    )?;
+    let env = narrowed(Key::Env, grant.env.unwrap_or(defaults.env), declared.env)?;
     Ok(Capabilities {
         files,
         network,
@@ -302,6 +271,46 @@ pub fn resolve(
         instances: smaller(grant.instances, declared.instances),
         cpu_deadline: smaller(grant.cpu_deadline, declared.cpu_deadline),
     })
+}
+
+/// A key whose grant is a set the image's declared need must lie inside.
+trait Reach: std::fmt::Display {
+    /// `Ok` when `need` lies inside `self`; else the first part that does not, as text.
+    fn covers(&self, need: &Self) -> Result<(), String>;
+}
+
+impl Reach for Files {
+    fn covers(&self, need: &Self) -> Result<(), String> {
+        Files::covers(self, need)
+    }
+}
+
+impl Reach for Network {
+    fn covers(&self, need: &Self) -> Result<(), String> {
+        Network::covers(self, need)
+    }
+}
+
+impl Reach for EnvFilter {
+    fn covers(&self, need: &Self) -> Result<(), String> {
+        EnvFilter::covers(self, need)
+    }
+}
+
+/// What the guest gets for `key`: the image's declared need when it lies inside the grant
+/// (a refusal naming it when not), or the grant when the image declares nothing.
+fn narrowed<T: Reach>(key: Key, granted: T, declared: Option<T>) -> Result<T, PolicyError> {
+    let Some(need) = declared else {
+        return Ok(granted);
+    };
+    granted
+        .covers(&need)
+        .map_err(|need| PolicyError::NotGranted {
+            key,
+            need,
+            granted: granted.to_string(),
+        })?;
+    Ok(need)
 }
 
 fn smaller<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
