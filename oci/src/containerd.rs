@@ -1,6 +1,5 @@
 //! Exporting an image from containerd with `ctr`, to inspect it.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -60,11 +59,15 @@ impl Ctr {
 
     /// Exports `reference` into a temporary file and inspects it.
     pub fn inspect_image(&self, reference: &str) -> Result<Inspection, OciError> {
+        inspect_archive(self.exported(reference)?.as_slice())
+    }
+
+    /// The archive `ctr image export` makes of `reference` (every platform), in memory.
+    pub fn exported(&self, reference: &str) -> Result<Vec<u8>, OciError> {
         let export = TempPath::new("wasm-oci-export", "tar")?;
         self.export(reference, &export.0)?;
-        let file = File::open(&export.0)
-            .map_err(|e| OciError::io(format!("opening {}", export.0.display()), e))?;
-        inspect_archive(std::io::BufReader::new(file))
+        std::fs::read(&export.0)
+            .map_err(|e| OciError::io(format!("reading {}", export.0.display()), e))
     }
 }
 

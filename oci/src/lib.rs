@@ -1,5 +1,6 @@
 //! Builds OCI image-layout tar archives from `.wasm` files, in three flavours that
-//! `ctr image import` understands, and inspects such archives.
+//! `ctr image import` understands, inspects such archives, and pushes them to and pulls them
+//! from OCI distribution registries ([`registry`]).
 //!
 //! ```no_run
 //! use wasmrunner_oci::{Flavour, ImageSpec, write_archive};
@@ -24,6 +25,7 @@ mod layers;
 mod manifest;
 pub mod media_types;
 mod reference;
+pub mod registry;
 mod spec;
 mod tarball;
 mod wasm;

@@ -1,4 +1,8 @@
-//! `wasm-oci`: build OCI archives from `.wasm` files and inspect them.
+//! `wasm-oci`: build OCI archives from `.wasm` files and inspect them; push them to a
+//! registry, pull them from one, list its tags.
+
+#[path = "wasm-oci/registry.rs"]
+mod registry;
 
 use std::fs::{self, File};
 use std::io::BufReader;
@@ -14,7 +18,7 @@ use wasmrunner_oci::{Flavour, ImageFile, ImageSpec, Inspection, Platform, inspec
 #[command(
     name = "wasm-oci",
     version,
-    about = "Build and inspect OCI archives of wasm files"
+    about = "Build, inspect, push and pull OCI images of wasm files"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,6 +31,12 @@ enum Command {
     Build(BuildArgs),
     /// Describe an archive, or an image already imported into containerd.
     Inspect(InspectArgs),
+    /// Push archives or containerd images to a registry (several: as one multi-platform index).
+    Push(registry::PushArgs),
+    /// Pull an image from a registry into an archive, checking every digest.
+    Pull(registry::PullArgs),
+    /// List the tags of a repository in a registry.
+    Tags(registry::TagsArgs),
 }
 
 #[derive(Args)]
@@ -89,6 +99,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(args) => build(args),
         Command::Inspect(args) => inspect(args),
+        Command::Push(args) => registry::push(args),
+        Command::Pull(args) => registry::pull(args),
+        Command::Tags(args) => registry::tags(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

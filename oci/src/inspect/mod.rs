@@ -3,6 +3,8 @@
 mod display;
 mod model;
 mod store;
+
+pub(crate) use store::ArchiveFiles;
 mod walk;
 
 use std::io::Read;
