@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a Debian 12 machine to build wasmrunner and run its suites. Idempotent: what is
 # already there is not installed again. Run as root (or with sudo).
-#   - Debian packages: containerd + runc (the system containerd, 1.6.20 on bookworm), and the
+#   - Debian packages: containerd + runc (the system containerd, 1.6.20 on bookworm), the
+#     registry the registry tests start (docker-registry, and htpasswd from apache2-utils), and the
 #     C libraries and tools runwasi's crates build against (libseccomp, dbus, protoc, clang);
 #   - rustup targets wasm32-wasip1 and wasm32-wasip2 (for the fixture programs);
 #   - libwasmedge 0.14.1 from Debian trixie in a private prefix, for the WasmEdge shim
@@ -14,6 +15,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 
 packages=(
     containerd runc containernetworking-plugins
+    docker-registry apache2-utils
     build-essential pkg-config protobuf-compiler
     libseccomp-dev libdbus-1-dev libsystemd-dev libclang-dev libzstd-dev libssl-dev libelf-dev
 )
