@@ -13,6 +13,7 @@ use crate::config::{
 use crate::fsutil::{FsError, atomic_write, read_optional, remove_optional, sha256_hex};
 use crate::host::{self, HostError, HostProbe};
 use crate::k3s::{self, K3sError};
+use crate::registry_hosts::{self, ConfigPathOutcome};
 use crate::runtimes::{RUNTIMES, RuntimeSpec};
 use crate::state::{self, AddedRuntime, State, StateError, TargetKind};
 
@@ -61,6 +62,9 @@ pub struct Options {
     pub probe: HostProbe,
     /// Compute and report, write nothing.
     pub dry_run: bool,
+    /// Set the CRI plugin's registry `config_path` to this directory, unless the config sets
+    /// one already (see [`crate::registry_hosts`]); `None` leaves the registry table alone.
+    pub registry_config_path: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -73,6 +77,7 @@ impl Default for Options {
             containerd_binary: "containerd".into(),
             probe: HostProbe::default(),
             dry_run: false,
+            registry_config_path: None,
         }
     }
 }
@@ -271,6 +276,25 @@ fn plan_config(
                 record_runtime(&mut state, &entry, Some(systemd));
             }
         }
+    }
+    if let Some(dir) = &opts.registry_config_path {
+        let table =
+            config::dotted(&registry_hosts::registry_table_path(version).map(str::to_owned));
+        actions.push(match registry_hosts::set_config_path(&mut doc, version, dir) {
+            ConfigPathOutcome::Set => format!(
+                "set config_path = {:?} at [{table}] in {}",
+                dir.display().to_string(),
+                path.display()
+            ),
+            ConfigPathOutcome::AlreadySet(found) => format!(
+                "keep config_path = {found:?} at [{table}] in {}: already set",
+                path.display()
+            ),
+            ConfigPathOutcome::LegacyTables => format!(
+                "leave [{table}] in {} alone: it uses mirrors/configs, which containerd refuses beside config_path",
+                path.display()
+            ),
+        });
     }
     Ok(Plan {
         text: doc.to_string(),

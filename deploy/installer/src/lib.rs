@@ -28,6 +28,7 @@ pub mod fsutil;
 pub mod host;
 pub mod install;
 pub mod k3s;
+pub mod registry_hosts;
 pub mod restart;
 pub mod runtimes;
 pub mod state;

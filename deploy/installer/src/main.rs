@@ -9,6 +9,7 @@ use wasmrunner_installer::binaries;
 use wasmrunner_installer::diff;
 use wasmrunner_installer::install::{Options, Report, ShimCopy, Target, install, uninstall};
 use wasmrunner_installer::k3s;
+use wasmrunner_installer::registry_hosts::RegistryHost;
 use wasmrunner_installer::restart::{self, RestartMode, RestartPlan, Service};
 use wasmrunner_installer::runtimes;
 use wasmrunner_installer::{ContainerdVersion, HostProbe, SystemdCgroupMode};
@@ -80,6 +81,20 @@ struct InstallArgs {
     /// containerd release a missing config is created for [default: `containerd --version`].
     #[arg(long, value_name = "VERSION")]
     containerd_version: Option<ContainerdVersion>,
+    /// A registry (host or host:port) to write containerd's hosts.toml for, so that pods pull
+    /// from it over plain HTTP (--registry-plain-http) or with a private CA (--registry-ca).
+    /// Also sets the CRI plugin's registry config_path, unless the config sets one.
+    #[arg(long, value_name = "HOST[:PORT]", conflicts_with = "k3s")]
+    registry: Option<String>,
+    /// The registry speaks plain HTTP.
+    #[arg(long, requires = "registry", conflicts_with = "registry_ca")]
+    registry_plain_http: bool,
+    /// The CA (PEM) that signed the registry's certificate, as a path on the node.
+    #[arg(long, value_name = "PEM", requires = "registry")]
+    registry_ca: Option<PathBuf>,
+    /// containerd's registry host configuration directory (its config_path).
+    #[arg(long, value_name = "DIR", default_value = wasmrunner_installer::registry_hosts::DEFAULT_CONFIG_PATH)]
+    registry_config_path: PathBuf,
 }
 
 /// `host_root` + an absolute node path; a relative path is taken from the current directory.
@@ -241,11 +256,39 @@ fn run_install(args: &InstallArgs) -> Result<()> {
         containerd_binary: "containerd".into(),
         probe: probe_for(common),
         dry_run: common.dry_run,
+        registry_config_path: args
+            .registry
+            .as_ref()
+            .map(|_| args.registry_config_path.clone()),
     };
     let report = install(&target, &copies, &opts)
         .with_context(|| format!("installing into {}", target.path().display()))?;
     print_report(&report, common.dry_run);
+    if let Some(host) = &args.registry {
+        write_registry_host(args, host)?;
+    }
     restart_after(common, service, &report)
+}
+
+/// Writes `<config_path>/<host>/hosts.toml` on the node (or says what it would write).
+fn write_registry_host(args: &InstallArgs, host: &str) -> Result<()> {
+    let registry = RegistryHost {
+        host: host.to_owned(),
+        plain_http: args.registry_plain_http,
+        ca_file: args.registry_ca.clone(),
+    };
+    let dir = on_host(&args.common.host_root, &args.registry_config_path);
+    if args.common.dry_run {
+        let text = registry.hosts_toml()?;
+        println!(
+            "(dry run) would write {}:\n{text}",
+            dir.join(host).join("hosts.toml").display()
+        );
+        return Ok(());
+    }
+    let path = registry.write(&dir)?;
+    println!("write {} for {host}", path.display());
+    Ok(())
 }
 
 fn run_uninstall(common: &CommonArgs) -> Result<()> {

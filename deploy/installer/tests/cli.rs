@@ -387,3 +387,54 @@ fn annotation_key_that_is_not_a_list_is_refused_untouched() {
     assert!(!sidecar(&node.config(), ".wasmrunner.json").exists());
     assert!(!node.bin().join("containerd-shim-wasmtime-v1").exists());
 }
+
+/// `--registry` writes the registry's hosts.toml and sets the CRI registry's config_path once.
+#[test]
+fn registry_hosts_and_config_path() {
+    let node = Node::new(&["wasmtime"]);
+    node.write_config("version = 3\n");
+    let certs = node.dir.path().join("certs.d");
+    let certs_arg = certs.to_str().unwrap();
+    let out = node.install(&[
+        "--registry",
+        "127.0.0.1:5000",
+        "--registry-plain-http",
+        "--registry-config-path",
+        certs_arg,
+    ]);
+    assert!(
+        out.contains(&format!("set config_path = {certs_arg:?}")),
+        "{out}"
+    );
+    let hosts = std::fs::read_to_string(certs.join("127.0.0.1:5000/hosts.toml")).unwrap();
+    assert!(
+        hosts.contains("server = \"http://127.0.0.1:5000\""),
+        "{hosts}"
+    );
+    let config = node.read_config();
+    let doc: DocumentMut = config.parse().unwrap();
+    assert_eq!(
+        doc["plugins"]["io.containerd.cri.v1.images"]["registry"]["config_path"].as_str(),
+        Some(certs_arg),
+        "{config}"
+    );
+    // A second registry with a CA: the config_path stays, its hosts.toml goes where asked.
+    let other = node.dir.path().join("other.d");
+    let other_arg = other.to_str().unwrap();
+    let out = node.install(&[
+        "--registry",
+        "reg.internal:443",
+        "--registry-ca",
+        "/etc/ssl/reg-ca.pem",
+        "--registry-config-path",
+        other_arg,
+    ]);
+    assert!(
+        out.contains(&format!("keep config_path = {certs_arg:?}")),
+        "{out}"
+    );
+    let hosts = std::fs::read_to_string(other.join("reg.internal:443/hosts.toml")).unwrap();
+    assert!(hosts.contains("ca = \"/etc/ssl/reg-ca.pem\""), "{hosts}");
+    let err = node.install_fails(&["--registry", "a/b", "--registry-plain-http"]);
+    assert!(err.contains("is not host or host:port"), "{err}");
+}
