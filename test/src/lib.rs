@@ -11,6 +11,8 @@
 //! - `WASMRUNNER_ENGINES`: the engines to test, comma-separated (default: all of
 //!   [`engine::ENGINES`]);
 //! - `WASMRUNNER_MODES`: `per-pod`, `shared` or both (the default).
+//!
+//! The registry area ([`registry`]) starts Debian's `docker-registry` on loopback ports.
 
 pub mod command;
 pub mod containerd;
@@ -21,6 +23,7 @@ pub mod images;
 pub mod leaks;
 pub mod paths;
 pub mod procs;
+pub mod registry;
 pub mod run;
 pub mod suite;
 pub mod wasm_bytes;

@@ -10,13 +10,13 @@ use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerStats, ContainerStatsRequest, ContainerStatusRequest,
+    AuthConfig, ContainerConfig, ContainerStats, ContainerStatsRequest, ContainerStatusRequest,
     ContainerStatusResponse, CreateContainerRequest, ImageSpec, ImageStatusRequest,
     ImageStatusResponse, ListPodSandboxRequest, PodSandbox, PodSandboxConfig, PodSandboxStats,
-    PodSandboxStatsRequest, PodSandboxStatusRequest, PodSandboxStatusResponse,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StatusRequest, StatusResponse, StopContainerRequest, StopPodSandboxRequest, VersionRequest,
-    VersionResponse,
+    PodSandboxStatsRequest, PodSandboxStatusRequest, PodSandboxStatusResponse, PullImageRequest,
+    RemoveContainerRequest, RemoveImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StatusRequest, StatusResponse, StopContainerRequest,
+    StopPodSandboxRequest, VersionRequest, VersionResponse,
 };
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -107,6 +107,49 @@ impl CriClient {
             CALL_TIMEOUT,
             self.images.clone().image_status(request),
         )
+    }
+
+    /// PullImage as kubelet sends it, with the pod's pull secret as `auth` (user, password);
+    /// returns the image reference (its id) containerd answers with.
+    pub fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<(&str, &str)>,
+        sandbox: Option<&PodSandboxConfig>,
+    ) -> Result<String> {
+        let request = PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.to_string(),
+                ..Default::default()
+            }),
+            auth: auth.map(|(username, password)| AuthConfig {
+                username: username.to_string(),
+                password: password.to_string(),
+                ..Default::default()
+            }),
+            sandbox_config: sandbox.cloned(),
+        };
+        let response = self.call(
+            "PullImage",
+            CALL_TIMEOUT,
+            self.images.clone().pull_image(request),
+        )?;
+        Ok(response.image_ref)
+    }
+
+    pub fn remove_image(&self, image: &str) -> Result<()> {
+        let request = RemoveImageRequest {
+            image: Some(ImageSpec {
+                image: image.to_string(),
+                ..Default::default()
+            }),
+        };
+        self.call(
+            "RemoveImage",
+            CALL_TIMEOUT,
+            self.images.clone().remove_image(request),
+        )?;
+        Ok(())
     }
 
     pub fn run_pod_sandbox(&self, config: &PodSandboxConfig, handler: &str) -> Result<String> {

@@ -26,6 +26,8 @@ pub const CNI_BIN_DIR: &str = "/usr/lib/cni";
 pub const K8S_NAMESPACE: &str = "k8s.io";
 /// The baseline runtime handler.
 pub const RUNC_HANDLER: &str = "runc";
+/// The CRI registry's `config_path`, beside the config file: one `<host:port>/hosts.toml` each.
+pub const REGISTRY_HOSTS_DIR: &str = "certs.d";
 
 /// What one run's CRI plugin is set up with; everything that could clash with another run
 /// (bridge, subnet, cgroups, files) is named after the harness's pid.
@@ -246,6 +248,9 @@ pub fn install_runtime_handlers(
     names.dedup();
     let specs = runtimes::select(&names).context("choosing the installer's runtime handlers")?;
     let mut options = Options::with_runtimes(&specs);
+    // The registry area writes a hosts.toml per registry it starts here (see
+    // `crate::registry::hosts_dir`).
+    options.registry_config_path = path.parent().map(|root| root.join(REGISTRY_HOSTS_DIR));
     options.containerd_version = Some(
         version
             .to_string()

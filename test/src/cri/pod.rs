@@ -530,8 +530,29 @@ impl<'e> Pod<'e> {
     /// ImageStatus and CreateContainer for restart number `attempt` of `spec`.
     pub fn create_container(&mut self, spec: &ContainerSpec, attempt: u32) -> Result<String> {
         let reference = self.env.k8s_image(spec.image)?;
-        let image_id = self.image_id(&reference)?;
-        let config = self.container_config(spec, attempt, &image_id, &reference)?;
+        self.create_container_of(spec, attempt, &reference)
+    }
+
+    /// CreateContainer and StartContainer of `spec` with an image CRI already has (pulled
+    /// from a registry): `reference` instead of `spec.image`.
+    pub fn run_pulled_container(
+        &mut self,
+        spec: &ContainerSpec,
+        reference: &str,
+    ) -> Result<String> {
+        let id = self.create_container_of(spec, 0, reference)?;
+        self.start_container(&id)?;
+        Ok(id)
+    }
+
+    fn create_container_of(
+        &mut self,
+        spec: &ContainerSpec,
+        attempt: u32,
+        reference: &str,
+    ) -> Result<String> {
+        let image_id = self.image_id(reference)?;
+        let config = self.container_config(spec, attempt, &image_id, reference)?;
         let id = self
             .client
             .create_container(&self.id, &config, &self.config)

@@ -13,6 +13,7 @@ mod isolation;
 mod lifecycle;
 mod module_cache;
 mod recursion;
+mod registry;
 mod run;
 mod shared;
 
@@ -25,7 +26,7 @@ use wasmrunner_e2e::{Case, Containerd, Engine, Env};
 
 /// Every case, by area.
 fn cases() -> Vec<(&'static str, Case)> {
-    let areas: [(&str, Vec<Case>); 11] = [
+    let areas: [(&str, Vec<Case>); 12] = [
         ("isolation", isolation::cases()),
         ("run", run::cases()),
         ("lifecycle", lifecycle::cases()),
@@ -37,6 +38,7 @@ fn cases() -> Vec<(&'static str, Case)> {
         ("module_cache", module_cache::cases()),
         ("capabilities", capabilities::cases()),
         ("faults", faults::cases()),
+        ("registry", registry::cases()),
     ];
     areas
         .into_iter()
