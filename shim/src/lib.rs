@@ -13,6 +13,7 @@ mod entry;
 mod entrypoint;
 mod failure;
 pub mod isolation;
+mod laps;
 mod logging;
 mod memory;
 pub mod module_cache;

@@ -34,7 +34,7 @@ use crate::engine::Engine;
 use events::{Event, EventSink};
 use exits::ExitWatcher;
 use options::runtime_options;
-pub use process::{ServingConfig, ShimProcess};
+pub use process::{ServingConfig, ShimProcess, container_left};
 use task::{Phase, Task, timestamp};
 
 use containerd_shim_wasm::sandbox::context::WasmLayer;
@@ -46,6 +46,7 @@ use crate::container::{self, BoundedCompiler, ContainerConfig, HeldOutput, Runs}
 use crate::content::{ContentStore, ImageContent, cache_key_hash};
 use crate::entrypoint::ImageEntrypoint;
 use crate::isolation::{NodePolicy, guest_spec};
+use crate::laps::Laps;
 use crate::module_cache::{CompiledModule, ModuleCache};
 use crate::version::Mode;
 
@@ -324,7 +325,11 @@ impl<S: Engine> TaskService<S> {
         let bundle = PathBuf::from(&req.bundle);
         crate::logging::add_fifo(&bundle.join("log"));
         tracing::debug!("creating task {}", req.id);
-        let created = mount_rootfs(&bundle, req).and_then(|()| self.create_mounted(req, &bundle));
+        let mut laps = Laps::start("create", &req.id);
+        let created = mount_rootfs(&bundle, req).and_then(|()| {
+            laps.lap("mount");
+            self.create_mounted(req, &bundle, &mut laps)
+        });
         if let Err(err) = &created {
             // What this Create mounted goes with it, as runc's shim does: containerd unmounts
             // it too when it deletes the bundle, but not when it died during the Create (it
@@ -348,6 +353,7 @@ impl<S: Engine> TaskService<S> {
         &self,
         req: &CreateTaskRequest,
         bundle: &Path,
+        laps: &mut Laps,
     ) -> TtrpcResult<CreateTaskResponse> {
         let spec = Spec::load(bundle.join("config.json")).map_err(|e| {
             status(
@@ -365,10 +371,12 @@ impl<S: Engine> TaskService<S> {
         }
         let options = runtime_options(req)?;
         let state_root = state_root(bundle, S::name(), &self.inner.namespace);
+        laps.lap("spec");
         let ImageContent {
             mut wasm_layers,
             declared,
         } = self.image_content(&req.id)?;
+        laps.lap("image");
         let entrypoint = if wasm_layers.is_empty() {
             ImageEntrypoint::find(bundle, &spec).unwrap_or_else(|err| {
                 tracing::debug!("{}: looking up the entrypoint in the image: {err}", req.id);
@@ -386,6 +394,7 @@ impl<S: Engine> TaskService<S> {
             _ if !wasm_layers.is_empty() => self.mapped_layer(&mut wasm_layers),
             entrypoint => entrypoint.and_then(|e| self.compiled_module(e)),
         };
+        laps.lap("code");
         // Nothing is written into the bundle for a Create that containerd gave up on during
         // the compile: it has deleted the bundle, or is about to.
         if self.inner.abandoned(&req.id) {
@@ -405,6 +414,7 @@ impl<S: Engine> TaskService<S> {
         };
         let held_output = HeldOutput::open(Path::new(&req.stdout), Path::new(&req.stderr))
             .map_err(|e| internal(format!("holding the output fifos: {e}")))?;
+        laps.lap("guest bundle");
         let config = ContainerConfig {
             id: req.id.clone(),
             bundle: build_from,
@@ -419,6 +429,7 @@ impl<S: Engine> TaskService<S> {
             inject_startup_race: container::startup_race_injected(&self.inner.policy, &spec),
         };
         let pid = container::create::<S>(config).map_err(internal)?;
+        laps.lap("build");
         if self.inner.abandoned(&req.id) {
             if let Err(err) = container::delete(&state_root, &req.id) {
                 tracing::warn!("removing the abandoned container {}: {err}", req.id);
@@ -673,10 +684,13 @@ impl<S: Engine> TaskService<S> {
     }
 
     fn delete_task(&self, task: &Task) -> TtrpcResult<DeleteResponse> {
+        let mut laps = Laps::start("delete", &task.id);
         container::delete(&task.state_root, &task.id).map_err(internal)?;
+        laps.lap("container");
         let (status, at) = task
             .wait_stopped(Some(DELETE_EXIT_WAIT))
             .unwrap_or((137, std::time::SystemTime::now()));
+        laps.lap("exit");
         if let Ok(mut watch) = task.oom_watch.lock() {
             watch.take();
         }
