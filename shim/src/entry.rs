@@ -4,7 +4,7 @@ use containerd_shim::Config;
 use crate::container;
 use crate::isolation::NodePolicy;
 use crate::module_cache::NODE_MODULE_CACHE;
-use crate::service::{ServingConfig, ShimProcess};
+use crate::service::{ServingConfig, ShimProcess, container_left};
 
 use crate::version::{Mode, VersionReport};
 
@@ -34,11 +34,20 @@ pub fn run<S: Engine>() {
         .ok()
         .filter(|level| !level.is_empty())
         .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string());
-    // `start` only spawns the serving process; every other invocation may create or delete
-    // containers, which happens in the zygote: fork it while this process has one thread.
+    // Creating and deleting containers happens in the zygote: fork it while this process has
+    // one thread, unless this invocation cannot need it. `start` only spawns the serving
+    // process; `delete` (which containerd runs after every task) only removes a container
+    // that is left.
     let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     let flags = containerd_shim::parse(&args).unwrap_or_default();
-    if flags.action != "start" {
+    let needs_zygote = match flags.action.as_str() {
+        "start" => false,
+        "delete" => std::env::current_dir().map_or(true, |bundle| {
+            container_left(&bundle, S::name(), &flags.namespace, &flags.id)
+        }),
+        _ => true,
+    };
+    if needs_zygote {
         container::init_zygote();
     }
     // Serving (no action): wasmrunner's own log, which never blocks (see `logging`).

@@ -74,6 +74,14 @@ fn copy_opts(opts: &StartOpts) -> StartOpts {
     }
 }
 
+/// Whether libcontainer still has state for container `id` of the bundle `bundle`: what
+/// `shim delete` has to remove. containerd runs `shim delete` after every disconnect from a
+/// serving process (containerd 2.x: after every task), almost always for a task the serving
+/// process deleted already; then there is nothing to remove, and no zygote is needed.
+pub fn container_left(bundle: &std::path::Path, engine: &str, namespace: &str, id: &str) -> bool {
+    state_root(bundle, engine, namespace).join(id).exists()
+}
+
 /// The annotation CRI puts on every container of a pod.
 const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 
@@ -180,7 +188,9 @@ impl<S: Engine> containerd_shim::Shim for ShimProcess<S> {
             .map_err(|e| containerd_shim::Error::Other(format!("current dir: {e}")))?;
         let root = state_root(&bundle, S::name(), &self.namespace);
         // containerd logs what this prints on stderr ("cleanup warnings").
-        if let Err(err) = container::delete(&root, &self.id) {
+        if container_left(&bundle, S::name(), &self.namespace, &self.id)
+            && let Err(err) = container::delete(&root, &self.id)
+        {
             eprintln!("wasmrunner: cleaning up container {}: {err}", self.id);
         }
         let _ = unmount_rootfs(&bundle);
