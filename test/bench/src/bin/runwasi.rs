@@ -1,10 +1,10 @@
-//! `containerd-shim-runwasi-v1`: the baseline for cold start. runwasi's own shim CLI
-//! (`containerd_shim_wasm::shim::Cli`, from containerd-shim-wasm, which runs one shim process
-//! per container with its own sandbox and instance handling) driving wasmrunner's Wasmtime
-//! engine (`wasmrunner_wasmtime::WasmtimeShim`, the very engine code of
-//! `containerd-shim-wasmtime-v1`). The bench runs it as `io.containerd.runwasi.v1`: the gap
-//! between it and wasmrunner's shims is what wasmrunner's shim layer costs or saves, with
-//! the engine held fixed.
+//! `containerd-shim-runwasi-standin-v1`: the stand-in for runwasi the bench used before
+//! upstream runwasi's own shim was at hand, kept as a second, labelled column. runwasi's shim
+//! CLI (`containerd_shim_wasm::shim::Cli`, from containerd-shim-wasm, one shim process per
+//! container with its own sandbox and instance handling) driving wasmrunner's Wasmtime engine
+//! (`wasmrunner_wasmtime::WasmtimeShim`, the engine code of `containerd-shim-wasmtime-v1`).
+//! The bench runs it as `io.containerd.runwasi-standin.v1`: with the engine held fixed, the
+//! gap to wasmrunner's shims is what wasmrunner's shim layer costs or saves.
 
 use containerd_shim_wasm::shim::Cli;
 use wasmrunner_wasmtime::WasmtimeShim;
