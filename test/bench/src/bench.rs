@@ -26,8 +26,8 @@ pub struct Bench {
 }
 
 impl Bench {
-    /// Starts the private containerd of `containerd_dir`.
-    pub fn start(containerd_dir: &Path, sizes: Sizes) -> Result<Self> {
+    /// Starts the private containerd of `containerd_dir`, logging at debug level when `debug`.
+    pub fn start(containerd_dir: &Path, sizes: Sizes, debug: bool) -> Result<Self> {
         // The CRI handlers containerd's config gets; the bench itself drives containerd with
         // runtime names and does not use CRI.
         let engines = Engine::selected();
@@ -39,10 +39,17 @@ impl Bench {
             engine.binary()?;
         }
         let containerd = Arc::new(
-            // Info, not the suites' debug: logging is not what is measured.
-            Containerd::start_logging(containerd_dir, &engines, LogLevel::Info).with_context(
-                || format!("starting containerd from {}", containerd_dir.display()),
-            )?,
+            // Info, not the suites' debug, unless asked: logging is not what is measured.
+            Containerd::start_logging(
+                containerd_dir,
+                &engines,
+                if debug {
+                    LogLevel::Debug
+                } else {
+                    LogLevel::Info
+                },
+            )
+            .with_context(|| format!("starting containerd from {}", containerd_dir.display()))?,
         );
         Ok(Self {
             env: Env::new(Arc::clone(&containerd), engine),

@@ -73,8 +73,15 @@ pub fn run(bench: &Bench) -> Result<SectionOutcome> {
     let thorough = bench.sizes.big_module_thorough;
     let mut measured: Vec<Runtime> = Vec::new();
     let mut skipped = BTreeMap::new();
-    for runtime in Runtime::wasm() {
-        if runtime.compiles_with_llvm() && !thorough {
+    // Upstream runwasi (per-pod only: it has no other mode) in a full run.
+    let runwasi = Runtime::all().contains(&Runtime::Runwasi);
+    let candidates = Runtime::wasm()
+        .into_iter()
+        .chain(runwasi.then_some(Runtime::Runwasi));
+    for runtime in candidates {
+        if runtime == Runtime::Runwasi && !thorough {
+            skipped.insert(runtime.key(), "quick run: wasmrunner only".to_string());
+        } else if runtime.compiles_with_llvm() && !thorough {
             skipped.insert(
                 runtime.key(),
                 "quick run: LLVM AOT compile of a big module takes minutes (default run only)"

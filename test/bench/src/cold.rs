@@ -11,7 +11,7 @@ use wasmrunner_e2e::paths::bin_dir;
 
 use crate::bench::Bench;
 use crate::procs;
-use crate::runtime::{RUNWASI_BINARY, Runtime};
+use crate::runtime::{Runtime, STANDIN_BINARY};
 use crate::signals;
 use crate::stats::Summary;
 
@@ -37,10 +37,8 @@ pub struct ColdRuntime {
 #[derive(Debug, Clone, Serialize)]
 pub struct Cold {
     pub runs: usize,
-    /// By runtime key (`runc`, `runwasi`, `wasmtime_per_pod`, `wasmedge_shared`, ...).
+    /// By runtime key (`runc`, `runwasi`, `null_per_pod`, `wasmtime_per_pod`, ...).
     pub runtimes: BTreeMap<String, ColdRuntime>,
-    /// Why the runwasi baseline was not measured, when it was not.
-    pub runwasi_skipped: Option<String>,
 }
 
 impl Cold {
@@ -59,23 +57,14 @@ impl Cold {
     }
 }
 
-/// Runs each runtime `runs` times, round-robin (runc, every engine and mode, runwasi, runc,
-/// ...), so that the machine's load drifts over all of them alike.
+/// Runs each runtime `runs` times, round-robin (runc, every engine and mode, runwasi, the
+/// floors, the stand-in, runc, ...), so that the machine's load drifts over all of them alike.
 pub fn run(bench: &Bench) -> Result<Cold> {
     let runs = bench.sizes.cold_runs;
-    let mut runtimes = Runtime::all();
-    let runwasi = bin_dir().join(RUNWASI_BINARY);
-    let runwasi_skipped = if runwasi.is_file() {
-        runtimes.push(Runtime::Runwasi);
-        None
-    } else {
-        let reason = format!(
-            "{} is missing (`cargo build --release -p wasmrunner-bench --bins`; `make bench` does it)",
-            runwasi.display()
-        );
-        eprintln!("cold: runwasi baseline skipped: {reason}");
-        Some(reason)
-    };
+    let mut runtimes = Runtime::all_and_floors();
+    if bin_dir().join(STANDIN_BINARY).is_file() {
+        runtimes.push(Runtime::RunwasiStandIn);
+    }
     let mut results: BTreeMap<String, ColdRuntime> = BTreeMap::new();
     let mut images = Vec::new();
     for runtime in &runtimes {
@@ -122,7 +111,6 @@ pub fn run(bench: &Bench) -> Result<Cold> {
     Ok(Cold {
         runs,
         runtimes: results,
-        runwasi_skipped,
     })
 }
 

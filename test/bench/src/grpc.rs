@@ -22,6 +22,44 @@ use tonic::Request;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 
+/// Where one task's time went, call by call (what the bench prints as "where the time goes").
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Phases {
+    /// The container record and its snapshot (containerd only; no shim yet).
+    pub record: Duration,
+    /// Tasks.Create: containerd makes the bundle and fifos, starts or finds the shim, and the
+    /// shim's Create.
+    pub create: Duration,
+    /// Tasks.Start.
+    pub start: Duration,
+    /// Tasks.Wait, from the end of Start to the exit.
+    pub wait: Duration,
+    /// Tasks.Delete: the shim's Delete and Shutdown, the bundle and mounts removed.
+    pub delete: Duration,
+    /// The snapshot and the record removed (containerd only).
+    pub cleanup: Duration,
+}
+
+impl Phases {
+    pub const NAMES: [&'static str; 6] = ["record", "create", "start", "wait", "delete", "cleanup"];
+
+    pub fn total(&self) -> Duration {
+        self.values().into_iter().sum()
+    }
+
+    /// In the order of [`Phases::NAMES`].
+    pub fn values(&self) -> [Duration; 6] {
+        [
+            self.record,
+            self.create,
+            self.start,
+            self.wait,
+            self.delete,
+            self.cleanup,
+        ]
+    }
+}
+
 /// The header containerd reads the namespace of a call from.
 const NAMESPACE_HEADER: &str = "containerd-namespace";
 
@@ -104,9 +142,11 @@ impl Client {
     }
 
     /// One task's life: container record, snapshot, create, start, wait, delete, and the
-    /// record and snapshot removed again. Returns its duration; fails unless it exits 0.
-    pub async fn run_task(&self, template: &Template, id: &str) -> Result<Duration> {
-        let started = Instant::now();
+    /// record and snapshot removed again. Returns how long each step took; fails unless the
+    /// task exits 0.
+    pub async fn run_task(&self, template: &Template, id: &str) -> Result<Phases> {
+        let mut phases = Phases::default();
+        let mut clock = Instant::now();
         let container = template.for_container(id);
         let snapshotter = container.snapshotter.clone();
         self.containers()
@@ -115,15 +155,31 @@ impl Client {
             }))
             .await
             .with_context(|| format!("creating container {id}"))?;
-        let result = self.task_in(&snapshotter, template, id).await;
+        let result = self
+            .task_in(&snapshotter, template, id, &mut phases, &mut clock)
+            .await;
         if result.is_err() {
             self.remove(&snapshotter, id).await;
         }
         result?;
-        Ok(started.elapsed())
+        Ok(phases)
     }
 
-    async fn task_in(&self, snapshotter: &str, template: &Template, id: &str) -> Result<()> {
+    async fn task_in(
+        &self,
+        snapshotter: &str,
+        template: &Template,
+        id: &str,
+        phases: &mut Phases,
+        clock: &mut Instant,
+    ) -> Result<()> {
+        // The time since the last lap.
+        let mut lap = || {
+            let now = Instant::now();
+            let since = now - *clock;
+            *clock = now;
+            since
+        };
         let mounts = self
             .snapshots()
             .prepare(self.request(PrepareSnapshotRequest {
@@ -136,6 +192,7 @@ impl Client {
             .with_context(|| format!("preparing the snapshot of {id}"))?
             .into_inner()
             .mounts;
+        phases.record = lap();
         // Empty stdio paths: the task's output goes nowhere (`ctr run --null-io`).
         self.tasks()
             .create(self.request(CreateTaskRequest {
@@ -145,6 +202,7 @@ impl Client {
             }))
             .await
             .with_context(|| format!("creating task {id}"))?;
+        phases.create = lap();
         self.tasks()
             .start(self.request(StartRequest {
                 container_id: id.to_string(),
@@ -152,6 +210,7 @@ impl Client {
             }))
             .await
             .with_context(|| format!("starting task {id}"))?;
+        phases.start = lap();
         let status = self
             .tasks()
             .wait(self.request(WaitRequest {
@@ -162,12 +221,14 @@ impl Client {
             .with_context(|| format!("waiting for task {id}"))?
             .into_inner()
             .exit_status;
+        phases.wait = lap();
         self.tasks()
             .delete(self.request(DeleteTaskRequest {
                 container_id: id.to_string(),
             }))
             .await
             .with_context(|| format!("deleting task {id}"))?;
+        phases.delete = lap();
         if status != 0 {
             bail!("task {id} exited with status {status}");
         }
@@ -184,6 +245,7 @@ impl Client {
             .delete(self.request(DeleteContainerRequest { id: id.to_string() }))
             .await
             .with_context(|| format!("deleting container {id}"))?;
+        phases.cleanup = lap();
         Ok(())
     }
 

@@ -31,6 +31,7 @@ mod runtime;
 mod shimtask;
 mod signals;
 mod stats;
+mod targets;
 mod throughput;
 
 use std::path::PathBuf;
@@ -91,6 +92,16 @@ pub struct Args {
     /// target/containerd/sid/bin when present, else WASMRUNNER_CONTAINERD_BIN or PATH).
     #[arg(long, value_name = "DIR")]
     pub containerd: Option<PathBuf>,
+    /// Upstream runwasi's Wasmtime shim, the baseline of every section (default:
+    /// WASMRUNNER_BENCH_RUNWASI, else ../shared/anchors/runwasi/containerd-shim-wasmtime-v1
+    /// beside the repository).
+    #[arg(long, value_name = "PATH")]
+    pub runwasi: Option<PathBuf>,
+    /// Run containerd (and so the shims) at debug level and copy its log here at the end: the
+    /// shims log each Create and Delete phase by phase ("create ID: 52.1 ms (mount 0.4, ...)").
+    /// Logging costs time: figures of such a run are not comparable with others.
+    #[arg(long, value_name = "PATH")]
+    pub containerd_log: Option<PathBuf>,
     /// Run only these sections (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Section>,
@@ -253,9 +264,14 @@ fn run(args: &Args) -> Result<bool> {
     signals::install();
 
     wasmrunner_e2e::fixtures::build_all().context("building the fixtures")?;
+    let upstream = runtime::upstream_runwasi(args.runwasi.as_deref());
+    let runwasi_missing = runtime::install_baselines(&upstream)?;
+    if let Some(reason) = &runwasi_missing {
+        eprintln!("runwasi baseline: not measured: {reason}");
+    }
     let dir = containerd_dir(args)?;
     eprintln!("starting containerd from {}", dir.display());
-    let bench = Bench::start(&dir, sizes.clone())?;
+    let bench = Bench::start(&dir, sizes.clone(), args.containerd_log.is_some())?;
     eprintln!(
         "containerd {} at {} (namespace {})",
         bench.containerd().version,
@@ -269,6 +285,7 @@ fn run(args: &Args) -> Result<bool> {
         &dir,
         bench.namespace(),
         &sizes,
+        runwasi_missing.map_or_else(|| Ok(upstream), Err),
     );
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         for section in &sections {
@@ -305,7 +322,11 @@ fn run(args: &Args) -> Result<bool> {
     let log_dir_ready = log_path
         .parent()
         .is_some_and(|dir| std::fs::create_dir_all(dir).is_ok());
-    let cleanup = bench.finish((failed && log_dir_ready).then_some(log_path.as_path()));
+    let save_log = match &args.containerd_log {
+        Some(path) => Some(path.as_path()),
+        None => (failed && log_dir_ready).then_some(log_path.as_path()),
+    };
+    let cleanup = bench.finish(save_log);
     if let Err(err) = &cleanup {
         eprintln!("cleaning up: {err:#}");
     }

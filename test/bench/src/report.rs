@@ -16,6 +16,7 @@ use crate::memory::Memory;
 use crate::runtime::{Runtime, engine_names};
 use crate::shimtask::ShimThroughput;
 use crate::stats::Summary;
+use crate::targets;
 use crate::throughput::Throughput;
 use crate::{Section, Sizes};
 
@@ -81,6 +82,12 @@ pub struct Row {
     /// Whether the baseline is the floor containerd sets with runc (the figures the
     /// largest-gap line looks at).
     pub against_floor: bool,
+    /// Upstream runwasi's own shim (Wasmtime rows).
+    pub runwasi: Option<f64>,
+    /// The null shim, a process per task and one for every task: what containerd and the
+    /// client cost with a shim that runs nothing.
+    pub null_per_pod: Option<f64>,
+    pub null_shared: Option<f64>,
     /// Extra text for the value cells (min-max), not in the JSON.
     #[serde(skip)]
     notes: [Option<String>; 3],
@@ -137,12 +144,30 @@ impl Row {
             per_pod_cost: cost(per_pod),
             shared_cost: cost(shared),
             against_floor,
+            runwasi: None,
+            null_per_pod: None,
+            null_shared: None,
             notes: [None, None, None],
         }
     }
 
     fn with_notes(mut self, notes: [Option<String>; 3]) -> Self {
         self.notes = notes;
+        self
+    }
+
+    /// Upstream runwasi's figure, on the Wasmtime row only (it is a Wasmtime shim).
+    fn with_runwasi(mut self, value: impl FnOnce(&Runtime) -> Option<f64>) -> Self {
+        if self.engine == "wasmtime" {
+            self.runwasi = value(&Runtime::Runwasi);
+        }
+        self
+    }
+
+    /// The null shim's figures in both modes.
+    fn with_floors(mut self, value: impl Fn(&Runtime) -> Option<f64>) -> Self {
+        self.null_per_pod = value(&Runtime::Null(Mode::PerPod));
+        self.null_shared = value(&Runtime::Null(Mode::Shared));
         self
     }
 }
@@ -153,6 +178,8 @@ pub struct Report {
     containerd_dir: PathBuf,
     namespace: String,
     sizes: Sizes,
+    /// Where upstream runwasi's shim came from, or why it was not measured.
+    runwasi: Result<PathBuf, String>,
     started: SystemTime,
     duration: Duration,
     sections: Vec<(Section, SectionOutcome)>,
@@ -165,6 +192,7 @@ impl Report {
         containerd_dir: &Path,
         namespace: &str,
         sizes: &Sizes,
+        runwasi: Result<PathBuf, String>,
     ) -> Self {
         Self {
             quick,
@@ -172,6 +200,7 @@ impl Report {
             containerd_dir: containerd_dir.to_path_buf(),
             namespace: namespace.to_string(),
             sizes: sizes.clone(),
+            runwasi,
             started: SystemTime::now(),
             duration: Duration::ZERO,
             sections: Vec::new(),
@@ -259,11 +288,19 @@ impl Report {
                 "bin_dir": self.containerd_dir,
                 "namespace": self.namespace,
             },
-            "runtimes": Runtime::all()
+            "runtimes": Runtime::all_and_floors()
                 .into_iter()
-                .chain([Runtime::Runwasi])
+                .chain([Runtime::RunwasiStandIn])
                 .map(|r| (r.key(), r.runtime_name()))
                 .collect::<BTreeMap<_, _>>(),
+            "runwasi": match &self.runwasi {
+                Ok(path) => json!({ "measured": true, "shim": path }),
+                Err(reason) => json!({ "measured": false, "reason": reason }),
+            },
+            "targets": targets::check(&self.sections)
+                .iter()
+                .map(targets::Target::to_json)
+                .collect::<Vec<_>>(),
             "engines": engine_names(),
             "baseline": BASELINE,
             "sizes": self.sizes,
@@ -291,8 +328,11 @@ impl Report {
             "baseline is",
             "per-pod/base",
             "shared/base",
+            "runwasi",
+            "null per-pod",
+            "null shared",
         ];
-        let mut lines: Vec<[String; 9]> = vec![header.map(str::to_string)];
+        let mut lines: Vec<[String; 12]> = vec![header.map(str::to_string)];
         for row in &rows {
             let cell = |value: Option<f64>, note: &Option<String>| match (value, note) {
                 (Some(v), Some(n)) => format!("{} {n}", row.unit.show(v)),
@@ -310,9 +350,12 @@ impl Report {
                 row.baseline_is.clone(),
                 ratio(row.per_pod_cost),
                 ratio(row.shared_cost),
+                cell(row.runwasi, &None),
+                cell(row.null_per_pod, &None),
+                cell(row.null_shared, &None),
             ]);
         }
-        let mut widths = [0usize; 9];
+        let mut widths = [0usize; 12];
         for line in &lines {
             for (width, cell) in widths.iter_mut().zip(line) {
                 *width = (*width).max(cell.chars().count());
@@ -382,24 +425,33 @@ impl Report {
             out.push_str(&gap);
             out.push('\n');
         }
+        match &self.runwasi {
+            Ok(path) => out.push_str(&format!(
+                "runwasi: upstream runwasi's Wasmtime shim, {}, measured in this run.\n",
+                path.display()
+            )),
+            Err(reason) => out.push_str(&format!("runwasi: not measured: {reason}\n")),
+        }
+        out.push_str(NULL_SHIM);
+        out.push('\n');
         for (_, outcome) in &self.sections {
-            if let SectionOutcome::Cold(cold) = outcome {
-                out.push_str(&runwasi_line(cold));
-                out.push('\n');
+            if let SectionOutcome::Throughput(t) = outcome {
+                out.push_str(&targets::phases_table(t));
             }
         }
+        out.push_str(&targets::table(&targets::check(&self.sections)));
         out
     }
 }
 
 const BASELINE: &str = "runc (io.containerd.runc.v2) running static native builds of the same programs \
      through the same containerd, measured in the same run: the floor containerd itself sets \
-     (compute: the same engine outside any container; cold start also beside runwasi's own shim \
-     on the same Wasmtime engine)";
+     (compute: the same engine outside any container)";
 
-/// Issue #4's goal: a cold `ctr run --rm` of a tiny module in shared mode at most this
-/// fraction of runwasi's on the same machine.
-const RUNWASI_GOAL: f64 = 0.6;
+const NULL_SHIM: &str = "null per-pod / null shared: the null shim (containerd-shim-null-v1, a \
+     process per task, and containerd-shim-nulld-v1, one process for every task) answers the Task \
+     API at once and runs nothing: what containerd and its client cost by themselves, the floor no \
+     shim can beat. A runtime's own share is its figure less the floor's.";
 
 fn largest_gap(rows: &[Row]) -> Option<String> {
     let mut worst: Option<(f64, String)> = None;
@@ -420,28 +472,6 @@ fn largest_gap(rows: &[Row]) -> Option<String> {
     worst.map(|(_, text)| text)
 }
 
-/// Issue #4: wasmrunner's shared mode against runwasi's shim, both on Wasmtime.
-fn runwasi_line(cold: &Cold) -> String {
-    if let Some(reason) = &cold.runwasi_skipped {
-        return format!("runwasi baseline: not measured: {reason}");
-    }
-    let modes = Modes::of("wasmtime");
-    match (cold.median(&modes.shared), cold.median(&Runtime::Runwasi)) {
-        (Some(shared), Some(runwasi)) if runwasi > 0.0 => {
-            let ratio = shared / runwasi;
-            format!(
-                "Cold start, wasmtime shared / runwasi (same engine): {shared:.3} s / {runwasi:.3} s = {ratio:.2}x (issue #4 goal: at most {RUNWASI_GOAL:.1}x: {})",
-                if ratio <= RUNWASI_GOAL {
-                    "met"
-                } else {
-                    "not met"
-                }
-            )
-        }
-        _ => "runwasi baseline: no figure for wasmtime shared or runwasi".to_string(),
-    }
-}
-
 fn range(summary: Option<&Summary>) -> Option<String> {
     summary.map(|s| format!("({:.3}-{:.3})", s.min, s.max))
 }
@@ -449,12 +479,13 @@ fn range(summary: Option<&Summary>) -> Option<String> {
 fn cold_rows(cold: &Cold) -> Vec<Row> {
     let engines = Modes::all();
     let runc = Runtime::Runc;
+    let figure = format!("ctr run --rm hello, median (min-max) of {}", cold.runs);
     let mut rows = Vec::new();
     for m in &engines {
         rows.push(
             Row::new(
                 Section::Cold,
-                format!("ctr run --rm hello, median (min-max) of {}", cold.runs),
+                figure.clone(),
                 &m.engine,
                 Unit::Seconds,
                 cold.median(&m.per_pod),
@@ -467,42 +498,48 @@ fn cold_rows(cold: &Cold) -> Vec<Row> {
                 range(cold.summary(&m.per_pod)),
                 range(cold.summary(&m.shared)),
                 range(cold.summary(&runc)),
-            ]),
+            ])
+            .with_runwasi(|r| cold.median(r))
+            .with_floors(|r| cold.median(r)),
         );
     }
     let wasmtime = Modes::of("wasmtime");
-    if cold.median(&Runtime::Runwasi).is_some() {
+    if cold.median(&Runtime::RunwasiStandIn).is_some() {
         rows.push(
             Row::new(
                 Section::Cold,
-                format!("ctr run --rm hello, median (min-max) of {}", cold.runs),
+                figure.clone(),
                 &wasmtime.engine,
                 Unit::Seconds,
                 cold.median(&wasmtime.per_pod),
                 cold.median(&wasmtime.shared),
-                cold.median(&Runtime::Runwasi),
-                "runwasi (same wasmtime engine)",
+                cold.median(&Runtime::RunwasiStandIn),
+                "runwasi stand-in (runwasi CLI, our engine)",
                 false,
             )
             .with_notes([
                 range(cold.summary(&wasmtime.per_pod)),
                 range(cold.summary(&wasmtime.shared)),
-                range(cold.summary(&Runtime::Runwasi)),
+                range(cold.summary(&Runtime::RunwasiStandIn)),
             ]),
         );
     }
     for m in &engines {
-        rows.push(Row::new(
-            Section::Cold,
-            "first run, untimed above (shared: spawns the manager)",
-            &m.engine,
-            Unit::Seconds,
-            cold.warm_up(&m.per_pod),
-            cold.warm_up(&m.shared),
-            cold.warm_up(&runc),
-            "runc, native hello",
-            false,
-        ));
+        rows.push(
+            Row::new(
+                Section::Cold,
+                "first run, untimed above (shared: spawns the manager)",
+                &m.engine,
+                Unit::Seconds,
+                cold.warm_up(&m.per_pod),
+                cold.warm_up(&m.shared),
+                cold.warm_up(&runc),
+                "runc, native hello",
+                false,
+            )
+            .with_runwasi(|r| cold.warm_up(r))
+            .with_floors(|r| cold.warm_up(r)),
+        );
     }
     rows
 }
@@ -511,17 +548,40 @@ fn throughput_rows(t: &Throughput, sizes: &Sizes) -> Vec<Row> {
     let mut rows = Vec::new();
     for &m in &sizes.concurrency {
         for e in Modes::all() {
-            rows.push(Row::new(
-                Section::Throughput,
-                format!("{} tasks, {m} at a time (gRPC)", t.tasks),
-                &e.engine,
-                Unit::TasksPerSecond,
-                t.tasks_per_s(&e.per_pod, m),
-                t.tasks_per_s(&e.shared, m),
-                t.tasks_per_s(&Runtime::Runc, m),
-                "runc, native hello",
-                true,
-            ));
+            rows.push(
+                Row::new(
+                    Section::Throughput,
+                    format!("{} tasks, {m} at a time (gRPC)", t.tasks),
+                    &e.engine,
+                    Unit::TasksPerSecond,
+                    t.tasks_per_s(&e.per_pod, m),
+                    t.tasks_per_s(&e.shared, m),
+                    t.tasks_per_s(&Runtime::Runc, m),
+                    "runc, native hello",
+                    true,
+                )
+                .with_runwasi(|r| t.tasks_per_s(r, m))
+                .with_floors(|r| t.tasks_per_s(r, m)),
+            );
+        }
+    }
+    if let Some(widest) = sizes.concurrency.iter().max() {
+        for e in Modes::all() {
+            rows.push(
+                Row::new(
+                    Section::Throughput,
+                    format!("{} ctr run --rm, {widest} at a time", t.tasks),
+                    &e.engine,
+                    Unit::TasksPerSecond,
+                    t.ctr_tasks_per_s(&e.per_pod),
+                    t.ctr_tasks_per_s(&e.shared),
+                    t.ctr_tasks_per_s(&Runtime::Runc),
+                    "runc, native hello",
+                    true,
+                )
+                .with_runwasi(|r| t.ctr_tasks_per_s(r))
+                .with_floors(|r| t.ctr_tasks_per_s(r)),
+            );
         }
     }
     rows
@@ -531,20 +591,24 @@ fn shim_throughput_rows(t: &ShimThroughput, sizes: &Sizes) -> Vec<Row> {
     let mut rows = Vec::new();
     for &m in &sizes.concurrency {
         for e in Modes::all() {
-            rows.push(Row::new(
-                Section::ShimThroughput,
-                format!(
-                    "{} tasks, {m} at a time (shim ttrpc, no containerd)",
-                    t.tasks
-                ),
-                &e.engine,
-                Unit::TasksPerSecond,
-                t.tasks_per_s(&e.per_pod, m),
-                t.tasks_per_s(&e.shared, m),
-                t.tasks_per_s(&Runtime::Runc, m),
-                "runc shim, native hello",
-                true,
-            ));
+            rows.push(
+                Row::new(
+                    Section::ShimThroughput,
+                    format!(
+                        "{} tasks, {m} at a time (shim ttrpc, no containerd)",
+                        t.tasks
+                    ),
+                    &e.engine,
+                    Unit::TasksPerSecond,
+                    t.tasks_per_s(&e.per_pod, m),
+                    t.tasks_per_s(&e.shared, m),
+                    t.tasks_per_s(&Runtime::Runc, m),
+                    "runc shim, native hello",
+                    true,
+                )
+                .with_runwasi(|r| t.tasks_per_s(r, m))
+                .with_floors(|r| t.tasks_per_s(r, m)),
+            );
         }
     }
     rows
@@ -557,17 +621,20 @@ fn memory_rows(m: &Memory, sizes: &Sizes) -> Vec<Row> {
     let mut rows = Vec::new();
     for k in counts {
         for e in Modes::all() {
-            rows.push(Row::new(
-                Section::Memory,
-                format!("PSS per container, {k} alive"),
-                &e.engine,
-                Unit::Mib,
-                m.per_container_mib(&e.per_pod, k),
-                m.per_container_mib(&e.shared, k),
-                m.per_container_mib(&Runtime::Runc, k),
-                "runc, native probe sleep",
-                true,
-            ));
+            rows.push(
+                Row::new(
+                    Section::Memory,
+                    format!("PSS per container, {k} alive"),
+                    &e.engine,
+                    Unit::Mib,
+                    m.per_container_mib(&e.per_pod, k),
+                    m.per_container_mib(&e.shared, k),
+                    m.per_container_mib(&Runtime::Runc, k),
+                    "runc, native probe sleep",
+                    true,
+                )
+                .with_runwasi(|r| m.per_container_mib(r, k)),
+            );
         }
     }
     rows
@@ -593,30 +660,36 @@ fn big_module_rows(big: &BigModule, floor: Option<f64>) -> Vec<Row> {
         } else {
             (None, "-")
         };
-        rows.push(Row::new(
-            Section::BigModule,
-            format!("{size} artifact, first start (compiles)"),
-            &m.engine,
-            Unit::Seconds,
-            first(&m.per_pod),
-            first(&m.shared),
-            host,
-            host_is,
-            false,
-        ));
+        rows.push(
+            Row::new(
+                Section::BigModule,
+                format!("{size} artifact, first start (compiles)"),
+                &m.engine,
+                Unit::Seconds,
+                first(&m.per_pod),
+                first(&m.shared),
+                host,
+                host_is,
+                false,
+            )
+            .with_runwasi(first),
+        );
     }
     for (m, size) in &engines {
-        rows.push(Row::new(
-            Section::BigModule,
-            format!("{size} artifact, second start (cached)"),
-            &m.engine,
-            Unit::Seconds,
-            second(&m.per_pod),
-            second(&m.shared),
-            floor,
-            "runc cold start, native hello",
-            false,
-        ));
+        rows.push(
+            Row::new(
+                Section::BigModule,
+                format!("{size} artifact, second start (cached)"),
+                &m.engine,
+                Unit::Seconds,
+                second(&m.per_pod),
+                second(&m.shared),
+                floor,
+                "runc cold start, native hello",
+                false,
+            )
+            .with_runwasi(second),
+        );
     }
     rows
 }
@@ -641,17 +714,20 @@ fn compute_rows(c: &Compute) -> Vec<Row> {
         } else {
             String::new()
         };
-        rows.push(Row::new(
-            Section::Compute,
-            format!("probe compute {rounds}{note}: the loop, best of {runs}"),
-            &m.engine,
-            Unit::Seconds,
-            loop_of(&m.per_pod.key()),
-            loop_of(&m.shared.key()),
-            loop_of(&host),
-            "same engine, no container",
-            true,
-        ));
+        rows.push(
+            Row::new(
+                Section::Compute,
+                format!("probe compute {rounds}{note}: the loop, best of {runs}"),
+                &m.engine,
+                Unit::Seconds,
+                loop_of(&m.per_pod.key()),
+                loop_of(&m.shared.key()),
+                loop_of(&host),
+                "same engine, no container",
+                true,
+            )
+            .with_runwasi(|r| loop_of(&r.key())),
+        );
     }
     for m in &engines {
         let host = host_key(&m.engine);
@@ -663,21 +739,24 @@ fn compute_rows(c: &Compute) -> Vec<Row> {
                 s
             }
         });
-        rows.push(Row::new(
-            Section::Compute,
-            "startup around the loop (wall - loop), median".to_string(),
-            &m.engine,
-            Unit::Seconds,
-            startup_of(&m.per_pod.key()),
-            startup_of(&m.shared.key()),
-            baseline,
-            if in_process {
-                "host compile + instantiate"
-            } else {
-                "run-on-host process, wall - loop"
-            },
-            false,
-        ));
+        rows.push(
+            Row::new(
+                Section::Compute,
+                "startup around the loop (wall - loop), median".to_string(),
+                &m.engine,
+                Unit::Seconds,
+                startup_of(&m.per_pod.key()),
+                startup_of(&m.shared.key()),
+                baseline,
+                if in_process {
+                    "host compile + instantiate"
+                } else {
+                    "run-on-host process, wall - loop"
+                },
+                false,
+            )
+            .with_runwasi(|r| startup_of(&r.key())),
+        );
     }
     if let Some(native) = loop_of(&Runtime::Runc.key()) {
         for m in engines

@@ -20,7 +20,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -40,7 +39,7 @@ use crate::bench::Bench;
 use crate::grpc::{Client, Template};
 use crate::runtime::Runtime;
 use crate::signals;
-use crate::throughput::{Level, template};
+use crate::throughput::{Level, in_pool, template};
 
 /// A ttrpc call that should answer at once (everything but Wait), in nanoseconds.
 const CALL_TIMEOUT_NS: i64 = 30_000_000_000;
@@ -110,7 +109,7 @@ pub fn run(bench: &Bench) -> Result<ShimThroughput> {
     let _keeper = bench.keep_managers_alive()?;
     let mut runtimes = BTreeMap::new();
     let mut failed = BTreeMap::new();
-    for runtime in &Runtime::all() {
+    for runtime in &Runtime::all_and_floors() {
         signals::check()?;
         // A runtime that fails is reported and the others still run: this section is also
         // the stress test that finds such failures.
@@ -143,7 +142,8 @@ fn runtime_levels(
     records: &Records<'_>,
 ) -> Result<Vec<Level>> {
     let mut recipe = recipe(bench, runtime, spec, bundles)?;
-    if *runtime != Runtime::Runc {
+    // runc and the null shim read nothing from containerd.
+    if !matches!(runtime, Runtime::Runc | Runtime::Null(_)) {
         recipe.record = Some(template(bench, tokio, client, runtime)?);
     }
     // Untimed: the first task loads the binaries (the shared manager is already up).
@@ -182,7 +182,7 @@ fn recipe(bench: &Bench, runtime: &Runtime, spec: &Value, bundles: &Path) -> Res
     };
     ensure!(shim.is_file(), "{} is missing", shim.display());
     let program = match runtime {
-        Runtime::Runc => ("hello", fixtures::path("hello", Target::Native)?),
+        Runtime::Runc | Runtime::Null(_) => ("hello", fixtures::path("hello", Target::Native)?),
         _ => ("hello.wasm", fixtures::path("hello", Target::WasiP1)?),
     };
     let mut spec = spec.clone();
@@ -216,46 +216,7 @@ fn level(
     let ids: Vec<String> = (0..tasks)
         .map(|_| bench.id(&format!("st-{}-m{concurrency}", runtime.tag())))
         .collect();
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let started = Instant::now();
-    let results: Vec<Result<Vec<Duration>>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..concurrency.min(tasks))
-            .map(|_| {
-                scope.spawn(|| -> Result<Vec<Duration>> {
-                    let mut latencies = Vec::new();
-                    loop {
-                        if stop.load(Ordering::SeqCst) || signals::interrupted() {
-                            break;
-                        }
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(id) = ids.get(i) else { break };
-                        match run_task(recipe, records, id) {
-                            Ok(latency) => latencies.push(latency),
-                            Err(err) => {
-                                stop.store(true, Ordering::SeqCst);
-                                return Err(err);
-                            }
-                        }
-                    }
-                    Ok(latencies)
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a worker panicked")))
-            })
-            .collect()
-    });
-    let wall = started.elapsed().as_secs_f64();
-    let mut latencies = Vec::new();
-    for result in results {
-        latencies.extend(result?);
-    }
-    signals::check()?;
+    let (wall, latencies) = in_pool(concurrency, tasks, |i| run_task(recipe, records, &ids[i]))?;
     Level::measured(concurrency, tasks, wall, &latencies)
 }
 
