@@ -81,8 +81,9 @@ bench: build bench-bins
 bench-check: build bench-bins
 	$(CARGO) run --release -p wasmrunner-bench -- --quick --json target/bench/quick.json
 
-## bench-bins: what the bench runs besides the shims: the runwasi baseline shim
-## (containerd-shim-runwasi-v1) and WasmEdge's run-on-host (compute's "no container" place).
+## bench-bins: what the bench runs besides the shims: the null shim (the floor), the runwasi
+## stand-in, and WasmEdge's run-on-host (compute's "no container" place). Upstream runwasi's
+## shim comes from ../shared/anchors/runwasi (see `wasmrunner-bench --help`).
 .PHONY: bench-bins
 bench-bins:
 	$(CARGO) build --release -p wasmrunner-bench --bins
