@@ -63,6 +63,17 @@ pub enum ContentError {
         media_type: String,
     },
 
+    /// An index has entries for wasm or this host, but containerd fetched none of their
+    /// manifests (a pull for another platform).
+    #[error(
+        "image {image:?}: containerd's content store holds none of the manifests of index {index} that this shim can run: {entries}; pull the image for this platform or for wasi/wasm"
+    )]
+    NoManifestInStore {
+        image: String,
+        index: String,
+        entries: String,
+    },
+
     /// Indexes nested in indexes beyond reason.
     #[error("image {image:?}: indexes are nested more than {max} deep")]
     IndexTooDeep { image: String, max: usize },

@@ -65,36 +65,61 @@ fn sniff(bytes: &[u8]) -> DocumentKind {
     }
 }
 
-/// The entry of an index to follow: the one for `wasi/wasm` (or any `wasm` architecture),
-/// else the only one, else the one for the host's Linux platform. Attestation manifests are
-/// not candidates. `None` when nothing fits (a multi-platform image for other hosts).
-pub(crate) fn choose_manifest(manifests: &[Descriptor]) -> Option<&Descriptor> {
+/// The entries of an index the shim may follow, best first: those for `wasi/wasm`, then any
+/// other `wasm` architecture, then the host's Linux platform; an index with a single entry
+/// offers just that one. Attestation manifests are not candidates. Empty when nothing fits
+/// (a multi-platform image for other hosts).
+pub(crate) fn ranked_manifests(manifests: &[Descriptor]) -> Vec<&Descriptor> {
     let candidates: Vec<&Descriptor> = manifests.iter().filter(|d| !is_attestation(d)).collect();
-    let is_platform = |d: &&Descriptor, os: Option<&Os>, arch: &Arch| {
+    if let [only] = candidates.as_slice() {
+        return vec![*only];
+    }
+    let is_platform = |d: &Descriptor, os: Option<&Os>, arch: &Arch| {
         d.platform()
             .as_ref()
             .is_some_and(|p| p.architecture() == arch && os.is_none_or(|os| p.os() == os))
     };
     let wasi = Os::from("wasi");
-    if let Some(found) = candidates
-        .iter()
-        .find(|d| is_platform(d, Some(&wasi), &Arch::Wasm))
-        .or_else(|| {
-            candidates
-                .iter()
-                .find(|d| is_platform(d, None, &Arch::Wasm))
-        })
-    {
-        return Some(found);
-    }
-    if let [only] = candidates.as_slice() {
-        return Some(only);
-    }
     let host_arch = Arch::from(host_goarch());
-    candidates
+    let mut ranked: Vec<&Descriptor> = Vec::new();
+    let tiers: [&dyn Fn(&Descriptor) -> bool; 3] = [
+        &|d| is_platform(d, Some(&wasi), &Arch::Wasm),
+        &|d| is_platform(d, None, &Arch::Wasm),
+        &|d| is_platform(d, Some(&Os::Linux), &host_arch),
+    ];
+    for fits in tiers {
+        for candidate in &candidates {
+            if fits(candidate) && !ranked.iter().any(|r| std::ptr::eq(*r, *candidate)) {
+                ranked.push(candidate);
+            }
+        }
+    }
+    ranked
+}
+
+/// The first of `ranked` whose manifest containerd holds (`present`, one flag per entry):
+/// a pull through CRI fetches only the node's platform of an index, so the wasm entry may be
+/// missing while the native one is there. `None` when none is present.
+pub(crate) fn first_present<'a>(
+    ranked: &[&'a Descriptor],
+    present: &[bool],
+) -> Option<&'a Descriptor> {
+    ranked
         .iter()
-        .find(|d| is_platform(d, Some(&Os::Linux), &host_arch))
-        .copied()
+        .zip(present)
+        .find_map(|(descriptor, present)| present.then_some(*descriptor))
+}
+
+/// `digest (os/arch)` of each entry, for an error message.
+pub(crate) fn describe_entries(entries: &[&Descriptor]) -> String {
+    entries
+        .iter()
+        .map(|d| match d.platform() {
+            Some(p) => format!("{} ({}/{})", d.digest(), p.os(), p.architecture()),
+            None => d.digest().to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// An attestation or other non-runnable entry that buildx adds to indexes.
@@ -147,6 +172,11 @@ mod tests {
         builder.build().expect("descriptor")
     }
 
+    /// The entry the shim follows when every manifest is present.
+    fn choose_manifest(list: &[Descriptor]) -> Option<&Descriptor> {
+        ranked_manifests(list).first().copied()
+    }
+
     #[test]
     fn prefers_wasi_wasm() {
         let list = [
@@ -156,6 +186,11 @@ mod tests {
         ];
         assert_eq!(choose_manifest(&list), Some(&list[2]));
         assert_eq!(choose_manifest(&list[..2]), Some(&list[1]));
+        assert_eq!(
+            ranked_manifests(&list),
+            vec![&list[2], &list[1], &list[0]],
+            "wasm first, then the host's platform"
+        );
     }
 
     #[test]
@@ -188,6 +223,27 @@ mod tests {
             assert_eq!(choose_manifest(&foreign), None);
         }
         assert_eq!(choose_manifest(&[]), None);
+    }
+
+    /// CRI pulled only the node's platform of a `wasi/wasm` + `linux/<host>` index: the
+    /// native manifest is followed. With both present, the wasm one; with none, nothing.
+    #[test]
+    fn follows_the_manifest_containerd_holds() {
+        let list = [
+            descriptor(1, Some(("wasi", "wasm"))),
+            descriptor(2, Some(("linux", host_goarch()))),
+        ];
+        let ranked = ranked_manifests(&list);
+        assert_eq!(first_present(&ranked, &[false, true]), Some(&list[1]));
+        assert_eq!(first_present(&ranked, &[true, true]), Some(&list[0]));
+        assert_eq!(first_present(&ranked, &[true, false]), Some(&list[0]));
+        assert_eq!(first_present(&ranked, &[false, false]), None);
+        let described = describe_entries(&ranked);
+        assert!(
+            described.contains("(wasi/wasm)")
+                && described.contains(&format!("(linux/{})", host_goarch())),
+            "{described}"
+        );
     }
 
     #[test]

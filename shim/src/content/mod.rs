@@ -27,7 +27,7 @@ use wasmrunner_capabilities::ANNOTATION_PREFIX;
 
 pub use error::ContentError;
 pub use labels::{cache_key_hash, precompiled_label};
-use manifest::{DocumentKind, choose_manifest, classify};
+use manifest::{DocumentKind, classify, describe_entries, first_present, ranked_manifests};
 
 use self::error::error_chain;
 
@@ -209,8 +209,10 @@ impl ContentStore {
         Ok(declared)
     }
 
-    /// Follows `target` through indexes to the manifest to use; `None` when an index has no
-    /// entry for wasm or this host.
+    /// Follows `target` through indexes to the manifest to use: in an index, the first entry
+    /// (wasm first, then this host's platform) whose manifest containerd holds. `None` when an
+    /// index has no entry for wasm or this host; an error when it has, but containerd holds
+    /// none of them.
     async fn resolve_manifest(
         &self,
         image: &str,
@@ -244,8 +246,20 @@ impl ContentStore {
                             reason: error_chain(&err),
                         }
                     })?;
-                    let Some(chosen) = choose_manifest(index.manifests()) else {
+                    let ranked = ranked_manifests(index.manifests());
+                    if ranked.is_empty() {
                         return Ok(None);
+                    }
+                    let mut present = Vec::with_capacity(ranked.len());
+                    for entry in &ranked {
+                        present.push(self.holds(&entry.digest().to_string(), &what).await?);
+                    }
+                    let Some(chosen) = first_present(&ranked, &present) else {
+                        return Err(ContentError::NoManifestInStore {
+                            image: image.to_owned(),
+                            index: digest,
+                            entries: describe_entries(&ranked),
+                        });
                     };
                     what = format!("the manifest picked from the index of image {image:?}");
                     media_type = chosen.media_type().to_string();
@@ -265,6 +279,17 @@ impl ContentStore {
             image: image.to_owned(),
             max: MAX_INDEX_DEPTH,
         })
+    }
+
+    /// Whether the content store holds `digest` (an entry of `what`, an index).
+    async fn holds(&self, digest: &str, what: &str) -> Result<bool, ContentError> {
+        let entry = format!("an entry of {what}");
+        parse_digest(digest, &entry)?;
+        match self.info(digest, &entry).await {
+            Ok(_) => Ok(true),
+            Err(ContentError::ContentNotFound { .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 
     /// The layer's own bytes.

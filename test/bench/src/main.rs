@@ -1,14 +1,16 @@
 //! `wasmrunner-bench`: what running Wasm through wasmrunner costs, beside what containerd
-//! itself costs. Every figure is measured in the same run as its baseline, against one
+//! itself costs. Every figure is measured in the same run as its baselines, against one
 //! private containerd (the e2e harness's [`wasmrunner_e2e::Containerd`]), for every engine
 //! (`wasmrunner_e2e::engine::ENGINES`, or `WASMRUNNER_ENGINES`) in each mode (per-pod and
-//! shared, or `WASMRUNNER_MODES`):
+//! shared, or `WASMRUNNER_MODES`). The baselines: runc with static native builds (the floor
+//! containerd sets), upstream runwasi's own Wasmtime shim (`--runwasi`), and the null shim
+//! (`containerd-shim-null-v1`, built from this crate: answers the Task API and runs nothing,
+//! the floor for any shim):
 //!
-//! - cold start: `ctr run --rm` of the hello image, every engine and mode, runc with the
-//!   static native hello (the floor containerd sets), and runwasi's own shim on the same
-//!   Wasmtime engine (`containerd-shim-runwasi-v1`, built from this crate);
+//! - cold start: `ctr run --rm` of the hello image, every runtime (and runwasi's CLI around
+//!   wasmrunner's engine, the earlier stand-in, `containerd-shim-runwasi-standin-v1`);
 //! - throughput: create + start + wait + delete of many tasks through containerd's gRPC API,
-//!   M at a time;
+//!   M at a time, each call timed; then `ctr run --rm` processes, M at a time;
 //! - shim throughput: the same straight over each shim's ttrpc Task API, no containerd (the
 //!   shim alone);
 //! - memory: PSS of every shim, manager, zygote and container process per live container;

@@ -77,12 +77,15 @@ impl PodSpec {
     }
 }
 
-/// One container of a pod: a name, an image, its `args` (the image's entrypoint stays the
-/// command), a memory limit.
+/// One container of a pod: a name, an image, its `command` (empty: the image's entrypoint)
+/// and `args`, a memory limit.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
     pub name: String,
     pub image: TestImage,
+    /// The pod's `command`, which replaces the image's entrypoint; an image with none (a
+    /// CNCF Wasm artifact) needs one.
+    pub command: Vec<String>,
     pub args: Vec<String>,
     pub memory_limit: Option<i64>,
     /// Set in the container's env, after kubelet's own (`POD_NAME`).
@@ -96,11 +99,18 @@ impl ContainerSpec {
         Self {
             name: name.to_string(),
             image,
+            command: Vec::new(),
             args: args.iter().map(|a| a.to_string()).collect(),
             memory_limit: None,
             envs: Vec::new(),
             annotations: Vec::new(),
         }
+    }
+
+    /// Sets the pod's `command` (the image's entrypoint otherwise).
+    pub fn command(mut self, command: &[&str]) -> Self {
+        self.command = command.iter().map(|c| c.to_string()).collect();
+        self
     }
 
     pub fn env(mut self, key: &str, value: &str) -> Self {
@@ -465,7 +475,7 @@ impl<'e> Pod<'e> {
                 user_specified_image: reference.to_string(),
                 ..Default::default()
             }),
-            command: Vec::new(),
+            command: spec.command.clone(),
             args: spec.args.clone(),
             envs: std::iter::once(("POD_NAME".to_string(), self.spec.name.clone()))
                 .chain(spec.envs.iter().cloned())
