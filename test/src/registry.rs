@@ -107,6 +107,22 @@ impl RegistryServer {
         Ok(server)
     }
 
+    /// Starts a registry of `variant`, pushes `archives` to it as `name` (one archive: its
+    /// image; several: an index of their platforms) and writes its `hosts.toml` into
+    /// `containerd`'s CRI `config_path`: the server and the pushed reference.
+    pub fn with_image(
+        variant: Variant,
+        archives: &[&Path],
+        name: &str,
+        containerd: &Containerd,
+    ) -> Result<(Self, String)> {
+        let server = Self::start(variant)?;
+        server.push(archives, name)?;
+        server.configure(containerd)?;
+        let reference = server.reference(name);
+        Ok((server, reference))
+    }
+
     /// What the registry logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
