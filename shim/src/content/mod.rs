@@ -252,7 +252,7 @@ impl ContentStore {
                     }
                     let mut present = Vec::with_capacity(ranked.len());
                     for entry in &ranked {
-                        present.push(self.holds(&entry.digest().to_string(), &what).await?);
+                        present.push(self.holds(entry.digest().as_ref(), &what).await?);
                     }
                     let Some(chosen) = first_present(&ranked, &present) else {
                         return Err(ContentError::NoManifestInStore {
