@@ -88,6 +88,13 @@ impl Drop for Registry {
     }
 }
 
+/// `wasm-oci <verb> --plain-http <args>`: the test registries speak plain HTTP.
+fn plain_http(verb: &str, args: &[&str], dir: &Path) -> Output {
+    let mut all = vec![verb, "--plain-http"];
+    all.extend_from_slice(args);
+    wasm_oci(&all, dir)
+}
+
 fn wasm_oci(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wasm-oci"))
         .args(args)
@@ -136,33 +143,29 @@ fn push_tags_pull_and_index() {
     let work = work_dir();
     let dir = work.path();
     let hello = registry.reference("wasm/hello:v1");
-    let out = ok(wasm_oci(&["push", "--plain-http", "wasm.tar", &hello], dir));
+    let out = ok(plain_http("push", &["wasm.tar", &hello], dir));
     assert_eq!(out.matches(": uploaded").count(), 2, "{out}");
     assert!(out.contains(&format!("pushed {hello} sha256:")), "{out}");
     // Again, monolithic, under another tag: the blobs are there.
     let hello2 = registry.reference("wasm/hello:v2");
-    let out = ok(wasm_oci(
-        &["push", "--plain-http", "--monolithic", "wasm.tar", &hello2],
+    let out = ok(plain_http(
+        "push",
+        &["--monolithic", "wasm.tar", &hello2],
         dir,
     ));
     assert_eq!(out.matches(": exists").count(), 2, "{out}");
-    let tags = ok(wasm_oci(
-        &["tags", "--plain-http", &registry.reference("wasm/hello")],
+    let tags = ok(plain_http(
+        "tags",
+        &[&registry.reference("wasm/hello")],
         dir,
     ));
     assert_eq!(tags, "v1\nv2\n");
 
     // Two archives: an index of wasi/wasm and linux/amd64, the big blob monolithic.
     let multi = registry.reference("wasm/multi:1");
-    let out = ok(wasm_oci(
-        &[
-            "push",
-            "--plain-http",
-            "--monolithic",
-            "wasm.tar",
-            "native.tar",
-            &multi,
-        ],
+    let out = ok(plain_http(
+        "push",
+        &["--monolithic", "wasm.tar", "native.tar", &multi],
         dir,
     ));
     assert!(
@@ -171,15 +174,9 @@ fn push_tags_pull_and_index() {
     );
     // Another repository mounts the big layer instead of uploading it (chunked otherwise).
     let other = registry.reference("other/native:1");
-    let out = ok(wasm_oci(
-        &[
-            "push",
-            "--plain-http",
-            "--mount-from",
-            "wasm/multi",
-            "native.tar",
-            &other,
-        ],
+    let out = ok(plain_http(
+        "push",
+        &["--mount-from", "wasm/multi", "native.tar", &other],
         dir,
     ));
     assert!(
@@ -187,10 +184,7 @@ fn push_tags_pull_and_index() {
         "{out}"
     );
 
-    let out = ok(wasm_oci(
-        &["pull", "--plain-http", &multi, "-o", "multi.tar"],
-        dir,
-    ));
+    let out = ok(plain_http("pull", &[&multi, "-o", "multi.tar"], dir));
     assert!(
         out.contains("(wasi/wasm, linux/amd64; 3 manifests, 4 blobs"),
         "{out}"
@@ -200,16 +194,9 @@ fn push_tags_pull_and_index() {
     assert_eq!(image["names"][0], multi.as_str());
     assert_eq!(image["manifests"].as_array().map(Vec::len), Some(2));
     // One platform of it, which becomes the image; byte for byte the archive pushed.
-    let out = ok(wasm_oci(
-        &[
-            "pull",
-            "--plain-http",
-            "--platform",
-            "wasi/wasm",
-            &multi,
-            "-o",
-            "one.tar",
-        ],
+    let out = ok(plain_http(
+        "pull",
+        &["--platform", "wasi/wasm", &multi, "-o", "one.tar"],
         dir,
     ));
     assert!(out.contains("(wasi/wasm; 1 manifests, 2 blobs, "), "{out}");
@@ -227,7 +214,7 @@ fn failures_are_named_and_leave_no_file() {
     let work = work_dir();
     let dir = work.path();
     let hello = registry.reference("wasm/hello:v1");
-    ok(wasm_oci(&["push", "--plain-http", "wasm.tar", &hello], dir));
+    ok(plain_http("push", &["wasm.tar", &hello], dir));
     let no_file = |name: &str| {
         let leftovers: Vec<_> = std::fs::read_dir(dir)
             .expect("read dir")
@@ -239,10 +226,7 @@ fn failures_are_named_and_leave_no_file() {
     };
 
     let missing = registry.reference("wasm/hello:nope");
-    let err = fails(wasm_oci(
-        &["pull", "--plain-http", &missing, "-o", "out.tar"],
-        dir,
-    ));
+    let err = fails(plain_http("pull", &[&missing, "-o", "out.tar"], dir));
     assert!(
         err.contains(&format!("{missing} not found in the registry")),
         "{err}"
@@ -257,20 +241,14 @@ fn failures_are_named_and_leave_no_file() {
         .expect("a free port")
         .port();
     let nowhere = format!("127.0.0.1:{port}/wasm/hello:v1");
-    let err = fails(wasm_oci(
-        &["pull", "--plain-http", &nowhere, "-o", "out.tar"],
-        dir,
-    ));
+    let err = fails(plain_http("pull", &[&nowhere, "-o", "out.tar"], dir));
     assert!(
         err.contains(&format!(
             "cannot reach registry 127.0.0.1:{port}: Connection refused"
         )),
         "{err}"
     );
-    let err = fails(wasm_oci(
-        &["push", "--plain-http", "wasm.tar", &nowhere],
-        dir,
-    ));
+    let err = fails(plain_http("push", &["wasm.tar", &nowhere], dir));
     assert!(err.contains("cannot reach registry"), "{err}");
 
     // The module's layer, changed in the registry's storage: the pull refuses it.
@@ -283,10 +261,7 @@ fn failures_are_named_and_leave_no_file() {
     let mut bytes = std::fs::read(&stored).expect("the stored blob");
     bytes[4] ^= 0xff;
     std::fs::write(&stored, bytes).expect("corrupt the blob");
-    let err = fails(wasm_oci(
-        &["pull", "--plain-http", &hello, "-o", "out.tar"],
-        dir,
-    ));
+    let err = fails(plain_http("pull", &[&hello, "-o", "out.tar"], dir));
     assert!(
         err.contains(&format!("blob {layer} has content with digest sha256:"))
             && err.contains("corrupt"),
@@ -294,8 +269,9 @@ fn failures_are_named_and_leave_no_file() {
     );
     no_file("out.tar");
 
-    let err = fails(wasm_oci(
-        &["push", "--plain-http", "wasm.tar", "127.0.0.1:1/UPPER:1"],
+    let err = fails(plain_http(
+        "push",
+        &["wasm.tar", "127.0.0.1:1/UPPER:1"],
         dir,
     ));
     assert!(err.contains("invalid reference"), "{err}");
@@ -307,7 +283,7 @@ fn credentials_from_flags_and_the_docker_config() {
     let work = work_dir();
     let dir = work.path();
     let hello = registry.reference("wasm/hello:v1");
-    let err = fails(wasm_oci(&["push", "--plain-http", "wasm.tar", &hello], dir));
+    let err = fails(plain_http("push", &["wasm.tar", &hello], dir));
     assert!(
         err.contains(&format!(
             "registry {} refused the credentials (none were given): unauthorized",
@@ -315,34 +291,18 @@ fn credentials_from_flags_and_the_docker_config() {
         )),
         "{err}"
     );
-    let err = fails(wasm_oci(
-        &[
-            "push",
-            "--plain-http",
-            "-u",
-            "alice",
-            "-p",
-            "wrong",
-            "wasm.tar",
-            &hello,
-        ],
+    let err = fails(plain_http(
+        "push",
+        &["-u", "alice", "-p", "wrong", "wasm.tar", &hello],
         dir,
     ));
     assert!(
         err.contains("refused the credentials of user \"alice\""),
         "{err}"
     );
-    ok(wasm_oci(
-        &[
-            "push",
-            "--plain-http",
-            "-u",
-            "alice",
-            "-p",
-            "s3cret",
-            "wasm.tar",
-            &hello,
-        ],
+    ok(plain_http(
+        "push",
+        &["-u", "alice", "-p", "s3cret", "wasm.tar", &hello],
         dir,
     ));
     // docker login's file: base64("alice:s3cret") under the registry's host:port.
@@ -357,10 +317,9 @@ fn credentials_from_flags_and_the_docker_config() {
     )
     .expect("write docker config");
     let config = config.to_string_lossy().into_owned();
-    let tags = ok(wasm_oci(
+    let tags = ok(plain_http(
+        "tags",
         &[
-            "tags",
-            "--plain-http",
             "--docker-config",
             &config,
             &registry.reference("wasm/hello"),
