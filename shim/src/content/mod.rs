@@ -25,6 +25,8 @@ use containerd_shim_wasm::shim::Compiler;
 use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest};
 use wasmrunner_capabilities::ANNOTATION_PREFIX;
 
+use crate::module_cache::CompiledModule;
+
 pub use error::ContentError;
 pub use labels::{cache_key_hash, precompiled_label};
 use manifest::{DocumentKind, classify, describe_entries, first_present, ranked_manifests};
@@ -48,6 +50,20 @@ pub struct ImageContent {
     pub wasm_layers: Vec<WasmLayer>,
     /// The capability keys the image declares, as `(name, value)`.
     pub declared: Vec<(String, String)>,
+    /// The precompiled code of the image's one wasm layer, found in the node's module cache
+    /// (by the digest containerd's label names): the layer was not read, and its bytes are
+    /// empty.
+    pub on_node: Option<CompiledModule>,
+}
+
+/// Finds the node cache's entry for precompiled code by its sha256 (hex), if the node has
+/// it.
+pub type NodeCode<'a> = &'a (dyn Fn(&str) -> Option<CompiledModule> + Sync);
+
+/// A layer's precompiled code: read from containerd's content store, or found on the node.
+enum Precompiled {
+    Read(Vec<u8>),
+    OnNode(CompiledModule),
 }
 
 /// The image a container runs, as far as labelling goes.
@@ -105,6 +121,7 @@ impl ContentStore {
         engine_name: &str,
         supported: &[&str],
         compiler: Option<&C>,
+        node_code: NodeCode<'_>,
     ) -> Result<ImageContent, ContentError> {
         let container = self.get_container(container_id).await?;
         if container.image.is_empty() {
@@ -138,25 +155,30 @@ impl ContentStore {
             return Ok(ImageContent {
                 wasm_layers: Vec::new(),
                 declared,
+                on_node: None,
             });
         }
-        let wasm_layers = match compiler {
+        // Code on the node is used only for an image of one wasm layer: the one the shim
+        // maps (see `TaskService::mapped_layer`).
+        let node_code = (wanted.len() == 1).then_some(node_code);
+        let (wasm_layers, on_node) = match compiler {
             None => {
                 let mut layers = Vec::with_capacity(wanted.len());
                 for descriptor in wanted {
                     layers.push(self.original_layer(&image.name, descriptor).await?);
                 }
-                layers
+                (layers, None)
             }
             Some(compiler) => {
                 let label = precompiled_label(engine_name, compiler.cache_key());
-                self.precompiled_layers(&image, wanted, engine_name, &label, compiler)
+                self.precompiled_layers(&image, wanted, engine_name, &label, compiler, node_code)
                     .await?
             }
         };
         Ok(ImageContent {
             wasm_layers,
             declared,
+            on_node,
         })
     }
 
@@ -315,17 +337,29 @@ impl ContentStore {
         engine_name: &str,
         label: &str,
         compiler: &C,
-    ) -> Result<Vec<WasmLayer>, ContentError> {
+        node_code: Option<NodeCode<'_>>,
+    ) -> Result<(Vec<WasmLayer>, Option<CompiledModule>), ContentError> {
+        let mut on_node = None;
         let mut layers: Vec<Option<WasmLayer>> = Vec::with_capacity(wanted.len());
         let mut positions = Vec::new();
         let mut to_compile = Vec::new();
         for descriptor in wanted {
-            match self.cached_module(&image.name, &descriptor, label).await {
+            match self
+                .cached_module(&image.name, &descriptor, label, node_code)
+                .await
+            {
                 Ok(Some(module)) => {
+                    let layer = match module {
+                        Precompiled::Read(bytes) => bytes,
+                        Precompiled::OnNode(module) => {
+                            on_node = Some(module);
+                            Vec::new()
+                        }
+                    };
                     layers.push(Some(WasmLayer {
                         config: descriptor,
                         precompiled: true,
-                        layer: module,
+                        layer,
                     }));
                     continue;
                 }
@@ -338,7 +372,7 @@ impl ContentStore {
         }
         if to_compile.is_empty() {
             tracing::info!("all wasm layers of image {:?} are precompiled", image.name);
-            return Ok(layers.into_iter().flatten().collect());
+            return Ok((layers.into_iter().flatten().collect(), on_node));
         }
 
         tracing::info!(
@@ -392,17 +426,20 @@ impl ContentStore {
                 image.name
             );
         }
-        Ok(layers.into_iter().flatten().collect())
+        Ok((layers.into_iter().flatten().collect(), on_node))
     }
 
     /// The precompiled module labelled on `descriptor`'s layer, if there is one and it is
-    /// still in the store.
+    /// still in the store, or on the node: the node's module cache keeps precompiled code
+    /// under its sha256, which is the digest the label names, so code the node has is not
+    /// read from containerd again (tens of MiB for a big module).
     async fn cached_module(
         &self,
         image: &str,
         descriptor: &Descriptor,
         label: &str,
-    ) -> Result<Option<Vec<u8>>, ContentError> {
+        node_code: Option<NodeCode<'_>>,
+    ) -> Result<Option<Precompiled>, ContentError> {
         let layer_digest = descriptor.digest().to_string();
         let layer_what = format!("a wasm layer of image {image:?}");
         let info = self.info(&layer_digest, &layer_what).await?;
@@ -411,10 +448,20 @@ impl ContentStore {
         };
         let what = format!("the module precompiled from layer {layer_digest} of image {image:?}");
         parse_digest(module_digest, &what)?;
+        let on_node = module_digest
+            .strip_prefix("sha256:")
+            .zip(node_code)
+            .and_then(|(sha256, node_code)| node_code(sha256));
+        if let Some(module) = on_node {
+            tracing::debug!(
+                "layer {layer_digest} is precompiled as {module_digest}, which the node has"
+            );
+            return Ok(Some(Precompiled::OnNode(module)));
+        }
         match self.read(module_digest, &what, None).await {
             Ok(module) => {
                 tracing::debug!("layer {layer_digest} is precompiled as {module_digest}");
-                Ok(Some(module))
+                Ok(Some(Precompiled::Read(module)))
             }
             Err(ContentError::ContentNotFound { .. }) => {
                 tracing::info!("{what} ({module_digest}) is gone: compiling again");

@@ -232,6 +232,28 @@ impl ModuleCache {
     }
 }
 
+impl ModuleCache {
+    /// The entry holding precompiled code whose sha256 is `sha256` (hex), if the node has it:
+    /// what [`ModuleCache::keep_precompiled`] made of that code, found without reading it.
+    /// The name is not trusted blindly: the entry must pass the cache's own checks (a regular
+    /// file the shim wrote, see `trust`). A name that is not 64 hex digits finds nothing. The
+    /// guest has no say in the lookup: the digest comes from the label the shim itself put on
+    /// the layer in containerd's content store, and the entry is offered to the container
+    /// read-only, as before.
+    pub fn precompiled_entry(&self, cache_key: &str, sha256: &str) -> Option<CompiledModule> {
+        let hex_name = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex_name {
+            return None;
+        }
+        let path = self.dir.join(cache_key).join(sha256);
+        Self::cached(&path).then(|| CompiledModule {
+            path,
+            source_sha256: sha256.to_string(),
+            replaces_layer: true,
+        })
+    }
+}
+
 /// Takes the node-wide lock on one entry, `<dir>/.<sha256>.lock`: one writer at a time.
 fn lock_entry(dir: &Path, sha256: &str) -> Result<ExclusiveLock, ModuleCacheError> {
     create_private_dir(dir)?;
@@ -363,6 +385,23 @@ mod tests {
         assert!(matches!(err, ModuleCacheError::Untrusted { .. }), "{err}");
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
         assert!(ModuleCache::at("wasmtime", &dir, u64::MAX).is_ok());
+    }
+
+    #[test]
+    fn precompiled_code_is_found_by_its_sha256_without_reading_it() {
+        let base = scratch();
+        let cache =
+            ModuleCache::at("wasmtime", &base.path().join("wasmtime"), u64::MAX).expect("cache");
+        let sha256 = hex(&Sha256::digest(b"code"));
+        assert!(cache.precompiled_entry("key", &sha256).is_none());
+        let kept = cache.keep_precompiled("key", b"code").expect("kept");
+        let found = cache.precompiled_entry("key", &sha256).expect("found");
+        assert_eq!(found.path, kept.path);
+        assert!(found.replaces_layer);
+        // Another engine's key, a name that is no digest, a path: nothing.
+        assert!(cache.precompiled_entry("other", &sha256).is_none());
+        assert!(cache.precompiled_entry("key", "../key").is_none());
+        assert!(cache.precompiled_entry("key", &sha256[..63]).is_none());
     }
 
     #[test]

@@ -375,6 +375,7 @@ impl<S: Engine> TaskService<S> {
         let ImageContent {
             mut wasm_layers,
             declared,
+            on_node,
         } = self.image_content(&req.id)?;
         laps.lap("image");
         let entrypoint = if wasm_layers.is_empty() {
@@ -391,6 +392,7 @@ impl<S: Engine> TaskService<S> {
         }
         let compiled_module = match entrypoint {
             _ if native => None,
+            _ if on_node.is_some() => on_node,
             _ if !wasm_layers.is_empty() => self.mapped_layer(&mut wasm_layers),
             entrypoint => entrypoint.and_then(|e| self.compiled_module(e)),
         };
@@ -555,8 +557,21 @@ impl<S: Engine> TaskService<S> {
                         ContentStore::connect(&inner.containerd_address, &inner.namespace)
                     })
                     .await?;
+                // The node cache's precompiled code, found by the digest containerd's label
+                // names, so a cached start does not read the code from containerd.
+                let cache_key = compiler.map(|c| cache_key_hash(c.cache_key()));
+                let node_code = |sha256: &str| {
+                    let cache = inner.module_cache.as_ref()?;
+                    cache.precompiled_entry(cache_key.as_deref()?, sha256)
+                };
                 store
-                    .image_content(id, S::name(), S::supported_layers_types(), compiler)
+                    .image_content(
+                        id,
+                        S::name(),
+                        S::supported_layers_types(),
+                        compiler,
+                        &node_code,
+                    )
                     .await
             })
             .map_err(|e| internal(format!("reading the image's wasm layers: {e}")))
