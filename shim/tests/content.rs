@@ -31,6 +31,7 @@ use containerd_shim_wasm::shim::Compiler;
 use sha2::{Digest as _, Sha256};
 use wasmrunner_oci::{Flavour, ImageSpec};
 use wasmrunner_shim::content::{ContentError, ContentStore, labels, precompiled_label};
+use wasmrunner_shim::module_cache::CompiledModule;
 
 /// The smallest valid module: magic and version.
 const MODULE: &[u8] = b"\0asm\x01\0\0\0";
@@ -110,8 +111,13 @@ fn store_and_calls_can_move_between_threads() {
     assert_shared::<ContentStore>();
     // Type-checked only: the future a task service would hand to another thread or spawn.
     let _ = |store: &ContentStore, compiler: &TestCompiler| {
-        assert_send(store.image_content("id", ENGINE, SUPPORTED, Some(compiler)));
+        assert_send(store.image_content("id", ENGINE, SUPPORTED, Some(compiler), &no_node_code));
     };
+}
+
+/// No code on the node: every precompiled layer is read from containerd.
+fn no_node_code(_sha256: &str) -> Option<CompiledModule> {
+    None
 }
 
 fn run_suite_if_present(name: &str) -> Result<()> {
@@ -450,6 +456,7 @@ async fn unknown_container_is_named(ctx: &Ctx<'_>) -> Result<()> {
         ENGINE,
         SUPPORTED,
         None::<&TestCompiler>,
+        &no_node_code,
     ))
     .await?;
     let Err(err) = result else {
@@ -464,12 +471,14 @@ async fn unknown_container_is_named(ctx: &Ctx<'_>) -> Result<()> {
     assert!(message.contains(NAMESPACE), "{message}");
 
     // A container whose image was removed: an error naming both.
-    let Err(err) =
-        timed(
-            ctx.store
-                .image_content("ghost", ENGINE, SUPPORTED, None::<&TestCompiler>),
-        )
-        .await?
+    let Err(err) = timed(ctx.store.image_content(
+        "ghost",
+        ENGINE,
+        SUPPORTED,
+        None::<&TestCompiler>,
+        &no_node_code,
+    ))
+    .await?
     else {
         bail!("a container without its image has layers");
     };
@@ -507,7 +516,7 @@ async fn layers(
 ) -> Result<Vec<WasmLayer>> {
     timed(
         ctx.store
-            .image_content(container, ENGINE, SUPPORTED, compiler),
+            .image_content(container, ENGINE, SUPPORTED, compiler, &no_node_code),
     )
     .await?
     .map(|content| content.wasm_layers)
