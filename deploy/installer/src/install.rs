@@ -13,7 +13,9 @@ use crate::config::{
 use crate::fsutil::{FsError, atomic_write, read_optional, remove_optional, sha256_hex};
 use crate::host::{self, HostError, HostProbe};
 use crate::k3s::{self, K3sError};
-use crate::registry_hosts::{self, ConfigPathOutcome};
+use crate::registry_hosts::{
+    self, ConfigPathOutcome, ConfigPathRemoval, RegistryHost, RegistryHostError, RemoveHostsOutcome,
+};
 use crate::runtimes::{RUNTIMES, RuntimeSpec};
 use crate::state::{self, AddedRuntime, State, StateError, TargetKind};
 
@@ -65,6 +67,16 @@ pub struct Options {
     /// Set the CRI plugin's registry `config_path` to this directory, unless the config sets
     /// one already (see [`crate::registry_hosts`]); `None` leaves the registry table alone.
     pub registry_config_path: Option<PathBuf>,
+    /// `hosts.toml` files to write (and record, for `uninstall`).
+    pub registry_hosts: Vec<HostsFile>,
+}
+
+/// One registry's `hosts.toml`, to write into `dir/<host>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostsFile {
+    pub registry: RegistryHost,
+    /// The host configuration directory as this process sees it (under `--host-root`).
+    pub dir: PathBuf,
 }
 
 impl Default for Options {
@@ -78,6 +90,7 @@ impl Default for Options {
             probe: HostProbe::default(),
             dry_run: false,
             registry_config_path: None,
+            registry_hosts: Vec::new(),
         }
     }
 }
@@ -134,6 +147,8 @@ pub enum InstallError {
     State(#[from] StateError),
     #[error(transparent)]
     Binary(#[from] BinaryError),
+    #[error(transparent)]
+    Registry(#[from] RegistryHostError),
 }
 
 fn config_err(path: &Path) -> impl FnOnce(ConfigError) -> InstallError + '_ {
@@ -278,14 +293,27 @@ fn plan_config(
         }
     }
     if let Some(dir) = &opts.registry_config_path {
-        let table =
-            config::dotted(&registry_hosts::registry_table_path(version).map(str::to_owned));
+        let table_path = registry_hosts::registry_table_path(version).map(str::to_owned);
+        let table = config::dotted(&table_path);
+        // The tables on the way that do not exist yet: uninstall removes them again once empty.
+        let missing: Vec<Vec<String>> = (1..=table_path.len())
+            .map(|n| table_path[..n].to_vec())
+            .filter(|prefix| config::lookup(doc.as_table(), prefix).is_none())
+            .collect();
         actions.push(match registry_hosts::set_config_path(&mut doc, version, dir) {
-            ConfigPathOutcome::Set => format!(
-                "set config_path = {:?} at [{table}] in {}",
-                dir.display().to_string(),
-                path.display()
-            ),
+            ConfigPathOutcome::Set => {
+                state.registry_config_path = Some(dir.display().to_string());
+                for t in missing {
+                    if !state.created_tables.contains(&t) {
+                        state.created_tables.push(t);
+                    }
+                }
+                format!(
+                    "set config_path = {:?} at [{table}] in {}",
+                    dir.display().to_string(),
+                    path.display()
+                )
+            }
             ConfigPathOutcome::AlreadySet(found) => format!(
                 "keep config_path = {found:?} at [{table}] in {}: already set",
                 path.display()
@@ -470,6 +498,7 @@ pub fn install(
     let mut modified_since = false;
     if let Some(prev) = &previous {
         base_state.binaries = prev.binaries.clone();
+        base_state.hosts_files = prev.hosts_files.clone();
         if current.is_some() && prev.kind == target.kind() {
             base_state = prev.clone();
             modified_since = current_bytes.as_deref().map(sha256_hex).as_deref()
@@ -486,6 +515,11 @@ pub fn install(
         mut state,
         mut actions,
     } = plan;
+
+    // Refuse before writing anything: a bad host name, or a hosts.toml that is not ours.
+    for hosts in &opts.registry_hosts {
+        hosts.registry.check_target(&hosts.dir)?;
+    }
 
     // Binaries first: a containerd restarted with the new config must find its shims.
     for shim in shims {
@@ -511,6 +545,19 @@ pub fn install(
         state.binaries.retain(|b| b.path != shim.dest);
         if let Some(record) = record {
             state.binaries.push(record);
+        }
+    }
+
+    // The hosts.toml files before the config that names their directory.
+    for hosts in &opts.registry_hosts {
+        let file = hosts.registry.path_in(&hosts.dir);
+        actions.push(format!(
+            "write {} for {}",
+            file.display(),
+            hosts.registry.host
+        ));
+        if !opts.dry_run {
+            state.record_hosts_file(hosts.registry.write_new(&hosts.dir)?);
         }
     }
 
@@ -567,7 +614,8 @@ pub fn install(
         state.backup_valid = false;
     }
     state.written_sha256 = sha256_hex(text.as_bytes());
-    if previous.is_some() || changed || !state.binaries.is_empty() {
+    if previous.is_some() || changed || !state.binaries.is_empty() || !state.hosts_files.is_empty()
+    {
         state::save(&state)?;
     }
     Ok(Report {
@@ -679,6 +727,24 @@ pub fn uninstall(target: &Target, dry_run: bool) -> Result<Report, InstallError>
         };
         actions.push(line);
     }
+    for written in &state.hosts_files {
+        let file = written.path.display();
+        let line = match registry_hosts::remove_written(written, dry_run)? {
+            RemoveHostsOutcome::Removed { dirs } => {
+                let mut line = format!("remove {file}");
+                for dir in dirs {
+                    line.push_str(&format!(" and the empty directory {}", dir.display()));
+                }
+                line
+            }
+            RemoveHostsOutcome::Missing => format!("{file} is already gone"),
+            RemoveHostsOutcome::Edited => format!(
+                "warning: keep {file}: it was edited since the install (its `{}` line is gone)",
+                registry_hosts::MARKER
+            ),
+        };
+        actions.push(line);
+    }
     if !dry_run {
         for removed in state::forget(path)? {
             actions.push(format!("remove {}", removed.display()));
@@ -763,6 +829,22 @@ fn remove_entries(
                         added.handler,
                         path.display()
                     ));
+                }
+            }
+            if let Some(value) = &state.registry_config_path {
+                let table = config::dotted(
+                    &registry_hosts::registry_table_path(state.config_version).map(str::to_owned),
+                );
+                match registry_hosts::remove_config_path(&mut doc, state.config_version, value) {
+                    ConfigPathRemoval::Removed => actions.push(format!(
+                        "remove config_path = {value:?} from [{table}] in {}",
+                        path.display()
+                    )),
+                    ConfigPathRemoval::Missing => {}
+                    ConfigPathRemoval::Changed(found) => actions.push(format!(
+                        "keep config_path = {found:?} at [{table}] in {}: changed since the install",
+                        path.display()
+                    )),
                 }
             }
             config::remove_empty_tables(&mut doc, &state.created_tables);

@@ -7,7 +7,9 @@ use clap::{Args, Parser, Subcommand};
 
 use wasmrunner_installer::binaries;
 use wasmrunner_installer::diff;
-use wasmrunner_installer::install::{Options, Report, ShimCopy, Target, install, uninstall};
+use wasmrunner_installer::install::{
+    HostsFile, Options, Report, ShimCopy, Target, install, uninstall,
+};
 use wasmrunner_installer::k3s;
 use wasmrunner_installer::registry_hosts::RegistryHost;
 use wasmrunner_installer::restart::{self, RestartMode, RestartPlan, Service};
@@ -260,35 +262,23 @@ fn run_install(args: &InstallArgs) -> Result<()> {
             .registry
             .as_ref()
             .map(|_| args.registry_config_path.clone()),
+        registry_hosts: args
+            .registry
+            .iter()
+            .map(|host| HostsFile {
+                registry: RegistryHost {
+                    host: host.clone(),
+                    plain_http: args.registry_plain_http,
+                    ca_file: args.registry_ca.clone(),
+                },
+                dir: on_host(&common.host_root, &args.registry_config_path),
+            })
+            .collect(),
     };
     let report = install(&target, &copies, &opts)
         .with_context(|| format!("installing into {}", target.path().display()))?;
     print_report(&report, common.dry_run);
-    if let Some(host) = &args.registry {
-        write_registry_host(args, host)?;
-    }
     restart_after(common, service, &report)
-}
-
-/// Writes `<config_path>/<host>/hosts.toml` on the node (or says what it would write).
-fn write_registry_host(args: &InstallArgs, host: &str) -> Result<()> {
-    let registry = RegistryHost {
-        host: host.to_owned(),
-        plain_http: args.registry_plain_http,
-        ca_file: args.registry_ca.clone(),
-    };
-    let dir = on_host(&args.common.host_root, &args.registry_config_path);
-    if args.common.dry_run {
-        let text = registry.hosts_toml()?;
-        println!(
-            "(dry run) would write {}:\n{text}",
-            dir.join(host).join("hosts.toml").display()
-        );
-        return Ok(());
-    }
-    let path = registry.write(&dir)?;
-    println!("write {} for {host}", path.display());
-    Ok(())
 }
 
 fn run_uninstall(common: &CommonArgs) -> Result<()> {

@@ -15,6 +15,7 @@ use thiserror::Error;
 use crate::binaries::InstalledBinary;
 use crate::config::ConfigVersion;
 use crate::fsutil::{FsError, atomic_write, read_optional, remove_optional};
+use crate::registry_hosts::WrittenHostsFile;
 
 pub const STATE_FORMAT: u32 = 1;
 
@@ -90,6 +91,12 @@ pub struct State {
     /// Annotation patterns added to handler tables the installer does not own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub added_patterns: Vec<AddedPatterns>,
+    /// The CRI registry `config_path` the installer set (it was unset before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_config_path: Option<String>,
+    /// Registry `hosts.toml` files the installer wrote (`--registry`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts_files: Vec<WrittenHostsFile>,
 }
 
 fn with_suffix(target: &Path, suffix: &str) -> PathBuf {
@@ -123,6 +130,26 @@ impl State {
             created_tables: Vec::new(),
             binaries: Vec::new(),
             added_patterns: Vec::new(),
+            registry_config_path: None,
+            hosts_files: Vec::new(),
+        }
+    }
+
+    /// Records a written `hosts.toml`; directories recorded for it earlier stay recorded.
+    pub fn record_hosts_file(&mut self, written: WrittenHostsFile) {
+        match self.hosts_files.iter_mut().find(|h| h.path == written.path) {
+            Some(record) => {
+                for dir in written.created_dirs {
+                    if !record.created_dirs.contains(&dir) {
+                        record.created_dirs.push(dir);
+                    }
+                }
+                // Deepest first, as uninstall removes them.
+                record
+                    .created_dirs
+                    .sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+            }
+            None => self.hosts_files.push(written),
         }
     }
 

@@ -438,3 +438,162 @@ fn registry_hosts_and_config_path() {
     let err = node.install_fails(&["--registry", "a/b", "--registry-plain-http"]);
     assert!(err.contains("is not host or host:port"), "{err}");
 }
+
+fn state_text(node: &Node) -> String {
+    std::fs::read_to_string(sidecar(&node.config(), ".wasmrunner.json")).unwrap()
+}
+
+/// `install --registry HOST ...` into `<node>/etc/containerd/certs.d`, which does not exist yet.
+fn install_registry(node: &Node, host: &str, ca: Option<&str>) -> (String, PathBuf) {
+    let certs = node.dir.path().join("etc/containerd/certs.d");
+    let mut args = vec![
+        "--registry",
+        host,
+        "--registry-config-path",
+        certs.to_str().unwrap(),
+    ];
+    match ca {
+        Some(ca) => args.extend(["--registry-ca", ca]),
+        None => args.push("--registry-plain-http"),
+    }
+    let out = node.install(&args);
+    (out, certs.join(host).join("hosts.toml"))
+}
+
+/// install --registry then uninstall leaves the config as it was (byte for byte, also when the
+/// config was edited since and uninstall removes entries instead of restoring the backup), and
+/// no hosts.toml nor the directories made for it.
+#[test]
+fn registry_uninstall_gives_the_node_back() {
+    let kind = std::fs::read_to_string(common::fixture("kind-config.toml")).unwrap();
+    for (original, host, ca) in [
+        ("version = 3\n", "127.0.0.1:5000", None),
+        (
+            kind.as_str(),
+            "reg.internal:443",
+            Some("/etc/ssl/reg-ca.pem"),
+        ),
+    ] {
+        for edited_since in [false, true] {
+            let node = Node::new(&["wasmtime"]);
+            node.write_config(original);
+            let (out, hosts) = install_registry(&node, host, ca);
+            assert!(out.contains("set config_path = "), "{out}");
+            let text = std::fs::read_to_string(&hosts).unwrap();
+            assert!(
+                text.starts_with("# Written by wasmrunner-installer.\n"),
+                "{text}"
+            );
+            let state = state_text(&node);
+            assert!(state.contains("\"registry_config_path\""), "{state}");
+            assert!(state.contains("\"hosts_files\""), "{state}");
+            // Installing again changes nothing and records nothing twice.
+            assert!(install_registry(&node, host, ca).0.contains("unchanged"));
+            assert_eq!(state_text(&node), state);
+            let mut expected = original.to_string();
+            if edited_since {
+                expected.push_str("# the admin's note\n");
+                let edited = format!("{}# the admin's note\n", node.read_config());
+                node.write_config(&edited);
+            }
+            let out = node.uninstall();
+            assert!(
+                out.contains(&format!("remove {}", hosts.display())),
+                "{out}"
+            );
+            if edited_since {
+                assert!(out.contains("remove config_path = "), "{out}");
+            }
+            assert_eq!(node.read_config(), expected, "{out}");
+            assert!(!hosts.exists());
+            assert!(!node.dir.path().join("etc/containerd").exists(), "{out}");
+            assert!(!sidecar(&node.config(), ".wasmrunner.json").exists());
+        }
+    }
+}
+
+/// A config_path the user set stays, whether uninstall restores or edits; one the installer set
+/// and the user changed since stays too.
+#[test]
+fn registry_uninstall_keeps_the_users_config_path() {
+    let original = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/srv/mine.d\"\n";
+    for edited_since in [false, true] {
+        let node = Node::new(&["wasmtime"]);
+        node.write_config(original);
+        let (out, hosts) = install_registry(&node, "127.0.0.1:5000", None);
+        assert!(out.contains("keep config_path = \"/srv/mine.d\""), "{out}");
+        assert!(hosts.exists());
+        assert!(
+            !state_text(&node).contains("\"registry_config_path\""),
+            "{}",
+            state_text(&node)
+        );
+        let mut expected = original.to_string();
+        if edited_since {
+            expected.push_str("# the admin's note\n");
+            let edited = format!("{}# the admin's note\n", node.read_config());
+            node.write_config(&edited);
+        }
+        let out = node.uninstall();
+        assert!(!out.contains("config_path"), "{out}");
+        assert_eq!(node.read_config(), expected, "{out}");
+        assert!(!hosts.exists());
+    }
+
+    let node = Node::new(&["wasmtime"]);
+    node.write_config("version = 3\n");
+    let (_, hosts) = install_registry(&node, "127.0.0.1:5000", None);
+    let certs = hosts.parent().unwrap().parent().unwrap();
+    let changed = node
+        .read_config()
+        .replace(certs.to_str().unwrap(), "/srv/changed.d");
+    node.write_config(&changed);
+    let out = node.uninstall();
+    assert!(
+        out.contains("keep config_path = \"/srv/changed.d\""),
+        "{out}"
+    );
+    let doc: DocumentMut = node.read_config().parse().unwrap();
+    assert_eq!(
+        doc["plugins"]["io.containerd.cri.v1.images"]["registry"]["config_path"].as_str(),
+        Some("/srv/changed.d")
+    );
+}
+
+/// A hosts.toml edited since the install (the marker line gone) is kept, with a warning; one
+/// that was there before the install is never overwritten.
+#[test]
+fn registry_hosts_toml_of_the_user_is_kept() {
+    let node = Node::new(&["wasmtime"]);
+    let original = "version = 2\n# mine\n";
+    node.write_config(original);
+    let (_, hosts) = install_registry(&node, "reg.internal:443", Some("/etc/ssl/ca.pem"));
+    let mine = "server = \"https://reg.internal:443\"\n# tuned by hand\n";
+    std::fs::write(&hosts, mine).unwrap();
+    let out = node.uninstall();
+    assert!(
+        out.contains(&format!("warning: keep {}", hosts.display())),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&hosts).unwrap(), mine);
+    assert_eq!(node.read_config(), original);
+    assert!(!sidecar(&node.config(), ".wasmrunner.json").exists());
+
+    // Now the user's file is there before an install: refused, nothing written.
+    let certs = hosts.parent().unwrap().parent().unwrap();
+    let err = node.install_fails(&[
+        "--registry",
+        "reg.internal:443",
+        "--registry-plain-http",
+        "--registry-config-path",
+        certs.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("was not written by wasmrunner-installer"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&hosts).unwrap(), mine);
+    assert_eq!(node.read_config(), original);
+    assert!(!sidecar(&node.config(), ".wasmrunner.json").exists());
+    assert!(!node.bin().join("containerd-shim-wasmtime-v1").exists());
+}
