@@ -19,6 +19,7 @@ use wasmrunner_e2e::fixtures::Target;
 use wasmrunner_e2e::images::{HELLO, TestImage};
 use wasmrunner_e2e::registry::{RegistryServer, Variant, free_port, hosts_dir};
 use wasmrunner_e2e::suite::Needs;
+use wasmrunner_e2e::wasm_bytes;
 use wasmrunner_e2e::{Case, Env, Outcome};
 use wasmrunner_installer::registry_hosts::RegistryHost;
 use wasmrunner_oci::{Flavour, ImageSpec, Platform};
@@ -42,14 +43,34 @@ pub fn cases() -> Vec<Case> {
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// `image`'s archive, written under the run's containerd root.
+/// `image`'s archive, written under the run's containerd root, made this engine's own (see
+/// [`own_copy`]).
 fn archive(env: &Env, image: TestImage) -> Result<PathBuf> {
-    let spec = image.spec()?;
+    let spec = own_copy(image.spec()?, &env.engine.label());
     write(
         env,
         &format!("{}-{}", env.engine.label(), image.name()),
         &spec,
     )
+}
+
+/// `spec` with content of its own: a config label and, in each module, a custom section
+/// naming `whose`. CRI's RemoveImage removes every name of an image ID (its config's
+/// digest), so a pushed copy identical to one of the suite's images would take the suite's
+/// name with it when a case removes what it pulled, and so would another engine's copy of
+/// the same image (the CNCF config has no labels: its layer, the module, must differ).
+fn own_copy(mut spec: ImageSpec, whose: &str) -> ImageSpec {
+    for file in spec
+        .files
+        .iter_mut()
+        .filter(|file| file.path_in_image.ends_with(".wasm"))
+    {
+        let mut payload = Vec::new();
+        wasm_bytes::name(&mut payload, "wasmrunner-e2e-registry");
+        payload.extend_from_slice(whose.as_bytes());
+        wasm_bytes::section(&mut file.contents, 0, &payload);
+    }
+    spec.label("dev.wasmrunner.e2e.registry", whose)
 }
 
 fn write(env: &Env, label: &str, spec: &ImageSpec) -> Result<PathBuf> {
