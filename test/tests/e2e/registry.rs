@@ -70,7 +70,12 @@ fn own_copy(mut spec: ImageSpec, whose: &str) -> ImageSpec {
         payload.extend_from_slice(whose.as_bytes());
         wasm_bytes::section(&mut file.contents, 0, &payload);
     }
-    spec.label("dev.wasmrunner.e2e.registry", whose)
+    match spec.flavour {
+        Flavour::CncfArtifact => spec,
+        Flavour::Image | Flavour::RunwasiArtifact => {
+            spec.label("dev.wasmrunner.e2e.registry", whose)
+        }
+    }
 }
 
 fn write(env: &Env, label: &str, spec: &ImageSpec) -> Result<PathBuf> {
