@@ -127,12 +127,13 @@ impl Shim for NullShim {
                 }
             });
         NullTasks {
-            tasks: Mutex::new(HashMap::new()),
+            tasks: Arc::new(Mutex::new(HashMap::new())),
             changed: Condvar::new(),
             events,
             exit: Arc::clone(&self.exit),
             shared: shared(),
-            idle: Arc::new(Mutex::new(Instant::now())),
+            last_active: Arc::new(Mutex::new(Instant::now())),
+            idle_watch: std::sync::Once::new(),
         }
     }
 }
@@ -143,13 +144,15 @@ struct NullTask {
 }
 
 struct NullTasks {
-    tasks: Mutex<HashMap<String, NullTask>>,
+    tasks: Arc<Mutex<HashMap<String, NullTask>>>,
     changed: Condvar,
     events: Sender<(&'static str, Box<dyn MessageDyn>)>,
     exit: Arc<ExitSignal>,
     shared: bool,
-    /// Shared: when the manager last served no task.
-    idle: Arc<Mutex<Instant>>,
+    /// Shared: when a task last came or went.
+    last_active: Arc<Mutex<Instant>>,
+    /// Shared: whether the thread that ends an idle manager runs.
+    idle_watch: std::sync::Once,
 }
 
 impl NullTasks {
@@ -163,26 +166,41 @@ impl NullTasks {
         let _ = self.events.send((topic, event));
     }
 
-    /// Shared: exits once nothing was served for the idle time.
-    fn exit_once_idle(&self) {
-        let idle_for = std::env::var(IDLE_ENV)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok())
-            .map_or(Duration::from_secs(10), Duration::from_secs);
-        let marked = Instant::now();
-        if let Ok(mut idle) = self.idle.lock() {
-            *idle = marked;
+    fn touch(&self) {
+        if let Ok(mut last) = self.last_active.lock() {
+            *last = Instant::now();
         }
-        let (idle, exit) = (Arc::clone(&self.idle), Arc::clone(&self.exit));
-        let _ = std::thread::Builder::new()
-            .name("idle".into())
-            .spawn(move || {
-                std::thread::sleep(idle_for);
-                // Another task came and went meanwhile: its own timer decides.
-                if idle.lock().is_ok_and(|idle| *idle == marked) {
-                    exit.signal();
-                }
-            });
+    }
+
+    /// Shared: once the first task is gone, one thread ends the manager when it has had no
+    /// task, and no task came or went, for the idle time.
+    fn exit_once_idle(&self) {
+        self.touch();
+        self.idle_watch.call_once(|| {
+            let idle_for = std::env::var(IDLE_ENV)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .map_or(Duration::from_secs(10), Duration::from_secs);
+            let (tasks, last_active, exit) = (
+                Arc::clone(&self.tasks),
+                Arc::clone(&self.last_active),
+                Arc::clone(&self.exit),
+            );
+            let _ = std::thread::Builder::new()
+                .name("idle".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(Duration::from_millis(500));
+                        let quiet = last_active
+                            .lock()
+                            .is_ok_and(|last| last.elapsed() >= idle_for);
+                        if quiet && tasks.lock().is_ok_and(|tasks| tasks.is_empty()) {
+                            exit.signal();
+                            return;
+                        }
+                    }
+                });
+        });
     }
 }
 
@@ -200,10 +218,7 @@ impl Task for NullTasks {
                 exited: None,
             },
         );
-        if let Ok(mut idle) = self.idle.lock() {
-            // Not idle: a later idle timer sees another mark.
-            *idle = Instant::now();
-        }
+        self.touch();
         self.publish(
             topics::TASK_CREATE_EVENT_TOPIC,
             Box::new(TaskCreate {
