@@ -30,6 +30,12 @@ pub fn run<S: Engine>() {
         return;
     }
 
+    // One malloc arena per process, not one per thread up to eight per core: the shim's
+    // threads mostly wait, and each arena keeps dirty pages of its own. Measured with the
+    // bench's memory section, 100 pods alive, per-pod: 0.2 MiB less per pod; the container
+    // processes, forked from here, inherit it.
+    // SAFETY: mallopt only tunes glibc's allocator; no other thread exists yet.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let default_log_level = std::env::var(LOG_LEVEL_ENV)
         .ok()
         .filter(|level| !level.is_empty())
