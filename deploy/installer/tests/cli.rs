@@ -395,18 +395,12 @@ fn registry_hosts_and_config_path() {
     node.write_config("version = 3\n");
     let certs = node.dir.path().join("certs.d");
     let certs_arg = certs.to_str().unwrap();
-    let out = node.install(&[
-        "--registry",
-        "127.0.0.1:5000",
-        "--registry-plain-http",
-        "--registry-config-path",
-        certs_arg,
-    ]);
+    let (out, hosts) = install_registry_in(&node, &certs, "127.0.0.1:5000", None);
     assert!(
         out.contains(&format!("set config_path = {certs_arg:?}")),
         "{out}"
     );
-    let hosts = std::fs::read_to_string(certs.join("127.0.0.1:5000/hosts.toml")).unwrap();
+    let hosts = std::fs::read_to_string(hosts).unwrap();
     assert!(
         hosts.contains("server = \"http://127.0.0.1:5000\""),
         "{hosts}"
@@ -420,20 +414,17 @@ fn registry_hosts_and_config_path() {
     );
     // A second registry with a CA: the config_path stays, its hosts.toml goes where asked.
     let other = node.dir.path().join("other.d");
-    let other_arg = other.to_str().unwrap();
-    let out = node.install(&[
-        "--registry",
+    let (out, hosts) = install_registry_in(
+        &node,
+        &other,
         "reg.internal:443",
-        "--registry-ca",
-        "/etc/ssl/reg-ca.pem",
-        "--registry-config-path",
-        other_arg,
-    ]);
+        Some("/etc/ssl/reg-ca.pem"),
+    );
     assert!(
         out.contains(&format!("keep config_path = {certs_arg:?}")),
         "{out}"
     );
-    let hosts = std::fs::read_to_string(other.join("reg.internal:443/hosts.toml")).unwrap();
+    let hosts = std::fs::read_to_string(hosts).unwrap();
     assert!(hosts.contains("ca = \"/etc/ssl/reg-ca.pem\""), "{hosts}");
     let err = node.install_fails(&["--registry", "a/b", "--registry-plain-http"]);
     assert!(err.contains("is not host or host:port"), "{err}");
@@ -445,7 +436,22 @@ fn state_text(node: &Node) -> String {
 
 /// `install --registry HOST ...` into `<node>/etc/containerd/certs.d`, which does not exist yet.
 fn install_registry(node: &Node, host: &str, ca: Option<&str>) -> (String, PathBuf) {
-    let certs = node.dir.path().join("etc/containerd/certs.d");
+    install_registry_in(
+        node,
+        &node.dir.path().join("etc/containerd/certs.d"),
+        host,
+        ca,
+    )
+}
+
+/// `install --registry HOST --registry-config-path CERTS` with `--registry-ca CA`, or plain
+/// HTTP without one; returns the output and where the host's hosts.toml goes.
+fn install_registry_in(
+    node: &Node,
+    certs: &Path,
+    host: &str,
+    ca: Option<&str>,
+) -> (String, PathBuf) {
     let mut args = vec![
         "--registry",
         host,
