@@ -434,6 +434,18 @@ fn state_text(node: &Node) -> String {
     std::fs::read_to_string(sidecar(&node.config(), ".wasmrunner.json")).unwrap()
 }
 
+/// When `edited_since`, the admin adds a note to the installed config; returns what uninstall
+/// must leave: `original`, with that note if it was added.
+fn edit_after_install(node: &Node, original: &str, edited_since: bool) -> String {
+    let mut expected = original.to_string();
+    if edited_since {
+        expected.push_str("# the admin's note\n");
+        let edited = format!("{}# the admin's note\n", node.read_config());
+        node.write_config(&edited);
+    }
+    expected
+}
+
 /// `install --registry HOST ...` into `<node>/etc/containerd/certs.d`, which does not exist yet.
 fn install_registry(node: &Node, host: &str, ca: Option<&str>) -> (String, PathBuf) {
     install_registry_in(
@@ -496,12 +508,7 @@ fn registry_uninstall_gives_the_node_back() {
             // Installing again changes nothing and records nothing twice.
             assert!(install_registry(&node, host, ca).0.contains("unchanged"));
             assert_eq!(state_text(&node), state);
-            let mut expected = original.to_string();
-            if edited_since {
-                expected.push_str("# the admin's note\n");
-                let edited = format!("{}# the admin's note\n", node.read_config());
-                node.write_config(&edited);
-            }
+            let expected = edit_after_install(&node, original, edited_since);
             let out = node.uninstall();
             assert!(
                 out.contains(&format!("remove {}", hosts.display())),
@@ -534,12 +541,7 @@ fn registry_uninstall_keeps_the_users_config_path() {
             "{}",
             state_text(&node)
         );
-        let mut expected = original.to_string();
-        if edited_since {
-            expected.push_str("# the admin's note\n");
-            let edited = format!("{}# the admin's note\n", node.read_config());
-            node.write_config(&edited);
-        }
+        let expected = edit_after_install(&node, original, edited_since);
         let out = node.uninstall();
         assert!(!out.contains("config_path"), "{out}");
         assert_eq!(node.read_config(), expected, "{out}");
