@@ -50,8 +50,9 @@ impl ContainerdVersion {
         })
     }
 
-    /// Whether `ctr` imports and unpacks images whose layers have wasm media types: containerd
-    /// 1.6.25, 1.7.7 and 2.0 stopped rejecting them ("mismatched image rootfs and manifest layers").
+    /// Whether containerd unpacks images whose layers have wasm media types, whether `ctr`
+    /// imports them or CRI pulls them: 1.6.25, 1.7.7 and 2.0 stopped rejecting them
+    /// ("mismatched image rootfs and manifest layers").
     pub fn unpacks_wasm_layers(&self) -> bool {
         match (self.major, self.minor) {
             (1, 6) => self.patch >= 25,

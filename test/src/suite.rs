@@ -60,7 +60,7 @@ impl Case {
     pub fn skip_reason(&self, env: &Env) -> Option<String> {
         self.needs.iter().find_map(|need| match need {
             Needs::WasmLayers if !env.containerd.version.unpacks_wasm_layers() => Some(format!(
-                "containerd {} cannot import images with wasm-typed layers (needs 1.6.25, 1.7.7 or 2.0)",
+                "containerd {} cannot unpack images with wasm-typed layers, imported or pulled (\"mismatched image rootfs and manifest layers\"; needs 1.6.25, 1.7.7 or 2.0)",
                 env.containerd.version
             )),
             Needs::SharedMode if env.engine.mode != Mode::Shared => {
