@@ -224,15 +224,9 @@ impl ModuleCache {
                 self.store(&dir, &path, code)?;
             }
         }
-        Ok(CompiledModule {
-            path,
-            source_sha256: sha256,
-            replaces_layer: true,
-        })
+        Ok(CompiledModule::precompiled(path, sha256))
     }
-}
 
-impl ModuleCache {
     /// The entry holding precompiled code whose sha256 is `sha256` (hex), if the node has it:
     /// what [`ModuleCache::keep_precompiled`] made of that code, found without reading it.
     /// The name is not trusted blindly: the entry must pass the cache's own checks (a regular
@@ -246,11 +240,18 @@ impl ModuleCache {
             return None;
         }
         let path = self.dir.join(cache_key).join(sha256);
-        Self::cached(&path).then(|| CompiledModule {
+        Self::cached(&path).then(|| CompiledModule::precompiled(path, sha256.to_string()))
+    }
+}
+
+impl CompiledModule {
+    /// A cache entry holding an image layer's precompiled code, which replaces the layer.
+    fn precompiled(path: PathBuf, sha256: String) -> Self {
+        Self {
             path,
-            source_sha256: sha256.to_string(),
+            source_sha256: sha256,
             replaces_layer: true,
-        })
+        }
     }
 }
 
