@@ -19,6 +19,12 @@ pub const HELLO: &str = "Hello from WebAssembly, run by wasmrunner!";
 pub const APP_CONF: &str = "mode = production\n";
 /// The text of `/srv/data/report.txt` in [`TestImage::Capable`].
 pub const REPORT: &str = "a report under /srv/data\n";
+/// The body of `GET /` from [`TestImage::HttpHello`] and [`TestImage::HttpHelloCommand`].
+pub const HTTP_HELLO: &str = "hello from wasi:http\n";
+/// What the `wasi:cli/run` of [`TestImage::HttpHelloCommand`] prints.
+pub const RUN_CALLED: &str = "run called";
+/// The body of every response from [`TestImage::SocketServer`].
+pub const SOCKET_HELLO: &str = "hello from wasi:sockets\n";
 /// How many elements the table of [`TestImage::BigTable`] has.
 pub const TABLE_ELEMENTS: u32 = 1000;
 
@@ -112,6 +118,17 @@ pub enum TestImage {
         kib: u32,
         seed: u32,
     },
+    /// `/http-hello.wasm`: the `http-hello` component (`test/fixtures/http/src/lib.rs`), a
+    /// wasi:http proxy that exports `wasi:http/incoming-handler` and no `wasi:cli/run`.
+    /// `GET /` answers [`HTTP_HELLO`]; each request prints `request METHOD PATH-WITH-QUERY`.
+    HttpHello,
+    /// `/http-hello-command.wasm`: the same handler in a command that also exports
+    /// `wasi:cli/run`, whose `run` prints [`RUN_CALLED`] and returns.
+    HttpHelloCommand,
+    /// `/socket-server.wasm`: a command that binds TCP `0.0.0.0:$PORT` (8080 unless the
+    /// container sets `PORT`) with wasi:sockets, prints `listening on ADDR`, and answers every
+    /// connection with a 200 of [`SOCKET_HELLO`] (printing `accepted`); it never exits.
+    SocketServer,
 }
 
 impl TestImage {
@@ -140,6 +157,9 @@ impl TestImage {
             TestImage::SlowCompile { flavour, kib, seed } => {
                 format!("slow-compile-{flavour}-{kib}k-{seed}")
             }
+            TestImage::HttpHello => "http-hello".into(),
+            TestImage::HttpHelloCommand => "http-hello-command".into(),
+            TestImage::SocketServer => "socket-server".into(),
         };
         format!("docker.io/wasmrunner/test:{tag}")
     }
@@ -252,6 +272,24 @@ impl TestImage {
             TestImage::SlowCompile { flavour, kib, seed } => ImageSpec::new(self.name(), flavour)
                 .file("/slow.wasm", slow_compile_module(kib as usize * 1024, seed))
                 .entrypoint(["/slow.wasm"]),
+            TestImage::HttpHello => ImageSpec::new(self.name(), Flavour::Image)
+                .file(
+                    "/http-hello.wasm",
+                    fixtures::bytes("http-hello", Target::WasiP2)?,
+                )
+                .entrypoint(["/http-hello.wasm"]),
+            TestImage::HttpHelloCommand => ImageSpec::new(self.name(), Flavour::Image)
+                .file(
+                    "/http-hello-command.wasm",
+                    fixtures::bytes("http-hello-command", Target::WasiP2)?,
+                )
+                .entrypoint(["/http-hello-command.wasm"]),
+            TestImage::SocketServer => ImageSpec::new(self.name(), Flavour::Image)
+                .file(
+                    "/socket-server.wasm",
+                    fixtures::bytes("socket-server", Target::WasiP2)?,
+                )
+                .entrypoint(["/socket-server.wasm"]),
         };
         Ok(spec)
     }
