@@ -69,12 +69,22 @@ pub enum Key {
     /// `instances`: the most module instances the guest may create. Default: the engine's.
     Instances,
     /// `cpu-deadline`: the CPU time the guest may use (`500ms`, `30s`, `5m`, `1h`); past it
-    /// the guest is stopped with status [`CPU_DEADLINE_STATUS`]. Default: none.
+    /// the guest is stopped with status [`CPU_DEADLINE_STATUS`]. Default: none. Only for a
+    /// command: a served component's requests are bounded by [`Key::HttpTimeout`].
     CpuDeadline,
+    /// `http-concurrency`: for a served `wasi:http` component, the most requests its guest
+    /// handles at once; the others wait for a slot (within [`Key::HttpTimeout`]). Default:
+    /// the engine's.
+    HttpConcurrency,
+    /// `http-timeout`: for a served `wasi:http` component, how long one request may take,
+    /// from its arrival to the end of its response, waiting for a slot included; past it the
+    /// guest's instance is stopped and the client gets a 503 (still waiting) or 504. Default:
+    /// the engine's.
+    HttpTimeout,
 }
 
 impl Key {
-    pub const ALL: [Key; 7] = [
+    pub const ALL: [Key; 9] = [
         Key::Files,
         Key::Network,
         Key::Env,
@@ -82,6 +92,8 @@ impl Key {
         Key::Tables,
         Key::Instances,
         Key::CpuDeadline,
+        Key::HttpConcurrency,
+        Key::HttpTimeout,
     ];
 
     /// The key's name after [`ANNOTATION_PREFIX`].
@@ -94,6 +106,8 @@ impl Key {
             Key::Tables => "tables",
             Key::Instances => "instances",
             Key::CpuDeadline => "cpu-deadline",
+            Key::HttpConcurrency => "http-concurrency",
+            Key::HttpTimeout => "http-timeout",
         }
     }
 
@@ -135,6 +149,8 @@ pub struct Statement {
     pub tables: Option<u32>,
     pub instances: Option<u32>,
     pub cpu_deadline: Option<Duration>,
+    pub http_concurrency: Option<u32>,
+    pub http_timeout: Option<Duration>,
 }
 
 impl Statement {
@@ -172,6 +188,16 @@ impl Statement {
                 Key::CpuDeadline => {
                     statement.cpu_deadline = Some(parse_duration(value).map_err(malformed)?)
                 }
+                Key::HttpConcurrency => {
+                    let count = parse_count(value).map_err(malformed)?;
+                    if count == 0 {
+                        return Err(malformed("no request could ever be served".to_string()));
+                    }
+                    statement.http_concurrency = Some(count)
+                }
+                Key::HttpTimeout => {
+                    statement.http_timeout = Some(parse_duration(value).map_err(malformed)?)
+                }
             }
         }
         Ok(statement)
@@ -189,6 +215,10 @@ pub struct Capabilities {
     pub tables: Option<u32>,
     pub instances: Option<u32>,
     pub cpu_deadline: Option<Duration>,
+    /// The most requests a served component handles at once; `None`: the engine's default.
+    pub http_concurrency: Option<u32>,
+    /// How long one served request may take; `None`: the engine's default.
+    pub http_timeout: Option<Duration>,
 }
 
 impl Default for Capabilities {
@@ -203,6 +233,8 @@ impl Default for Capabilities {
             tables: None,
             instances: None,
             cpu_deadline: None,
+            http_concurrency: None,
+            http_timeout: None,
         }
     }
 }
@@ -222,6 +254,8 @@ impl Capabilities {
                 Key::Tables => self.tables.is_some(),
                 Key::Instances => self.instances.is_some(),
                 Key::CpuDeadline => self.cpu_deadline.is_some(),
+                Key::HttpConcurrency => self.http_concurrency.is_some(),
+                Key::HttpTimeout => self.http_timeout.is_some(),
             })
             .collect()
     }
@@ -270,6 +304,8 @@ pub fn resolve(
         tables: smaller(grant.tables, declared.tables),
         instances: smaller(grant.instances, declared.instances),
         cpu_deadline: smaller(grant.cpu_deadline, declared.cpu_deadline),
+        http_concurrency: smaller(grant.http_concurrency, declared.http_concurrency),
+        http_timeout: smaller(grant.http_timeout, declared.http_timeout),
     })
 }
 
@@ -368,6 +404,8 @@ mod tests {
             ("wasmrunner.dev/tables", "-1"),
             ("wasmrunner.dev/cpu-deadline", "10"),
             ("wasmrunner.dev/cpu-deadline", "0s"),
+            ("wasmrunner.dev/http-concurrency", "0"),
+            ("wasmrunner.dev/http-timeout", "soon"),
         ] {
             assert!(
                 grant(&[(key, value)]).is_err(),
@@ -390,11 +428,15 @@ mod tests {
             ("wasmrunner.dev/memory", "16Mi"),
             ("wasmrunner.dev/cpu-deadline", "5s"),
             ("wasmrunner.dev/instances", "3"),
+            ("wasmrunner.dev/http-concurrency", "8"),
+            ("wasmrunner.dev/http-timeout", "30s"),
         ]);
         let caps = resolve(pod, declared, Some(64 << 20)).unwrap();
         assert_eq!(caps.memory, Some(16 << 20));
         assert_eq!(caps.cpu_deadline, Some(Duration::from_secs(2)));
         assert_eq!(caps.instances, Some(3));
+        assert_eq!(caps.http_concurrency, Some(8));
+        assert_eq!(caps.http_timeout, Some(Duration::from_secs(30)));
     }
 
     #[test]
