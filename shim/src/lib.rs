@@ -29,7 +29,8 @@ pub use engine::{Engine, RunWorkload};
 pub use entry::run;
 pub use failure::{WorkloadError, exit_code_for};
 pub use memory::release_loader_memory;
+pub use signals::release_sigterm;
 pub use version::{EngineInfo, Mode};
 /// The capability policy, for engines to enforce.
 pub use wasmrunner_capabilities as capabilities;
-pub use workload::{DEFAULT_FUNCTION, Workload, WorkloadKind, classify};
+pub use workload::{DEFAULT_FUNCTION, HTTP_ADDRESS_ENV, Workload, WorkloadKind, classify};

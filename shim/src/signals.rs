@@ -34,3 +34,15 @@ pub fn exit_on_termination_signals() -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// Gives SIGTERM back its default action, for a workload that handles it itself (a server
+/// that drains its requests before it exits). Call it before installing that handler: a
+/// handler registered on top of [`exit_on_termination_signals`]'s would still end the
+/// process at once.
+pub fn release_sigterm() -> std::io::Result<()> {
+    // SAFETY: `signal` with `SIG_DFL` installs no code of ours: the kernel's default action.
+    if unsafe { libc::signal(libc::SIGTERM, libc::SIG_DFL) } == libc::SIG_ERR {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

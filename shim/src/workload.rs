@@ -16,6 +16,11 @@ use crate::module_cache::OfferedCode;
 /// The export a WASI command runs when the entrypoint names no function.
 pub const DEFAULT_FUNCTION: &str = "_start";
 
+/// The container variable that says where a served `wasi:http` component listens
+/// (`ADDRESS:PORT`), runwasi's name for it, so images move over unchanged. It is the
+/// runtime's setting, not the guest's: it is taken out of the guest's environment.
+pub const HTTP_ADDRESS_ENV: &str = "WASMTIME_HTTP_PROXY_SOCKET_ADDR";
+
 /// What kind of code the workload's bytes hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkloadKind {
@@ -49,6 +54,9 @@ pub struct Workload<'a> {
     /// What the guest may touch (`wasmrunner_capabilities`): the engine preopens
     /// `capabilities.files`, enforces the network and limits; `env` is already filtered.
     pub capabilities: Capabilities,
+    /// Where to serve the workload if it is a `wasi:http` component: the container's
+    /// [`HTTP_ADDRESS_ENV`], when set.
+    pub http_address: Option<String>,
 }
 
 impl<'a> Workload<'a> {
@@ -62,7 +70,11 @@ impl<'a> Workload<'a> {
     ) -> Result<Self, WorkloadError> {
         check_preopens(&capabilities)?;
         let entrypoint = ctx.entrypoint();
-        let env = split_env(ctx.envs());
+        let mut env = split_env(ctx.envs());
+        let http_address = env
+            .iter()
+            .position(|(name, _)| name == HTTP_ADDRESS_ENV)
+            .map(|at| env.remove(at).1);
         let mut args = ctx.args().to_vec();
         let path = args
             .first()
@@ -117,6 +129,7 @@ impl<'a> Workload<'a> {
             env,
             compiled,
             capabilities,
+            http_address,
         })
     }
 }

@@ -64,6 +64,7 @@ pub fn run_on_host(path: &str, args: &[String]) -> Result<i32, WorkloadError> {
         env: Vec::new(),
         compiled: None,
         capabilities: Capabilities::default(),
+        http_address: None,
     };
     run(&workload)
 }
@@ -505,6 +506,7 @@ mod tests {
             env: Vec::new(),
             compiled: None,
             capabilities: Capabilities::default(),
+            http_address: None,
         };
         workload.capabilities.memory = Some(256 << 20);
         let err = run(&workload).expect_err("refused");

@@ -59,6 +59,10 @@ pub struct ContainerConfig {
 
 /// What a container's init process runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per container, made once at Create: its size costs nothing worth a box"
+)]
 pub enum Runs {
     /// A native program (a pause container, a sidecar), executed with the spec as containerd
     /// wrote it.
