@@ -58,9 +58,15 @@ pub fn new_engine() -> wasmtime::Result<wasmtime::Engine> {
 /// A thread pool would leave a malloc arena per thread behind, megabytes of freed but
 /// resident memory in every long-running container (see `wasmrunner_shim::release_loader_memory`).
 pub fn new_container_engine() -> wasmtime::Result<wasmtime::Engine> {
+    wasmtime::Engine::new(&container_config())
+}
+
+/// The configuration of [`new_container_engine`], for an engine that also changes how it
+/// allocates instances (a served component's pooling engine).
+pub(crate) fn container_config() -> wasmtime::Config {
     let mut config = config();
     config.parallel_compilation(false);
-    wasmtime::Engine::new(&config)
+    config
 }
 
 fn config() -> wasmtime::Config {

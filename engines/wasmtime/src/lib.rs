@@ -5,5 +5,6 @@ mod compiler;
 mod cpu_deadline;
 mod engine;
 mod sandbox;
+mod serve;
 
 pub use engine::{INFO, WASMTIME_VERSION, WasmtimeShim, new_engine};

@@ -19,6 +19,7 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, Wasi
 
 use crate::cpu_deadline;
 use crate::engine::{INFO, new_container_engine};
+use crate::serve;
 
 #[derive(Default)]
 pub struct WasmtimeSandbox;
@@ -69,13 +70,16 @@ async fn run(mut workload: Workload<'_>) -> Result<i32, WorkloadError> {
     };
     match code {
         Code::Module(module) => run_module(&engine, &module, &workload).await,
+        Code::Component(component) if serve::is_server(&engine, &component) => {
+            serve::serve(&engine, component, &workload).await
+        }
         Code::Component(component) => run_component(&engine, &component, &workload).await,
     }
 }
 
 /// What a store holds beside the guest's WASI context: the limits its policy sets.
-struct Guest<T> {
-    wasi: T,
+pub(crate) struct Guest<T> {
+    pub(crate) wasi: T,
     limits: StoreLimits,
 }
 
@@ -88,6 +92,26 @@ fn guest_store<T: 'static>(
     wasi: T,
 ) -> Result<Store<Guest<T>>, WorkloadError> {
     let caps = &workload.capabilities;
+    let mut store = limited_store(engine, caps, wasi);
+    // The engine's epoch only moves when the CPU deadline passes: the guest then traps at
+    // its next loop head or call with `Trap::Interrupt`.
+    store.set_epoch_deadline(1);
+    if let Some(deadline) = caps.cpu_deadline {
+        cpu_deadline::arm(engine, deadline).map_err(|e| WorkloadError::Load {
+            what: workload.name.clone(),
+            reason: format!("cannot arm the CPU deadline: {e}"),
+        })?;
+    }
+    Ok(store)
+}
+
+/// A store whose `ResourceLimiter` holds the guest to `caps`' memory, table and instance
+/// limits.
+pub(crate) fn limited_store<T: 'static>(
+    engine: &Engine,
+    caps: &Capabilities,
+    wasi: T,
+) -> Store<Guest<T>> {
     let mut limits = StoreLimitsBuilder::new();
     if let Some(bytes) = caps.memory {
         limits = limits.memory_size(usize::try_from(bytes).unwrap_or(usize::MAX));
@@ -106,16 +130,7 @@ fn guest_store<T: 'static>(
         },
     );
     store.limiter(|guest| &mut guest.limits);
-    // The engine's epoch only moves when the CPU deadline passes: the guest then traps at
-    // its next loop head or call with `Trap::Interrupt`.
-    store.set_epoch_deadline(1);
-    if let Some(deadline) = caps.cpu_deadline {
-        cpu_deadline::arm(engine, deadline).map_err(|e| WorkloadError::Load {
-            what: workload.name.clone(),
-            reason: format!("cannot arm the CPU deadline: {e}"),
-        })?;
-    }
-    Ok(store)
+    store
 }
 
 enum Code {
@@ -200,13 +215,15 @@ fn deserialize(
     }
 }
 
-fn wasi_builder(workload: &Workload<'_>) -> Result<WasiCtxBuilder, WorkloadError> {
-    let caps = &workload.capabilities;
+/// The guest's WASI context: its args and env, the container's stdio, and what its
+/// capabilities let it reach.
+pub(crate) fn wasi_builder(
+    args: &[String],
+    env: &[(String, String)],
+    caps: &Capabilities,
+) -> Result<WasiCtxBuilder, WorkloadError> {
     let mut builder = WasiCtxBuilder::new();
-    builder
-        .args(&workload.args)
-        .envs(&workload.env)
-        .inherit_stdio();
+    builder.args(args).envs(env).inherit_stdio();
     allow_network(&mut builder, &caps.network);
     // Paths are the container's: its rootfs is this process's `/`.
     for preopen in &caps.files.0 {
@@ -252,7 +269,7 @@ async fn run_module(
     module: &Module,
     workload: &Workload<'_>,
 ) -> Result<i32, WorkloadError> {
-    let wasi = wasi_builder(workload)?.build_p1();
+    let wasi = wasi_builder(&workload.args, &workload.env, &workload.capabilities)?.build_p1();
     let mut store = guest_store(engine, workload, wasi)?;
     let mut linker: Linker<Guest<WasiP1Ctx>> = Linker::new(engine);
     let load_error = |e: wasmtime::Error| WorkloadError::Load {
@@ -320,7 +337,7 @@ async fn run_component(
         )));
     }
     let state = ComponentState {
-        ctx: wasi_builder(workload)?.build(),
+        ctx: wasi_builder(&workload.args, &workload.env, &workload.capabilities)?.build(),
         table: ResourceTable::new(),
     };
     let mut store = guest_store(engine, workload, state)?;
