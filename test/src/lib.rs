@@ -19,6 +19,7 @@ pub mod containerd;
 pub mod cri;
 pub mod engine;
 pub mod fixtures;
+pub mod http;
 pub mod images;
 pub mod leaks;
 pub mod paths;

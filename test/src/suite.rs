@@ -32,6 +32,10 @@ pub enum Needs {
     /// A Create that compiles on the host (see [`Env::host_compiled`]): a rootfs module into
     /// the node module cache, or else a wasm-layer artifact's module.
     HostCompile,
+    /// An engine that runs WASI preview 2 components (see [`Engine::runs_components`]).
+    Components,
+    /// An engine that refuses components (the case checks how).
+    NoComponents,
 }
 
 /// One end-to-end case: a name, what it needs, and the function that runs it.
@@ -65,6 +69,12 @@ impl Case {
             )),
             Needs::SharedMode if env.engine.mode != Mode::Shared => {
                 Some("only the shared-manager mode has a manager".to_string())
+            }
+            Needs::Components if !env.engine.runs_components() => {
+                Some(format!("{} runs no components", env.engine.name))
+            }
+            Needs::NoComponents if env.engine.runs_components() => {
+                Some(format!("{} runs components", env.engine.name))
             }
             Needs::HostCompile if env.host_compiled(0).is_none() => Some(format!(
                 "{} compiles on the host only wasm-layer images, which containerd {} cannot import",
@@ -259,6 +269,20 @@ impl Env {
         flags: &[&str],
         args: &[&str],
     ) -> Result<Attached> {
+        let attached = self.spawn_attached(image, flags, args)?;
+        attached.wait_for_stdout("ready", Duration::from_secs(20))?;
+        Ok(attached)
+    }
+
+    /// Starts `ctr run FLAGS IMAGE ID ARGS...` in the foreground, in the background of the
+    /// test, and waits until the task is running (a server's readiness is for its test to
+    /// probe).
+    pub fn spawn_attached(
+        &self,
+        image: TestImage,
+        flags: &[&str],
+        args: &[&str],
+    ) -> Result<Attached> {
         let reference = self.image(image)?;
         let id = self.container_id("task");
         let mut command = self.containerd.ctr_command();
@@ -280,7 +304,6 @@ impl Env {
             stdout,
             stderr,
         };
-        attached.wait_for_stdout("ready", Duration::from_secs(20))?;
         self.wait_for_status(&attached.id, "RUNNING", Duration::from_secs(20))?;
         Ok(attached)
     }
@@ -382,6 +405,27 @@ impl Attached {
     /// What the task printed on stdout so far.
     pub fn stdout(&self) -> String {
         self.stdout.snapshot()
+    }
+
+    /// What the task printed on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.snapshot()
+    }
+
+    /// Waits until the task has printed a line on stderr for which `wanted` holds.
+    pub fn wait_for_stderr(&self, wanted: impl Fn(&str) -> bool, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr.snapshot().lines().any(&wanted) {
+            if Instant::now() > deadline {
+                bail!(
+                    "task {} did not print the expected line on stderr within {timeout:?}; stderr: {:?}",
+                    self.id,
+                    self.stderr.snapshot()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// Waits until the task has printed `needle` on stdout.

@@ -79,9 +79,40 @@ impl CriSettings {
             && octets[3].parse::<u8>().is_ok_and(|host| host > 0)
     }
 
-    /// The bridge network's conflist: bridge with host-local addresses, no masquerading, no
-    /// gateway (so the host's forwarding setting is left alone). The loopback interface is
-    /// brought up by containerd itself, with the `loopback` plugin from the same bin dir.
+    /// The node's own address on the pods' bridge (see [`CriSettings::reach_pods_from_node`]),
+    /// outside the range pods get theirs from.
+    pub fn node_address(&self) -> String {
+        format!("10.88.{}.254/24", self.subnet_octet)
+    }
+
+    /// Gives the node an address on the pods' bridge, so that it reaches pod IPs as kubelet's
+    /// probes and a Service do (the bridge has no gateway: see [`CriSettings::conflist`]).
+    /// Call it once a pod has made the bridge; calling it again changes nothing.
+    pub fn reach_pods_from_node(&self) -> Result<()> {
+        let address = self.node_address();
+        for args in [
+            vec![
+                "addr",
+                "replace",
+                address.as_str(),
+                "dev",
+                self.bridge.as_str(),
+            ],
+            vec!["link", "set", self.bridge.as_str(), "up"],
+        ] {
+            let status = std::process::Command::new("ip")
+                .args(&args)
+                .status()
+                .with_context(|| format!("running ip {}", args.join(" ")))?;
+            anyhow::ensure!(status.success(), "ip {} failed: {status}", args.join(" "));
+        }
+        Ok(())
+    }
+
+    /// The bridge network's conflist: bridge with host-local addresses (up to `.250`: `.254`
+    /// is the node's, see [`CriSettings::node_address`]), no masquerading, no gateway (so the
+    /// host's forwarding setting is left alone). The loopback interface is brought up by
+    /// containerd itself, with the `loopback` plugin from the same bin dir.
     pub fn conflist(&self) -> String {
         let conf = serde_json::json!({
             "cniVersion": "0.4.0",
@@ -95,7 +126,10 @@ impl CriSettings {
                 "ipam": {
                     "type": "host-local",
                     "dataDir": self.ipam_dir,
-                    "ranges": [[{ "subnet": self.subnet() }]],
+                    "ranges": [[{
+                        "subnet": self.subnet(),
+                        "rangeEnd": format!("10.88.{}.250", self.subnet_octet),
+                    }]],
                 },
             }],
         });

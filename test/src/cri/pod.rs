@@ -374,6 +374,7 @@ impl<'e> Pod<'e> {
         let status = pod.sandbox_status(true)?;
         if pod.spec.network == Network::Pod {
             pod.netns = sandbox_netns_path(&status);
+            cri.reach_pods_from_node()?;
         }
         pod.write_etc_hosts(&status)?;
         Ok(pod)
@@ -680,9 +681,22 @@ impl<'e> Pod<'e> {
         line: &str,
         timeout: Duration,
     ) -> Result<Vec<String>> {
+        self.wait_for_line(name, attempt, "stdout", line, timeout)
+    }
+
+    /// Waits until the log of container `name` has a full line `line` from `stream`
+    /// (`stdout` or `stderr`); returns that stream's lines.
+    pub fn wait_for_line(
+        &self,
+        name: &str,
+        attempt: u32,
+        stream: &str,
+        line: &str,
+        timeout: Duration,
+    ) -> Result<Vec<String>> {
         let deadline = Instant::now() + timeout;
         loop {
-            let lines = stream_lines(&self.log(name, attempt)?, "stdout");
+            let lines = stream_lines(&self.log(name, attempt)?, stream);
             if lines.iter().any(|l| l == line) {
                 return Ok(lines);
             }

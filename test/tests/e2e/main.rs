@@ -15,6 +15,7 @@ mod module_cache;
 mod recursion;
 mod registry;
 mod run;
+mod serving;
 mod shared;
 
 use std::process::ExitCode;
@@ -26,7 +27,7 @@ use wasmrunner_e2e::{Case, Containerd, Engine, Env};
 
 /// Every case, by area.
 fn cases() -> Vec<(&'static str, Case)> {
-    let areas: [(&str, Vec<Case>); 12] = [
+    let areas: [(&str, Vec<Case>); 13] = [
         ("isolation", isolation::cases()),
         ("run", run::cases()),
         ("lifecycle", lifecycle::cases()),
@@ -39,6 +40,7 @@ fn cases() -> Vec<(&'static str, Case)> {
         ("capabilities", capabilities::cases()),
         ("faults", faults::cases()),
         ("registry", registry::cases()),
+        ("serving", serving::cases()),
     ];
     areas
         .into_iter()
