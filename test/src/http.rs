@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 /// One request: method, path (with query), extra headers and body.
@@ -50,6 +50,8 @@ impl Request {
 #[derive(Debug, Clone)]
 pub struct Response {
     pub status: u16,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// When each data frame of the body arrived, from when the request was sent.
@@ -101,9 +103,34 @@ pub fn send_on_one_connection(
             let mut sender = connect(addr).await?;
             let mut responses = Vec::new();
             for request in requests {
-                responses.push(exchange(&mut sender, addr, request).await?);
+                responses.push(exchange(&mut sender, addr, request, &request.path).await?);
             }
             Ok(responses)
+        })
+        .await
+        .with_context(|| format!("no answer from {addr} within {timeout:?}"))?
+    })
+}
+
+/// Sends `request` over HTTP/2 without TLS (h2c, "prior knowledge": the client starts with
+/// the HTTP/2 preface), on a new connection.
+pub fn send_h2c(addr: SocketAddr, request: &Request, timeout: Duration) -> Result<Response> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the HTTP client's runtime")?;
+    runtime.block_on(async {
+        tokio::time::timeout(timeout, async {
+            let stream = TcpStream::connect(addr)
+                .await
+                .with_context(|| format!("connecting to {addr}"))?;
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                    .await
+                    .with_context(|| format!("HTTP/2 handshake with {addr}"))?;
+            tokio::spawn(connection);
+            let uri = format!("http://{addr}{}", request.path);
+            exchange(&mut sender, addr, request, &uri).await
         })
         .await
         .with_context(|| format!("no answer from {addr} within {timeout:?}"))?
@@ -140,24 +167,56 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
     Ok(sender)
 }
 
+/// A connection's sender, HTTP/1.1 or HTTP/2.
+trait Sender {
+    fn send(
+        &mut self,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> impl Future<Output = hyper::Result<hyper::Response<hyper::body::Incoming>>>;
+}
+
+impl Sender for SendRequest<Full<Bytes>> {
+    fn send(
+        &mut self,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> impl Future<Output = hyper::Result<hyper::Response<hyper::body::Incoming>>> {
+        self.send_request(request)
+    }
+}
+
+impl Sender for hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    fn send(
+        &mut self,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> impl Future<Output = hyper::Result<hyper::Response<hyper::body::Incoming>>> {
+        self.send_request(request)
+    }
+}
+
+/// Sends `request` to `uri` (origin-form over HTTP/1.1, absolute over HTTP/2) and reads
+/// the response whole.
 async fn exchange(
-    sender: &mut SendRequest<Full<Bytes>>,
+    sender: &mut impl Sender,
     addr: SocketAddr,
     request: &Request,
+    uri: &str,
 ) -> Result<Response> {
     let mut builder = hyper::Request::builder()
         .method(request.method.as_str())
-        .uri(&request.path)
-        .header("host", addr.to_string());
+        .uri(uri);
+    if !uri.starts_with("http") {
+        builder = builder.header("host", addr.to_string());
+    }
     for (name, value) in &request.headers {
         builder = builder.header(name, value);
     }
     let sent_at = Instant::now();
     let response = sender
-        .send_request(builder.body(Full::new(Bytes::from(request.body.clone())))?)
+        .send(builder.body(Full::new(Bytes::from(request.body.clone())))?)
         .await
         .with_context(|| format!("{} {} to {addr}", request.method, request.path))?;
     let status = response.status().as_u16();
+    let version = format!("{:?}", response.version());
     let headers = response
         .headers()
         .iter()
@@ -193,6 +252,7 @@ async fn exchange(
     }
     Ok(Response {
         status,
+        version,
         headers,
         body: bytes,
         frames,

@@ -98,8 +98,8 @@ fn expect(response: &http::Response, status: u16, body: &str, what: &str) -> Res
     Ok(())
 }
 
-/// GET, POST with a body, headers in, a streamed body, keep-alive, the env the guest sees,
-/// and one stdout line per request in what `ctr` shows.
+/// GET, POST with a body, headers in, a streamed body, keep-alive, h2c, the env the guest
+/// sees, and one stdout line per request in what `ctr` shows.
 fn ctr_serves_requests(env: &Env) -> Result<()> {
     let served = Served::start(env, TestImage::HttpHello, &[])?;
     let addr = served.addr;
@@ -155,6 +155,12 @@ fn ctr_serves_requests(env: &Env) -> Result<()> {
         both[1].status == 200,
         "second request of a keep-alive connection: {}",
         both[1]
+    );
+    let h2c = http::send_h2c(addr, &Request::get("/"), SERVE_TIMEOUT)?;
+    ensure!(
+        h2c.status == 200 && h2c.text() == HTTP_HELLO && h2c.version == "HTTP/2.0",
+        "GET / over h2c: {h2c} ({})",
+        h2c.version
     );
     let address_seen = http::get(addr, &format!("/env?name={ADDRESS_ENV}"))?;
     ensure!(

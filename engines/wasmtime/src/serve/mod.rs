@@ -1,5 +1,6 @@
 //! Serving a `wasi:http/incoming-handler` component (the `wasi:http/proxy` world) over
-//! HTTP/1.1, as `wasmtime serve` does, from the container's init process.
+//! HTTP/1.1 (and HTTP/2 without TLS, h2c, for a client that starts with its preface), as
+//! `wasmtime serve` does, from the container's init process.
 //!
 //! - **Which components.** One that exports `wasi:http/incoming-handler@0.2.x` is served,
 //!   whether or not it also exports `wasi:cli/run` (its `run` is then not called: a pod is a
@@ -33,7 +34,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -238,14 +240,17 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _peer)) => {
                         let _ = stream.set_nodelay(true);
-                        let connection = hyper::server::conn::http1::Builder::new()
-                            .timer(TokioTimer::new())
-                            .keep_alive(true)
-                            .serve_connection(TokioIo::new(stream), self.service());
-                        let connection = graceful.watch(connection);
+                        let (service, watcher) = (self.service(), graceful.watcher());
                         tokio::spawn(async move {
+                            // HTTP/1.1 with keep-alive, or HTTP/2 without TLS (h2c) for a
+                            // client that starts with its preface.
+                            let mut builder = auto::Builder::new(TokioExecutor::new());
+                            builder.http1().timer(TokioTimer::new()).keep_alive(true);
+                            builder.http2().timer(TokioTimer::new());
+                            let connection =
+                                builder.serve_connection(TokioIo::new(stream), service);
                             // A client that goes away mid-request is its own business.
-                            let _ = connection.await;
+                            let _ = watcher.watch(connection).await;
                         });
                     }
                     // Out of descriptors or memory for a moment: the next accept may do.
