@@ -20,6 +20,7 @@ pub mod module_cache;
 pub mod service;
 mod signals;
 mod sys;
+mod telemetry;
 #[cfg(test)]
 mod test_fifo;
 mod version;

@@ -54,6 +54,8 @@ pub struct CompiledModule {
     /// The code of a precompiled image layer, whose bytes the container is not sent: it
     /// cannot run without this file.
     pub replaces_layer: bool,
+    /// Compiled by this Create (a miss of the node cache), not found there.
+    pub compiled_now: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,21 +160,22 @@ impl ModuleCache {
         let source_sha256 = hex(&Sha256::digest(&bytes));
         let dir = self.dir.join(cache_key_hash(compiler.cache_key()));
         let path = dir.join(&source_sha256);
-        let found = |path: PathBuf| {
+        let found = |path: PathBuf, compiled_now: bool| {
             Some(CompiledModule {
                 path,
                 source_sha256: source_sha256.clone(),
                 replaces_layer: false,
+                compiled_now,
             })
         };
         if Self::cached(&path) {
-            return Ok(found(path));
+            return Ok(found(path, false));
         }
         // Many pods of a new module start at once: one compiles, in whichever shim or
         // manager takes the lock first, and the others wait for its result.
         let _lock = lock_entry(&dir, &source_sha256)?;
         if Self::cached(&path) {
-            return Ok(found(path));
+            return Ok(found(path, false));
         }
         let layer = WasmLayer {
             config: Descriptor::new(
@@ -201,7 +204,7 @@ impl ModuleCache {
             "{}: compiled {name} ({source_sha256}) into the node cache",
             self.engine
         );
-        Ok(found(path))
+        Ok(found(path, true))
     }
 }
 
@@ -251,6 +254,7 @@ impl CompiledModule {
             path,
             source_sha256: sha256,
             replaces_layer: true,
+            compiled_now: false,
         }
     }
 }

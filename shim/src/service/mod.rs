@@ -48,6 +48,7 @@ use crate::entrypoint::ImageEntrypoint;
 use crate::isolation::{NodePolicy, guest_spec};
 use crate::laps::Laps;
 use crate::module_cache::{CompiledModule, ModuleCache};
+use crate::telemetry::{Call, Telemetry};
 use crate::version::Mode;
 
 /// How long an idle manager (shared mode) stays up, unless `WASMRUNNER_MANAGER_IDLE_SECS` says.
@@ -98,9 +99,17 @@ struct Inner {
     /// Starts the one idle-exit thread: a manager's on its first Shutdown, any serving
     /// process's after a failed Create (see `TaskService::exit_once_idle`).
     idle_watch: Once,
+    /// Spans of the Task API calls, when containerd's environment turns tracing on.
+    telemetry: Telemetry,
 }
 
 impl Inner {
+    /// Ends the serving process, once what it traced is sent.
+    fn exit_now(&self) {
+        self.telemetry.flush();
+        self.exit.signal();
+    }
+
     fn touch(&self) {
         if let Ok(mut last) = self.last_activity.lock() {
             *last = Instant::now();
@@ -131,7 +140,7 @@ impl Inner {
             && self.creating.load(Ordering::SeqCst) == 0
             && self.tasks.read().is_ok_and(|tasks| tasks.is_empty())
         {
-            self.exit.signal();
+            self.exit_now();
         }
     }
 
@@ -159,7 +168,7 @@ impl Inner {
             if quiet < idle_for {
                 std::thread::sleep(idle_for - quiet);
             } else if self.idle_for(idle_for) {
-                self.exit.signal();
+                self.exit_now();
                 return;
             } else {
                 std::thread::sleep(idle_for);
@@ -250,6 +259,11 @@ impl<S: Engine> TaskService<S> {
         containerd_address: String,
         exit: Arc<ExitSignal>,
     ) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let telemetry = Telemetry::from_env(&serving_binary(), &runtime);
         Ok(Self {
             inner: Arc::new(Inner {
                 mode,
@@ -261,16 +275,14 @@ impl<S: Engine> TaskService<S> {
                 events,
                 exits: ExitWatcher::start()?,
                 exit,
-                runtime: tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()?,
+                runtime,
                 content_store: tokio::sync::OnceCell::new(),
                 creating: AtomicUsize::new(0),
                 in_flight: Mutex::new(HashMap::new()),
                 exit_after_creates: AtomicBool::new(false),
                 last_activity: Mutex::new(Instant::now()),
                 idle_watch: Once::new(),
+                telemetry,
             }),
             compiler: OnceLock::new(),
         })
@@ -286,10 +298,10 @@ impl<S: Engine> TaskService<S> {
             .ok_or_else(|| not_found(format!("task {id}")))
     }
 
-    fn create_task(&self, req: CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
+    fn create_task(&self, req: CreateTaskRequest, call: &Call) -> TtrpcResult<CreateTaskResponse> {
         let created = {
             let _creating = Creating::new(&self.inner, &req.id);
-            self.create_counted(&req)
+            self.create_counted(&req, call)
         };
         if self.inner.mode == Mode::PerPod {
             self.inner.exit_if_shut_down();
@@ -297,7 +309,11 @@ impl<S: Engine> TaskService<S> {
         created
     }
 
-    fn create_counted(&self, req: &CreateTaskRequest) -> TtrpcResult<CreateTaskResponse> {
+    fn create_counted(
+        &self,
+        req: &CreateTaskRequest,
+        call: &Call,
+    ) -> TtrpcResult<CreateTaskResponse> {
         if req.terminal {
             return Err(status(
                 ttrpc::Code::INVALID_ARGUMENT,
@@ -325,9 +341,9 @@ impl<S: Engine> TaskService<S> {
         let bundle = PathBuf::from(&req.bundle);
         crate::logging::add_fifo(&bundle.join("log"));
         tracing::debug!("creating task {}", req.id);
-        let mut laps = Laps::start("create", &req.id);
+        let mut laps = Laps::start("create", &req.id, &self.inner.namespace, call);
         let created = mount_rootfs(&bundle, req).and_then(|()| {
-            laps.lap("mount");
+            laps.lap("mount rootfs");
             self.create_mounted(req, &bundle, &mut laps)
         });
         if let Err(err) = &created {
@@ -353,7 +369,7 @@ impl<S: Engine> TaskService<S> {
         &self,
         req: &CreateTaskRequest,
         bundle: &Path,
-        laps: &mut Laps,
+        laps: &mut Laps<'_>,
     ) -> TtrpcResult<CreateTaskResponse> {
         let spec = Spec::load(bundle.join("config.json")).map_err(|e| {
             status(
@@ -371,13 +387,18 @@ impl<S: Engine> TaskService<S> {
         }
         let options = runtime_options(req)?;
         let state_root = state_root(bundle, S::name(), &self.inner.namespace);
-        laps.lap("spec");
+        if let Some(pod) = pod_of(&spec) {
+            laps.whose(format!("{}/{}", pod.namespace, pod.name));
+            laps.attribute("k8s.pod.name", pod.name);
+            laps.attribute("k8s.namespace.name", pod.namespace);
+        }
+        laps.lap("read spec");
         let ImageContent {
             mut wasm_layers,
             declared,
             on_node,
         } = self.image_content(&req.id)?;
-        laps.lap("image");
+        laps.lap("image content");
         let entrypoint = if wasm_layers.is_empty() {
             ImageEntrypoint::find(bundle, &spec).unwrap_or_else(|err| {
                 tracing::debug!("{}: looking up the entrypoint in the image: {err}", req.id);
@@ -396,7 +417,13 @@ impl<S: Engine> TaskService<S> {
             _ if !wasm_layers.is_empty() => self.mapped_layer(&mut wasm_layers),
             entrypoint => entrypoint.and_then(|e| self.compiled_module(e)),
         };
-        laps.lap("code");
+        let cache = match &compiled_module {
+            None => "none",
+            Some(module) if module.compiled_now => "miss",
+            Some(_) => "hit",
+        };
+        laps.note("wasmrunner.cache", cache);
+        laps.lap("compiled code");
         // Nothing is written into the bundle for a Create that containerd gave up on during
         // the compile: it has deleted the bundle, or is about to.
         if self.inner.abandoned(&req.id) {
@@ -431,7 +458,7 @@ impl<S: Engine> TaskService<S> {
             inject_startup_race: container::startup_race_injected(&self.inner.policy, &spec),
         };
         let pid = container::create::<S>(config).map_err(internal)?;
-        laps.lap("build");
+        laps.lap("container build");
         if self.inner.abandoned(&req.id) {
             if let Err(err) = container::delete(&state_root, &req.id) {
                 tracing::warn!("removing the abandoned container {}: {err}", req.id);
@@ -619,7 +646,7 @@ impl<S: Engine> TaskService<S> {
         }
     }
 
-    fn start_task(&self, task: &Task) -> TtrpcResult<u32> {
+    fn start_task(&self, task: &Task, call: &Call) -> TtrpcResult<u32> {
         match task.phase() {
             Phase::Created => {}
             Phase::Running => {
@@ -635,7 +662,9 @@ impl<S: Engine> TaskService<S> {
                 ));
             }
         }
+        let mut laps = Laps::start("start", &task.id, &self.inner.namespace, call);
         container::start(&task.state_root, &task.id).map_err(internal)?;
+        laps.lap("container start");
         if !task.mark_running() {
             return Err(status(
                 ttrpc::Code::FAILED_PRECONDITION,
@@ -679,6 +708,33 @@ impl<S: Engine> TaskService<S> {
         Ok(task.pid)
     }
 
+    /// The span of Task API call `name` about task `id` (nothing when tracing is off).
+    fn call(&self, name: &'static str, ctx: &TtrpcContext, id: &str) -> Call {
+        self.inner
+            .telemetry
+            .call(name, &ctx.metadata, id, &self.inner.namespace)
+    }
+
+    fn kill_task(&self, req: &KillRequest) -> TtrpcResult<Empty> {
+        no_exec(&req.exec_id)?;
+        let task = self.task(&req.id)?;
+        if let Phase::Stopped { .. } = task.phase() {
+            return Err(not_found(format!(
+                "process of task {} already finished",
+                req.id
+            )));
+        }
+        match container::kill(&task.state_root, &task.id, req.signal, req.all) {
+            Ok(()) => Ok(Empty::new()),
+            // It exited between the check and the signal.
+            Err(_) if matches!(task.phase(), Phase::Stopped { .. }) => Err(not_found(format!(
+                "process of task {} already finished",
+                req.id
+            ))),
+            Err(err) => Err(internal(err)),
+        }
+    }
+
     /// From now on, exit once serving nothing for [`manager_idle_exit`]: a manager after its
     /// first Shutdown, and any serving process after a failed Create. containerd follows a
     /// failed Create with Delete and Shutdown, which ends a per-pod shim at once; but if it
@@ -698,14 +754,14 @@ impl<S: Engine> TaskService<S> {
         });
     }
 
-    fn delete_task(&self, task: &Task) -> TtrpcResult<DeleteResponse> {
-        let mut laps = Laps::start("delete", &task.id);
+    fn delete_task(&self, task: &Task, call: &Call) -> TtrpcResult<DeleteResponse> {
+        let mut laps = Laps::start("delete", &task.id, &self.inner.namespace, call);
         container::delete(&task.state_root, &task.id).map_err(internal)?;
-        laps.lap("container");
+        laps.lap("container delete");
         let (status, at) = task
             .wait_stopped(Some(DELETE_EXIT_WAIT))
             .unwrap_or((137, std::time::SystemTime::now()));
-        laps.lap("exit");
+        laps.lap("exit status");
         if let Ok(mut watch) = task.oom_watch.lock() {
             watch.take();
         }
@@ -733,17 +789,19 @@ impl<S: Engine> TaskService<S> {
 impl<S: Engine> containerd_shim::Task for TaskService<S> {
     fn create(
         &self,
-        _ctx: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: CreateTaskRequest,
     ) -> TtrpcResult<CreateTaskResponse> {
-        self.create_task(req)
+        let call = self.call("Create", ctx, &req.id);
+        traced(&call, self.create_task(req, &call))
     }
 
-    fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
-        no_exec(&req.exec_id)?;
-        let task = self.task(&req.id)?;
-        let pid = self.start_task(&task)?;
-        Ok(StartResponse {
+    fn start(&self, ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
+        let call = self.call("Start", ctx, &req.id);
+        let started = no_exec(&req.exec_id)
+            .and_then(|()| self.task(&req.id))
+            .and_then(|task| self.start_task(&task, &call));
+        traced(&call, started).map(|pid| StartResponse {
             pid,
             ..Default::default()
         })
@@ -774,30 +832,18 @@ impl<S: Engine> containerd_shim::Task for TaskService<S> {
         Ok(response)
     }
 
-    fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
-        no_exec(&req.exec_id)?;
-        let task = self.task(&req.id)?;
-        if let Phase::Stopped { .. } = task.phase() {
-            return Err(not_found(format!(
-                "process of task {} already finished",
-                req.id
-            )));
-        }
-        match container::kill(&task.state_root, &task.id, req.signal, req.all) {
-            Ok(()) => Ok(Empty::new()),
-            // It exited between the check and the signal.
-            Err(_) if matches!(task.phase(), Phase::Stopped { .. }) => Err(not_found(format!(
-                "process of task {} already finished",
-                req.id
-            ))),
-            Err(err) => Err(internal(err)),
-        }
+    fn kill(&self, ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
+        let call = self.call("Kill", ctx, &req.id);
+        call.attribute("signal", req.signal.to_string());
+        traced(&call, self.kill_task(&req))
     }
 
-    fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
-        no_exec(&req.exec_id)?;
-        let task = self.task(&req.id)?;
-        self.delete_task(&task)
+    fn delete(&self, ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
+        let call = self.call("Delete", ctx, &req.id);
+        let deleted = no_exec(&req.exec_id)
+            .and_then(|()| self.task(&req.id))
+            .and_then(|task| self.delete_task(&task, &call));
+        traced(&call, deleted)
     }
 
     fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
@@ -876,7 +922,7 @@ impl<S: Engine> containerd_shim::Task for TaskService<S> {
                 // A Create that ended meanwhile did not see the flag.
                 self.inner.exit_if_shut_down();
             }
-            Mode::PerPod => self.inner.exit.signal(),
+            Mode::PerPod => self.inner.exit_now(),
             Mode::Shared => self.exit_once_idle(),
         }
         Ok(Empty::new())
@@ -908,6 +954,44 @@ impl<S: Engine> containerd_shim::Task for TaskService<S> {
 /// Whether the spec's process has no args (no entrypoint, no command). Read from the file
 /// itself: `oci-spec` fills a missing `args` with its default, `["sh"]`, where libcontainer,
 /// reading the same file, finds none.
+/// `result`, with its failure recorded on the call's span.
+fn traced<T>(call: &Call, result: TtrpcResult<T>) -> TtrpcResult<T> {
+    if let Err(err) = &result {
+        call.failed(&rpc_message(err));
+    }
+    result
+}
+
+/// The name this process was started under (`containerd-shim-wasmtime-v1`, or the shared
+/// manager's `containerd-shim-wasmtimed-v1`): the service its spans belong to.
+fn serving_binary() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|arg0| {
+            Path::new(&arg0)
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "containerd-shim-wasmrunner".to_string())
+}
+
+/// The Kubernetes pod a container belongs to, from the annotations containerd's CRI plugin
+/// puts in its spec.
+struct PodName {
+    namespace: String,
+    name: String,
+}
+
+fn pod_of(spec: &Spec) -> Option<PodName> {
+    let annotations = spec.annotations().as_ref()?;
+    Some(PodName {
+        namespace: annotations
+            .get("io.kubernetes.cri.sandbox-namespace")?
+            .clone(),
+        name: annotations.get("io.kubernetes.cri.sandbox-name")?.clone(),
+    })
+}
+
 fn no_args(config: &Path) -> bool {
     let Ok(text) = std::fs::read(config) else {
         return false;
