@@ -16,6 +16,7 @@ pub mod isolation;
 mod laps;
 mod logging;
 mod memory;
+mod milestones;
 pub mod module_cache;
 pub mod service;
 mod signals;

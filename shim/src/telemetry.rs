@@ -134,7 +134,10 @@ impl Telemetry {
             ])
             .start_with_context(tracer, &parent);
         Call {
-            span: Some((tracer.clone(), parent.with_span(span))),
+            span: Some(Parent {
+                tracer: tracer.clone(),
+                context: parent.with_span(span),
+            }),
         }
     }
 
@@ -152,13 +155,45 @@ impl Telemetry {
 
 /// The span of one Task API call (nothing when tracing is off).
 pub struct Call {
-    span: Option<(Tracer, Context)>,
+    span: Option<Parent>,
+}
+
+/// A span others can be children of, kept past its call (a Start's, for the guest's spans
+/// read later).
+#[derive(Clone)]
+pub struct Parent {
+    tracer: Tracer,
+    context: Context,
+}
+
+impl Parent {
+    /// Records `name`, from `start` to `end`, as a child span.
+    pub fn phase(
+        &self,
+        name: &'static str,
+        start: SystemTime,
+        end: SystemTime,
+        attributes: Vec<KeyValue>,
+    ) {
+        let mut span = self
+            .tracer
+            .span_builder(name)
+            .with_start_time(start)
+            .with_attributes(attributes)
+            .start_with_context(&self.tracer, &self.context);
+        span.end_with_timestamp(end);
+    }
 }
 
 impl Call {
     /// Whether spans are recorded: callers skip work only tracing needs.
     pub fn recording(&self) -> bool {
         self.span.is_some()
+    }
+
+    /// This call's span, as a parent for spans recorded after it ends.
+    pub fn parent(&self) -> Option<Parent> {
+        self.span.clone()
     }
 
     /// Records the phase `name` of this call, from `start` to `end`, as a child span.
@@ -169,36 +204,36 @@ impl Call {
         end: SystemTime,
         attributes: Vec<KeyValue>,
     ) {
-        let Some((tracer, call)) = &self.span else {
-            return;
-        };
-        let mut span = tracer
-            .span_builder(name)
-            .with_start_time(start)
-            .with_attributes(attributes)
-            .start_with_context(tracer, call);
-        span.end_with_timestamp(end);
+        if let Some(parent) = &self.span {
+            parent.phase(name, start, end, attributes);
+        }
     }
 
     /// Adds `key = value` to the call's span.
     pub fn attribute(&self, key: &'static str, value: String) {
-        if let Some((_, call)) = &self.span {
-            call.span().set_attribute(KeyValue::new(key, value));
+        if let Some(parent) = &self.span {
+            parent
+                .context
+                .span()
+                .set_attribute(KeyValue::new(key, value));
         }
     }
 
     /// Marks the call failed, with the message containerd gets.
     pub fn failed(&self, message: &str) {
-        if let Some((_, call)) = &self.span {
-            call.span().set_status(Status::error(message.to_string()));
+        if let Some(parent) = &self.span {
+            parent
+                .context
+                .span()
+                .set_status(Status::error(message.to_string()));
         }
     }
 }
 
 impl Drop for Call {
     fn drop(&mut self) {
-        if let Some((_, call)) = &self.span {
-            call.span().end();
+        if let Some(parent) = &self.span {
+            parent.context.span().end();
         }
     }
 }

@@ -11,6 +11,7 @@ use wasmrunner_capabilities::{Capabilities, Key};
 
 use crate::entrypoint::{DEFAULT_PATH, candidates as entrypoint_candidates, path_of};
 use crate::failure::WorkloadError;
+use crate::milestones::{Milestone, Milestones};
 use crate::module_cache::OfferedCode;
 
 /// The export a WASI command runs when the entrypoint names no function.
@@ -57,6 +58,8 @@ pub struct Workload<'a> {
     /// Where to serve the workload if it is a `wasi:http` component: the container's
     /// [`HTTP_ADDRESS_ENV`], when set.
     pub http_address: Option<String>,
+    /// Tells the shim when the guest got going, when the task is traced.
+    pub milestones: Milestones,
 }
 
 impl<'a> Workload<'a> {
@@ -67,6 +70,7 @@ impl<'a> Workload<'a> {
         ctx: &'a impl RuntimeContext,
         offered: Option<OfferedCode>,
         capabilities: Capabilities,
+        milestones: Milestones,
     ) -> Result<Self, WorkloadError> {
         check_preopens(&capabilities)?;
         let entrypoint = ctx.entrypoint();
@@ -130,7 +134,16 @@ impl<'a> Workload<'a> {
             compiled,
             capabilities,
             http_address,
+            milestones,
         })
+    }
+
+    /// An engine calls this once the guest is instantiated, just before its first
+    /// instruction runs (a server: before it takes its first request). The loader's freed
+    /// memory goes back to the system, and the shim learns the moment, when it traces.
+    pub fn ready_to_run(&self) {
+        crate::memory::release_loader_memory();
+        self.milestones.mark(Milestone::Running);
     }
 }
 

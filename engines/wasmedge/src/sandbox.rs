@@ -31,8 +31,8 @@ impl RunWorkload for WasmEdgeSandbox {
 /// capabilities and no node cache (wasmrunner's own init process calls `run_workload`).
 impl Sandbox for WasmEdgeSandbox {
     async fn run_wasi(&self, ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
-        let outcome =
-            Workload::load(ctx, None, Capabilities::default()).and_then(|workload| run(&workload));
+        let outcome = Workload::load(ctx, None, Capabilities::default(), Default::default())
+            .and_then(|workload| run(&workload));
         Ok(outcome.unwrap_or_else(|err| err.report(INFO.name)))
     }
 
@@ -65,6 +65,7 @@ pub fn run_on_host(path: &str, args: &[String]) -> Result<i32, WorkloadError> {
         compiled: None,
         capabilities: Capabilities::default(),
         http_address: None,
+        milestones: Default::default(),
     };
     run(&workload)
 }
@@ -121,7 +122,7 @@ fn run(workload: &Workload<'_>) -> Result<i32, WorkloadError> {
         let mut vm = Vm::new(store);
         match vm.register_module(None, module) {
             Ok(_) => {
-                wasmrunner_shim::release_loader_memory();
+                workload.ready_to_run();
                 let result = vm.run_func(None, &workload.function, []).map(|_| ());
                 result.map_err(|err| (err, call_stack_slots(&vm)))
             }
@@ -507,6 +508,7 @@ mod tests {
             compiled: None,
             capabilities: Capabilities::default(),
             http_address: None,
+            milestones: Default::default(),
         };
         workload.capabilities.memory = Some(256 << 20);
         let err = run(&workload).expect_err("refused");

@@ -36,7 +36,7 @@ impl RunWorkload for WasmtimeSandbox {
 /// capabilities and no node cache (wasmrunner's own init process calls `run_workload`).
 impl Sandbox for WasmtimeSandbox {
     async fn run_wasi(&self, ctx: &impl RuntimeContext) -> anyhow::Result<i32> {
-        let outcome = match Workload::load(ctx, None, Capabilities::default()) {
+        let outcome = match Workload::load(ctx, None, Capabilities::default(), Default::default()) {
             Ok(workload) => run(workload).await,
             Err(err) => Err(err),
         };
@@ -304,7 +304,7 @@ async fn run_module(
         .results()
         .map(|result| Val::default_for_ty(&result).unwrap_or(Val::I32(0)))
         .collect();
-    wasmrunner_shim::release_loader_memory();
+    workload.ready_to_run();
     match func.call_async(&mut store, &[], &mut results).await {
         Ok(()) => Ok(0),
         Err(err) => exit_status(workload, err),
@@ -349,7 +349,7 @@ async fn run_component(
     let command = Command::instantiate_async(&mut store, component, &linker)
         .await
         .map_err(|e| guest_outcome(workload, e))?;
-    wasmrunner_shim::release_loader_memory();
+    workload.ready_to_run();
     match command.wasi_cli_run().call_run(&mut store).await {
         Ok(Ok(())) => Ok(0),
         Ok(Err(())) => Ok(1),

@@ -21,6 +21,7 @@ use crate::engine::{Engine, RunWorkload};
 use crate::failure::WorkloadError;
 use crate::isolation::scrub::{ProcessStrings, Scrub};
 use crate::isolation::seccomp::apply_guest_profile;
+use crate::milestones::{Milestone, Milestones};
 use crate::module_cache::OfferedCode;
 use crate::workload::Workload;
 
@@ -35,6 +36,8 @@ pub struct WorkloadExecutor<S: Engine> {
     wasm_layers: Arc<Vec<WasmLayer>>,
     /// The node cache's compiled code for the rootfs module, open since the build.
     compiled: Arc<Mutex<Option<OfferedCode>>>,
+    /// Where the init process tells the shim when the guest got going (traced tasks only).
+    milestones: Milestones,
     _engine: PhantomData<fn() -> S>,
 }
 
@@ -45,6 +48,7 @@ impl<S: Engine> Clone for WorkloadExecutor<S> {
             runs: self.runs.clone(),
             wasm_layers: Arc::clone(&self.wasm_layers),
             compiled: Arc::clone(&self.compiled),
+            milestones: self.milestones.clone(),
             _engine: PhantomData,
         }
     }
@@ -56,12 +60,14 @@ impl<S: Engine> WorkloadExecutor<S> {
         strings: Option<ProcessStrings>,
         wasm_layers: Vec<WasmLayer>,
         compiled: Option<OfferedCode>,
+        milestones: Milestones,
     ) -> Self {
         Self {
             runs,
             strings,
             wasm_layers: Arc::new(wasm_layers),
             compiled: Arc::new(Mutex::new(compiled)),
+            milestones,
             _engine: PhantomData,
         }
     }
@@ -102,7 +108,13 @@ impl<S: Engine> WorkloadExecutor<S> {
             strings,
             args: ctx.args(),
             env: ctx.envs(),
-            keep_fd: code.as_ref().map(|code| code.file.as_raw_fd()),
+            keep_fds: [
+                code.as_ref().map(|code| code.file.as_raw_fd()),
+                self.milestones.raw_fd(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
         };
         if let Err(err) = scrub.apply() {
             return fail("isolating the workload", &err);
@@ -120,12 +132,13 @@ impl<S: Engine> WorkloadExecutor<S> {
                 capabilities
                     .check_enforceable(engine.name, engine.capabilities)
                     .map_err(|e| WorkloadError::Policy(e.to_string()))?;
-                Workload::load(&ctx, code, capabilities)
+                Workload::load(&ctx, code, capabilities, self.milestones.clone())
             });
         let workload = match prepared {
             Ok(workload) => workload,
             Err(err) => return err.report(engine.name),
         };
+        self.milestones.mark(Milestone::Loaded);
         // One thread: the guest runs on it, and nothing else in this process needs more.
         match tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -15,6 +15,7 @@ use super::stdio::{open_output, open_stdin};
 use super::zygotes::{BUILDER_NAME, DELETER_NAME, die_with_parent, with_zygote};
 use super::{ContainerConfig, ContainerError, Runs};
 use crate::isolation::scrub::ProcessStrings;
+use crate::milestones::Milestones;
 use crate::module_cache::OfferedCode;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -142,6 +143,7 @@ fn create_in_zygote<S: Engine>(config: ContainerConfig) -> Result<u32, String> {
                 Some(module) => OfferedCode::open(module)?,
                 None => None,
             },
+            Milestones::open(config.milestones.as_deref()),
         ))
         .with_root_path(config.state_root.clone())
         .map_err(|e| format!("{e}"))?;

@@ -56,20 +56,21 @@ pub struct Scrub<'a> {
     /// The container's command line and environment (`NAME=value`), from its OCI spec.
     pub args: &'a [String],
     pub env: &'a [String],
-    /// The one descriptor above stderr that stays open: the workload's compiled code.
-    pub keep_fd: Option<RawFd>,
+    /// The descriptors above stderr that stay open: the workload's compiled code and, for a
+    /// traced task, the write end of its milestones FIFO (see `crate::milestones`).
+    pub keep_fds: Vec<RawFd>,
 }
 
 impl Scrub<'_> {
     /// Runs in the container's init process, single-threaded, just before the engine. After
-    /// it the process holds stdin, stdout, stderr and `keep_fd` only; its environment is
+    /// it the process holds stdin, stdout, stderr and `keep_fds` only; its environment is
     /// empty (the guest gets the container's env through WASI, not from the process); what
     /// `/proc/PID/cmdline` and `environ` show is the container's args and env (as much of
     /// them as fits where the shim's were, whole entries only); its name (`comm`) is the
     /// entrypoint's file name; and it is not dumpable, so nothing else in a shared PID
     /// namespace can attach to it or read its memory.
     pub fn apply(&self) -> Result<(), IsolationError> {
-        close_descriptors_except(self.keep_fd)?;
+        close_descriptors_except(&self.keep_fds)?;
         // SAFETY: the container's init process has one thread, so no other thread reads the
         // environment while it is cleared.
         unsafe {
@@ -94,13 +95,24 @@ impl Scrub<'_> {
 }
 
 /// Closes every descriptor from 3 up, except `keep`.
-fn close_descriptors_except(keep: Option<RawFd>) -> Result<(), IsolationError> {
-    let mut ranges = Vec::with_capacity(2);
-    match keep {
-        Some(fd) if fd > 3 => ranges.extend([(3, fd as u32 - 1), (fd as u32 + 1, u32::MAX)]),
-        Some(3) => ranges.push((4, u32::MAX)),
-        _ => ranges.push((3, u32::MAX)),
+fn close_descriptors_except(keep: &[RawFd]) -> Result<(), IsolationError> {
+    let mut kept: Vec<u32> = keep
+        .iter()
+        .filter_map(|&fd| u32::try_from(fd).ok())
+        .filter(|&fd| fd >= 3)
+        .collect();
+    kept.sort_unstable();
+    kept.dedup();
+    // The gaps between the kept descriptors, from 3 up.
+    let mut ranges = Vec::with_capacity(kept.len() + 1);
+    let mut first = 3u32;
+    for fd in kept {
+        if fd > first {
+            ranges.push((first, fd - 1));
+        }
+        first = fd + 1;
     }
+    ranges.push((first, u32::MAX));
     for (first, last) in ranges {
         // SAFETY: close_range closes descriptors of this process only. The Rust objects that
         // still name some of them (libcontainer's channels, the zygote's sockets) are never

@@ -47,6 +47,7 @@ use crate::content::{ContentStore, ImageContent, cache_key_hash};
 use crate::entrypoint::ImageEntrypoint;
 use crate::isolation::{NodePolicy, guest_spec};
 use crate::laps::Laps;
+use crate::milestones::MilestoneReader;
 use crate::module_cache::{CompiledModule, ModuleCache};
 use crate::telemetry::{Call, Telemetry};
 use crate::version::Mode;
@@ -443,6 +444,15 @@ impl<S: Engine> TaskService<S> {
         };
         let held_output = HeldOutput::open(Path::new(&req.stdout), Path::new(&req.stderr))
             .map_err(|e| internal(format!("holding the output fifos: {e}")))?;
+        // A traced guest tells when it got going (see `crate::milestones`).
+        let milestones = (laps.recording() && !native)
+            .then(|| {
+                let path = state_root.join(format!("{}.milestones", req.id));
+                MilestoneReader::create(path)
+                    .inspect_err(|e| tracing::debug!("{}: no guest milestones: {e}", req.id))
+                    .ok()
+            })
+            .flatten();
         laps.lap("guest bundle");
         let config = ContainerConfig {
             id: req.id.clone(),
@@ -456,6 +466,9 @@ impl<S: Engine> TaskService<S> {
             wasm_layers,
             compiled_module,
             inject_startup_race: container::startup_race_injected(&self.inner.policy, &spec),
+            milestones: milestones
+                .as_ref()
+                .map(|reader| reader.path().to_path_buf()),
         };
         let pid = container::create::<S>(config).map_err(internal)?;
         laps.lap("container build");
@@ -473,6 +486,9 @@ impl<S: Engine> TaskService<S> {
             pid,
             held_output,
         ));
+        if let Ok(mut trace) = task.guest_trace.lock() {
+            trace.milestones = milestones;
+        }
         self.inner
             .tasks
             .write()
@@ -662,6 +678,9 @@ impl<S: Engine> TaskService<S> {
                 ));
             }
         }
+        if let (Some(parent), Ok(mut trace)) = (call.parent(), task.guest_trace.lock()) {
+            trace.start = Some((parent, std::time::SystemTime::now()));
+        }
         let mut laps = Laps::start("start", &task.id, &self.inner.namespace, call);
         container::start(&task.state_root, &task.id).map_err(internal)?;
         laps.lap("container start");
@@ -762,6 +781,9 @@ impl<S: Engine> TaskService<S> {
             .wait_stopped(Some(DELETE_EXIT_WAIT))
             .unwrap_or((137, std::time::SystemTime::now()));
         laps.lap("exit status");
+        if let Ok(mut trace) = task.guest_trace.lock() {
+            std::mem::take(&mut *trace).record(at);
+        }
         if let Ok(mut watch) = task.oom_watch.lock() {
             watch.take();
         }

@@ -10,6 +10,8 @@ use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 
 use crate::cgroups::{ContainerCgroup, OomWatch};
 use crate::container::HeldOutput;
+use crate::milestones::{Milestone, MilestoneReader};
+use crate::telemetry::Parent;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -38,6 +40,45 @@ pub struct Task {
     pub start_gate: Mutex<StartGate>,
     /// The service's hold on the output fifos, until the workload exits.
     held_output: Mutex<Option<HeldOutput>>,
+    /// What the guest's spans need, when the task is traced.
+    pub guest_trace: Mutex<GuestTrace>,
+}
+
+/// A traced task's guest spans, recorded at Delete: the milestones its init process wrote,
+/// under its Start call's span.
+#[derive(Default)]
+pub struct GuestTrace {
+    pub milestones: Option<MilestoneReader>,
+    /// The Start call's span and when that call came.
+    pub start: Option<(Parent, SystemTime)>,
+}
+
+impl GuestTrace {
+    /// Records `guest load` (Start to the workload read), `guest instantiate` (to the first
+    /// instruction) and `guest run` (to `exited`), for what the init process reported.
+    pub fn record(self, exited: SystemTime) {
+        let (Some(reader), Some((parent, started))) = (self.milestones, self.start) else {
+            return;
+        };
+        let marks = reader.read();
+        let at = |wanted: Milestone| {
+            marks
+                .iter()
+                .find(|(milestone, _)| *milestone == wanted)
+                .map(|(_, at)| *at)
+        };
+        let loaded = at(Milestone::Loaded);
+        let running = at(Milestone::Running);
+        if let Some(loaded) = loaded {
+            parent.phase("guest load", started, loaded, Vec::new());
+        }
+        if let (Some(loaded), Some(running)) = (loaded, running) {
+            parent.phase("guest instantiate", loaded, running, Vec::new());
+        }
+        if let Some(running) = running {
+            parent.phase("guest run", running, exited.max(running), Vec::new());
+        }
+    }
 }
 
 #[derive(Default)]
@@ -70,6 +111,7 @@ impl Task {
             oom_watch: Mutex::new(None),
             start_gate: Mutex::new(StartGate::default()),
             held_output: Mutex::new(Some(held_output)),
+            guest_trace: Mutex::new(GuestTrace::default()),
         }
     }
 

@@ -155,7 +155,8 @@ pub async fn serve(
         what: workload.name.clone(),
         reason: format!("cannot take over SIGTERM: {e}"),
     })?;
-    wasmrunner_shim::release_loader_memory();
+    // The server is about to take its first request.
+    workload.ready_to_run();
 
     // The guest runs on every core the container may use; this thread only waits.
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
