@@ -71,15 +71,33 @@ soak: build
 		$(CARGO) test --release -p wasmrunner-e2e --test load
 
 ## bench: wasmrunner beside runc through a private containerd (cold start, throughput,
-## memory, big modules, compute); prints a table, writes target/bench/results.json.
+## memory, big modules, compute, serving); prints a table, writes target/bench/results.json.
 ## BENCH_ARGS=--quick for the short run CI does; see `wasmrunner-bench --help`.
 BENCH_ARGS ?=
 .PHONY: bench
-bench: build bench-bins
+bench: build bench-bins bench-tools
 	$(CARGO) run --release -p wasmrunner-bench -- --json target/bench/results.json $(BENCH_ARGS)
 
+## bench-check: the quick run CI does. It does not build bench-tools (wasmtime-cli takes too
+## long for CI): without them the serving section measures wasmrunner alone and says its
+## `wasmtime serve` baseline was not measured.
 bench-check: build bench-bins
 	$(CARGO) run --release -p wasmrunner-bench -- --quick --json target/bench/quick.json
+
+## bench-tools: what the bench compares with that is not in the tree: `wasmtime serve` of the
+## Wasmtime release the shim embeds (the serving section's baseline), built from the crate
+## registry into target/bench-tools once (a release build of Wasmtime's CLI: long on 2 cores).
+## component-model-async is what lets `wasmtime serve` link WASIp3 handlers too; it is in the
+## build the bench was first measured with.
+WASMTIME_CLI_VERSION := 48.0.8
+WASMTIME_CLI_ROOT := target/bench-tools/wasmtime-$(WASMTIME_CLI_VERSION)
+.PHONY: bench-tools
+bench-tools: $(WASMTIME_CLI_ROOT)/bin/wasmtime
+
+$(WASMTIME_CLI_ROOT)/bin/wasmtime:
+	$(CARGO) install wasmtime-cli@$(WASMTIME_CLI_VERSION) --locked --no-default-features \
+		--features run,serve,cranelift,pooling-allocator,parallel-compilation,cache,component-model-async \
+		--root $(WASMTIME_CLI_ROOT) --target-dir target/bench-tools/build
 
 ## bench-bins: what the bench runs besides the shims: the null shim (the floor), the runwasi
 ## stand-in, and WasmEdge's run-on-host (compute's "no container" place). Upstream runwasi's

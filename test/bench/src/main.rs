@@ -17,7 +17,10 @@
 //! - big module: first and second start of a >= 10 MiB module packaged as a runwasi artifact
 //!   (compiled, then loaded from containerd's content store);
 //! - compute: a CPU-bound loop in a container against the same engine outside any container
-//!   (an engine that interprets the module runs fewer rounds).
+//!   (an engine that interprets the module runs fewer rounds);
+//! - serving: a `wasi:http` component served by the Wasmtime shim in each mode against
+//!   `wasmtime serve` of the same release on the host (requests/s and latency at 1, 16 and 64
+//!   keep-alive connections), and the PSS per idle served pod.
 //!
 //! `make bench` runs it; `--quick` is the short run CI does.
 
@@ -30,6 +33,7 @@ mod memory;
 mod procs;
 mod report;
 mod runtime;
+mod serving;
 mod shimtask;
 mod signals;
 mod stats;
@@ -59,16 +63,18 @@ pub enum Section {
     #[value(name = "big-module", alias = "big")]
     BigModule,
     Compute,
+    Serving,
 }
 
 impl Section {
-    pub const ALL: [Section; 6] = [
+    pub const ALL: [Section; 7] = [
         Section::Cold,
         Section::Throughput,
         Section::ShimThroughput,
         Section::Memory,
         Section::BigModule,
         Section::Compute,
+        Section::Serving,
     ];
 
     pub fn key(self) -> &'static str {
@@ -79,6 +85,7 @@ impl Section {
             Section::Memory => "memory",
             Section::BigModule => "big_module",
             Section::Compute => "compute",
+            Section::Serving => "serving",
         }
     }
 }
@@ -142,6 +149,21 @@ pub struct Args {
     /// are reported).
     #[arg(long)]
     pub compute_runs: Option<usize>,
+    /// Serving: `wasmtime` (48.0.8, with `serve`) for the `wasmtime serve` baseline (default:
+    /// WASMRUNNER_BENCH_WASMTIME, else target/bench-tools/wasmtime-48.0.8/bin/wasmtime, which
+    /// `make bench-tools` installs; without it the baseline is not measured).
+    #[arg(long, value_name = "PATH")]
+    pub wasmtime_serve: Option<PathBuf>,
+    /// Serving: keep-alive connections at once, one point each (default 1,16,64).
+    #[arg(long, value_delimiter = ',')]
+    pub serving_connections: Vec<usize>,
+    /// Serving: counted seconds per point, after a warm-up of a fifth as long (at least
+    /// 0.5 s) (default 5, quick 1).
+    #[arg(long)]
+    pub serving_secs: Option<f64>,
+    /// Serving: idle served pods alive when their PSS is measured (default 20, quick 5).
+    #[arg(long)]
+    pub serving_pods: Option<usize>,
 }
 
 /// The sizes of one run, from the flags.
@@ -159,11 +181,17 @@ pub struct Sizes {
     pub big_module_thorough: bool,
     pub compute_rounds: u64,
     pub compute_runs: usize,
+    /// Serving: connection counts, the warm-up and counted time per point, idle pods.
+    pub serving_connections: Vec<usize>,
+    pub serving_warmup_s: f64,
+    pub serving_secs: f64,
+    pub serving_pods: usize,
 }
 
 impl Sizes {
     fn from_args(args: &Args) -> Result<Self> {
         let quick = args.quick;
+        let serving_secs = args.serving_secs.unwrap_or(if quick { 1.0 } else { 5.0 });
         let sizes = Self {
             cold_runs: args.runs.unwrap_or(if quick { 3 } else { 20 }),
             // The defaults keep `make bench` (five runtimes in every section) under 15
@@ -190,6 +218,14 @@ impl Sizes {
                 200_000_000
             }),
             compute_runs: args.compute_runs.unwrap_or(if quick { 2 } else { 3 }),
+            serving_connections: if args.serving_connections.is_empty() {
+                vec![1, 16, 64]
+            } else {
+                args.serving_connections.clone()
+            },
+            serving_warmup_s: (serving_secs / 5.0).max(0.5),
+            serving_secs,
+            serving_pods: args.serving_pods.unwrap_or(if quick { 5 } else { 20 }),
         };
         anyhow::ensure!(sizes.cold_runs > 0, "--runs must be at least 1");
         anyhow::ensure!(sizes.tasks > 0, "--tasks must be at least 1");
@@ -211,6 +247,15 @@ impl Sizes {
             "--big-module-aot-mib must be at least 1"
         );
         anyhow::ensure!(sizes.compute_runs > 0, "--compute-runs must be at least 1");
+        anyhow::ensure!(
+            sizes.serving_connections.iter().all(|&c| c > 0),
+            "--serving-connections counts must be at least 1"
+        );
+        anyhow::ensure!(
+            sizes.serving_secs.is_finite() && sizes.serving_secs >= 0.1,
+            "--serving-secs must be at least 0.1"
+        );
+        anyhow::ensure!(sizes.serving_pods > 0, "--serving-pods must be at least 1");
         Ok(sizes)
     }
 }
@@ -297,7 +342,7 @@ fn run(args: &Args) -> Result<bool> {
             }
             eprintln!("== {}", section.key());
             let section_started = Instant::now();
-            let outcome = run_section(&bench, *section);
+            let outcome = run_section(&bench, *section, args);
             if let SectionOutcome::Failed(reason) = &outcome {
                 eprintln!("{} failed: {reason}", section.key());
                 // What the failed section left must not weigh on the next one.
@@ -342,7 +387,7 @@ fn run(args: &Args) -> Result<bool> {
     Ok(report.all_ok() && cleanup.is_ok())
 }
 
-fn run_section(bench: &Bench, section: Section) -> SectionOutcome {
+fn run_section(bench: &Bench, section: Section, args: &Args) -> SectionOutcome {
     let result = match section {
         Section::Cold => cold::run(bench).map(SectionOutcome::Cold),
         Section::Throughput => throughput::run(bench).map(SectionOutcome::Throughput),
@@ -350,6 +395,10 @@ fn run_section(bench: &Bench, section: Section) -> SectionOutcome {
         Section::Memory => memory::run(bench).map(SectionOutcome::Memory),
         Section::BigModule => bigmodule::run(bench),
         Section::Compute => compute::run(bench).map(SectionOutcome::Compute),
+        Section::Serving => serving::run(
+            bench,
+            &serving::wasmtime_path(args.wasmtime_serve.as_deref()),
+        ),
     };
     match result {
         Ok(outcome) => outcome,

@@ -89,7 +89,7 @@ fn measure(
             .collect();
         // Recorded before starting, so that a failed start is still cleaned up.
         started.extend(ids.iter().cloned());
-        start_all(bench, runtime, &image, probe, &ids)?;
+        start_all(&ids, |id| start_one(bench, runtime, &image, probe, id))?;
         let settle = Instant::now();
         let footprint = settled(bench, runtime, k)?;
         let total = footprint.total_kib();
@@ -110,16 +110,12 @@ fn measure(
     Ok(points)
 }
 
-/// `ctr run -d --null-io` of each id, a few at a time.
-fn start_all(
-    bench: &Bench,
-    runtime: &Runtime,
-    image: &str,
-    probe: &str,
-    ids: &[String],
-) -> Result<()> {
+/// `start` of each id (a `ctr run -d`), a few at a time; stops at the first failure of each
+/// starter thread.
+pub(crate) fn start_all(ids: &[String], start: impl Fn(&str) -> Result<()> + Sync) -> Result<()> {
     let failures: Vec<String> = std::thread::scope(|scope| {
         let chunk = ids.len().div_ceil(STARTERS).max(1);
+        let start = &start;
         let handles: Vec<_> = ids
             .chunks(chunk)
             .map(|chunk| {
@@ -129,7 +125,7 @@ fn start_all(
                         if signals::interrupted() {
                             break;
                         }
-                        if let Err(e) = start_one(bench, runtime, image, probe, id) {
+                        if let Err(e) = start(id) {
                             failures.push(format!("{e:#}"));
                             break;
                         }
@@ -153,6 +149,7 @@ fn start_all(
     Ok(())
 }
 
+/// `ctr run -d --null-io` of `probe sleep` as `id`.
 fn start_one(bench: &Bench, runtime: &Runtime, image: &str, probe: &str, id: &str) -> Result<()> {
     let mut command = bench.ctr_command();
     command
@@ -170,7 +167,7 @@ fn start_one(bench: &Bench, runtime: &Runtime, image: &str, probe: &str, id: &st
 /// Measures until the total changes by less than 1% between two readings a second apart
 /// (each container compiled its module and went to sleep), and every container has its
 /// process; at most 30 s.
-fn settled(bench: &Bench, runtime: &Runtime, k: usize) -> Result<Footprint> {
+pub(crate) fn settled(bench: &Bench, runtime: &Runtime, k: usize) -> Result<Footprint> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let shim = runtime.shim_binary();
     let read = || footprint(&shim, &bench.socket(), bench.namespace());

@@ -143,13 +143,18 @@ pub fn serving(procs: &[Proc], shim_binary: &str, socket: &str) -> BTreeSet<u32>
         .collect()
 }
 
-/// The serving processes of `shim_binary` (see [`serving`]), everything they forked, and
-/// every process in a cgroup of `namespace`, summed by role.
-pub fn footprint(shim_binary: &str, socket: &str, namespace: &str) -> Result<Footprint> {
-    let procs = all();
-    let shims = serving(&procs, shim_binary, socket);
+/// The processes a runtime keeps: the serving processes of `shim_binary` (see [`serving`]),
+/// everything they forked, and every process in a cgroup of `namespace` (with its container
+/// id), each with its role.
+pub fn members(
+    procs: &[Proc],
+    shim_binary: &str,
+    socket: &str,
+    namespace: &str,
+) -> Vec<(u32, Role, Option<String>)> {
+    let shims = serving(procs, shim_binary, socket);
     let mut children: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    for p in &procs {
+    for p in procs {
         children.entry(p.ppid).or_default().push(p.pid);
     }
     let mut descendants = BTreeSet::new();
@@ -161,31 +166,57 @@ pub fn footprint(shim_binary: &str, socket: &str, namespace: &str) -> Result<Foo
             }
         }
     }
+    procs
+        .iter()
+        .filter_map(|p| {
+            let container = p.container(namespace);
+            let role = if container.is_some() {
+                Role::Container
+            } else if shims.contains(&p.pid) {
+                Role::Shim
+            } else if descendants.contains(&p.pid) {
+                Role::Helper
+            } else {
+                return None;
+            };
+            Some((p.pid, role, container))
+        })
+        .collect()
+}
+
+/// The memory of [`members`], summed by role.
+pub fn footprint(shim_binary: &str, socket: &str, namespace: &str) -> Result<Footprint> {
+    let procs = all();
     let mut footprint = Footprint {
         pss_kib: BTreeMap::new(),
         processes: BTreeMap::new(),
         containers_with_processes: 0,
     };
     let mut containers = BTreeSet::new();
-    for p in &procs {
-        let container = p.container(namespace);
-        let role = if let Some(id) = container {
+    for (pid, role, container) in members(&procs, shim_binary, socket, namespace) {
+        if let Some(id) = container {
             containers.insert(id);
-            Role::Container
-        } else if shims.contains(&p.pid) {
-            Role::Shim
-        } else if descendants.contains(&p.pid) {
-            Role::Helper
-        } else {
-            continue;
-        };
+        }
         // A process that exited since the listing holds no memory any more.
-        let Ok(pss) = pss_kib(p.pid) else { continue };
+        let Ok(pss) = pss_kib(pid) else { continue };
         *footprint.pss_kib.entry(role).or_default() += pss;
         *footprint.processes.entry(role).or_default() += 1;
     }
     footprint.containers_with_processes = containers.len();
     Ok(footprint)
+}
+
+/// The CPU time a process has used so far, its threads included (`utime + stime` of
+/// `/proc/<pid>/stat`), in seconds; `None` once it has exited.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after `(comm)`: state is the first, utime the 12th, stime the 13th.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some((utime + stime) as f64 / ticks.max(1) as f64)
 }
 
 /// Sends `signal` to each of `pids` (processes this run started, directly or through its
@@ -216,6 +247,7 @@ mod tests {
             .context("this process is not listed")?;
         assert!(!mine.program().is_empty());
         assert!(pss_kib(me)? > 0);
+        assert!(cpu_seconds(me).is_some_and(|s| s >= 0.0));
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use crate::cold::Cold;
 use crate::compute::{Compute, host_key};
 use crate::memory::Memory;
 use crate::runtime::{Runtime, engine_names};
+use crate::serving::{SERVE_KEY, Serving};
 use crate::shimtask::ShimThroughput;
 use crate::stats::Summary;
 use crate::targets;
@@ -28,6 +29,7 @@ pub enum SectionOutcome {
     Memory(Memory),
     BigModule(BigModule),
     Compute(Compute),
+    Serving(Serving),
     Skipped(String),
     Failed(String),
 }
@@ -219,6 +221,7 @@ impl Report {
         !self.sections.iter().any(|(_, outcome)| match outcome {
             SectionOutcome::Failed(_) => true,
             SectionOutcome::ShimThroughput(t) => !t.failed.is_empty(),
+            SectionOutcome::Serving(s) => !s.failed.is_empty(),
             _ => false,
         })
     }
@@ -241,6 +244,8 @@ impl Report {
                     rows.extend(big_module_rows(big, floor));
                 }
                 SectionOutcome::Compute(c) => rows.extend(compute_rows(c)),
+                // Its own table (a row per runtime, columns per connection count).
+                SectionOutcome::Serving(_) => {}
                 SectionOutcome::Skipped(_) | SectionOutcome::Failed(_) => {
                     let _ = section;
                 }
@@ -261,6 +266,7 @@ impl Report {
             SectionOutcome::Memory(x) => data(serde_json::to_value(x)),
             SectionOutcome::BigModule(x) => data(serde_json::to_value(x)),
             SectionOutcome::Compute(x) => data(serde_json::to_value(x)),
+            SectionOutcome::Serving(x) => data(serde_json::to_value(x)),
             SectionOutcome::Skipped(reason) => json!({ "status": "skipped", "reason": reason }),
             SectionOutcome::Failed(reason) => json!({ "status": "failed", "reason": reason }),
         }
@@ -370,6 +376,8 @@ impl Report {
             if self.quick { "quick" } else { "default" },
             self.duration.as_secs_f64()
         );
+        // A run of sections with tables of their own (serving) has no rows here.
+        let lines = if rows.is_empty() { Vec::new() } else { lines };
         for (i, line) in lines.iter().enumerate() {
             let text: Vec<String> = line
                 .iter()
@@ -407,6 +415,11 @@ impl Report {
                         ));
                     }
                 }
+                SectionOutcome::Serving(serving) => {
+                    for (runtime, reason) in &serving.failed {
+                        out.push_str(&format!("{}: {runtime} FAILED: {reason}\n", section.key()));
+                    }
+                }
                 SectionOutcome::Skipped(reason) => {
                     out.push_str(&format!("{}: skipped: {reason}\n", section.key()));
                 }
@@ -416,27 +429,31 @@ impl Report {
                 _ => {}
             }
         }
-        out.push('\n');
-        out.push_str(&format!("Baseline: {BASELINE}.\n"));
-        out.push_str(
-            "x/base: wasmrunner's cost over the baseline (time, time per task, memory); 1.00x = no gap.\n",
-        );
-        if let Some(gap) = largest_gap(&rows) {
-            out.push_str(&gap);
+        if !rows.is_empty() {
+            out.push('\n');
+            out.push_str(&format!("Baseline: {BASELINE}.\n"));
+            out.push_str(
+                "x/base: wasmrunner's cost over the baseline (time, time per task, memory); 1.00x = no gap.\n",
+            );
+            if let Some(gap) = largest_gap(&rows) {
+                out.push_str(&gap);
+                out.push('\n');
+            }
+            match &self.runwasi {
+                Ok(path) => out.push_str(&format!(
+                    "runwasi: upstream runwasi's Wasmtime shim, {}, measured in this run.\n",
+                    path.display()
+                )),
+                Err(reason) => out.push_str(&format!("runwasi: not measured: {reason}\n")),
+            }
+            out.push_str(NULL_SHIM);
             out.push('\n');
         }
-        match &self.runwasi {
-            Ok(path) => out.push_str(&format!(
-                "runwasi: upstream runwasi's Wasmtime shim, {}, measured in this run.\n",
-                path.display()
-            )),
-            Err(reason) => out.push_str(&format!("runwasi: not measured: {reason}\n")),
-        }
-        out.push_str(NULL_SHIM);
-        out.push('\n');
         for (_, outcome) in &self.sections {
-            if let SectionOutcome::Throughput(t) = outcome {
-                out.push_str(&targets::phases_table(t));
+            match outcome {
+                SectionOutcome::Throughput(t) => out.push_str(&targets::phases_table(t)),
+                SectionOutcome::Serving(s) => out.push_str(&serving_table(s)),
+                _ => {}
             }
         }
         out.push_str(&targets::table(&targets::check(&self.sections)));
@@ -777,4 +794,214 @@ fn compute_rows(c: &Compute) -> Vec<Row> {
         }
     }
     rows
+}
+
+/// The serving section's table: a row per runtime, then wasmrunner's over `wasmtime serve`;
+/// for each connection count requests/s, p50 and p99 latency and errors. Then the PSS per
+/// idle served pod, each side's CPU at the most connections, and the errors seen.
+fn serving_table(s: &Serving) -> String {
+    const PER_POINT: usize = 4;
+    let mut header = vec!["runtime".to_string()];
+    for _ in &s.connections {
+        header.extend(["req/s", "p50 ms", "p99 ms", "errors"].map(str::to_string));
+    }
+    // A row of cells, or a label and one text across the figures.
+    let mut lines: Vec<(Vec<String>, Option<String>)> = vec![(header, None)];
+    for (key, label) in &s.order {
+        let Some(served) = s.runtimes.get(key) else {
+            let why = if key == SERVE_KEY {
+                s.wasmtime_serve
+                    .not_measured
+                    .as_ref()
+                    .map(|_| "not measured: run `make bench-tools`".to_string())
+            } else {
+                None
+            };
+            let why = why
+                .or_else(|| s.failed.get(key).map(|_| "FAILED (below)".to_string()))
+                .unwrap_or_else(|| "not measured".to_string());
+            lines.push((vec![label.clone()], Some(why)));
+            continue;
+        };
+        let mut cells = vec![label.clone()];
+        for &c in &s.connections {
+            match served.points.iter().find(|p| p.connections == c) {
+                Some(p) => cells.extend([
+                    format!("{:.0}", p.requests_per_s),
+                    p.p50_ms.map_or("-".into(), |v| format!("{v:.3}")),
+                    p.p99_ms.map_or("-".into(), |v| format!("{v:.3}")),
+                    p.errors.to_string(),
+                ]),
+                None => cells.extend(std::iter::repeat_n("-".to_string(), PER_POINT)),
+            }
+        }
+        lines.push((cells, None));
+    }
+    if s.runtimes.contains_key(SERVE_KEY) {
+        for (key, label) in s.order.iter().filter(|(k, _)| k != SERVE_KEY) {
+            if !s.runtimes.contains_key(key) {
+                continue;
+            }
+            let mut cells = vec![format!("{label} / wasmtime serve")];
+            for &c in &s.connections {
+                let (ours, theirs) = (s.point(key, c), s.point(SERVE_KEY, c));
+                let of = |f: fn(&crate::serving::Point) -> Option<f64>| match (
+                    ours.and_then(f),
+                    theirs.and_then(f),
+                ) {
+                    (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+                    _ => "-".to_string(),
+                };
+                cells.extend([
+                    of(|p| Some(p.requests_per_s)),
+                    of(|p| p.p50_ms),
+                    of(|p| p.p99_ms),
+                    String::new(),
+                ]);
+            }
+            lines.push((cells, None));
+        }
+    }
+    let columns = 1 + PER_POINT * s.connections.len();
+    let mut widths = vec![0usize; columns];
+    for (cells, _) in &lines {
+        for (width, cell) in widths.iter_mut().zip(cells) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    // Each connection count's name over its four columns.
+    let groups: Vec<String> = s
+        .connections
+        .iter()
+        .map(|&c| format!("{c} connection{}", if c == 1 { "" } else { "s" }))
+        .collect();
+    for (i, group) in groups.iter().enumerate() {
+        let span: usize = widths[1 + i * PER_POINT..1 + (i + 1) * PER_POINT]
+            .iter()
+            .sum::<usize>()
+            + 2 * (PER_POINT - 1);
+        if group.len() > span {
+            widths[1 + i * PER_POINT] += group.len() - span;
+        }
+    }
+    let separator = "  |  ";
+    let render = |cells: &[String]| -> String {
+        let mut text = format!("{:<width$}", cells[0], width = widths[0]);
+        for (i, chunk) in cells[1..].chunks(PER_POINT).enumerate() {
+            text.push_str(separator);
+            let parts: Vec<String> = chunk
+                .iter()
+                .zip(&widths[1 + i * PER_POINT..])
+                .map(|(cell, width)| format!("{cell:>width$}"))
+                .collect();
+            text.push_str(&parts.join("  "));
+        }
+        text.trim_end().to_string()
+    };
+    let mut out = format!(
+        "\nServing: {}; {} s warm-up, then {} s counted per point (a 200 with the body counts, \
+         anything else is an error); the load generator is this process (hyper, 2 threads).\n",
+        s.workload, s.warmup_s, s.seconds
+    );
+    let mut group_line = " ".repeat(widths[0]);
+    for (i, group) in groups.iter().enumerate() {
+        let span: usize = widths[1 + i * PER_POINT..1 + (i + 1) * PER_POINT]
+            .iter()
+            .sum::<usize>()
+            + 2 * (PER_POINT - 1);
+        group_line.push_str(separator);
+        group_line.push_str(&format!("{group:^span$}"));
+    }
+    out.push_str(group_line.trim_end());
+    out.push('\n');
+    for (i, (cells, text)) in lines.iter().enumerate() {
+        match text {
+            Some(text) => out.push_str(&format!(
+                "{:<width$}{separator}{text}",
+                cells[0],
+                width = widths[0]
+            )),
+            None => out.push_str(&render(cells)),
+        }
+        out.push('\n');
+        if i == 0 {
+            let total = widths.iter().sum::<usize>()
+                + 2 * (columns - 1 - s.connections.len())
+                + separator.len() * s.connections.len();
+            out.push_str(&"-".repeat(total));
+            out.push('\n');
+        }
+    }
+    if !s.idle.is_empty() {
+        let pods = s.idle.values().map(|i| i.pods).max().unwrap_or(0);
+        let each: Vec<String> = s
+            .order
+            .iter()
+            .filter_map(|(key, label)| {
+                let idle = s.idle.get(key)?;
+                let roles: Vec<String> = idle
+                    .footprint
+                    .pss_kib
+                    .iter()
+                    .map(|(role, kib)| {
+                        let n = idle.footprint.processes.get(role).copied().unwrap_or(0);
+                        let role = format!("{role:?}").to_lowercase();
+                        format!("{role} {n}: {:.1} MiB", *kib as f64 / 1024.0)
+                    })
+                    .collect();
+                Some(format!(
+                    "{label} {:.2} MiB ({})",
+                    idle.pss_per_pod_kib / 1024.0,
+                    roles.join(", ")
+                ))
+            })
+            .collect();
+        out.push_str(&format!(
+            "PSS per idle served pod, {pods} alive (each answered one GET /): {}\n",
+            each.join("; ")
+        ));
+    }
+    if let Some(&most) = s.connections.iter().max() {
+        let each: Vec<String> = s
+            .order
+            .iter()
+            .filter_map(|(key, label)| {
+                let cpu = &s.point(key, most)?.cpu;
+                let server = cpu.server_cores.map_or("-".into(), |c| format!("{c:.2}"));
+                let ctr = cpu
+                    .ctr_cores
+                    .map_or(String::new(), |c| format!(" + ctr {c:.2}"));
+                Some(format!(
+                    "{label} {server}{ctr} (client {:.2})",
+                    cpu.client_cores
+                ))
+            })
+            .collect();
+        if !each.is_empty() {
+            out.push_str(&format!(
+                "CPU at {most} connections, cores (server processes + ctr relaying stdout; the load generator): {}\n",
+                each.join("; ")
+            ));
+        }
+    }
+    for (key, label) in &s.order {
+        let Some(served) = s.runtimes.get(key) else {
+            continue;
+        };
+        for p in served.points.iter().filter(|p| !p.error_kinds.is_empty()) {
+            out.push_str(&format!(
+                "errors, {label} at {} connections: {:?}\n",
+                p.connections, p.error_kinds
+            ));
+        }
+    }
+    match &s.wasmtime_serve.not_measured {
+        None => {
+            if let Some(served) = s.runtimes.get(SERVE_KEY) {
+                out.push_str(&format!("wasmtime serve: `{}`\n", served.command));
+            }
+        }
+        Some(reason) => out.push_str(&format!("wasmtime serve: not measured: {reason}\n")),
+    }
+    out
 }

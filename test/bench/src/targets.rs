@@ -1,6 +1,6 @@
-//! Issue #19's targets, checked against one run's figures, and where the time of a task goes
-//! (the median of each containerd call, one task at a time), each runtime beside the null
-//! shim's floor.
+//! Issue #19's targets (and issue #13's for serving), checked against one run's figures, and
+//! where the time of a task goes (the median of each containerd call, one task at a time),
+//! each runtime beside the null shim's floor.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +12,16 @@ use crate::compute::host_key;
 use crate::grpc::Phases;
 use crate::report::SectionOutcome;
 use crate::runtime::Runtime;
+use crate::serving::{SERVE_KEY, Serving};
 use crate::throughput::Throughput;
+
+/// Serving targets (issue #13) apply from this many connections at once (16 and 64 by
+/// default).
+pub const SERVING_TARGET_CONNECTIONS: usize = 16;
+/// wasmrunner's requests/s over `wasmtime serve`'s, at least.
+pub const SERVING_RATE_LIMIT: f64 = 0.9;
+/// wasmrunner's p99 latency over `wasmtime serve`'s, at most.
+pub const SERVING_P99_LIMIT: f64 = 1.2;
 
 /// One target: a measured ratio against its limit.
 #[derive(Debug, Clone)]
@@ -214,6 +223,7 @@ pub fn check(sections: &[(Section, SectionOutcome)]) -> Vec<Target> {
                     });
                 }
             }
+            SectionOutcome::Serving(s) => targets.extend(serving(s)),
             SectionOutcome::Compute(c) => {
                 let startup = |key: &str| c.place(key).and_then(|p| p.startup_median());
                 let host =
@@ -238,12 +248,80 @@ pub fn check(sections: &[(Section, SectionOutcome)]) -> Vec<Target> {
     targets
 }
 
+/// Issue #13's: at 16 connections and more, each Wasmtime mode's requests/s at least 0.9x
+/// `wasmtime serve`'s and its p99 latency at most 1.2x (no ratio when `wasmtime serve` was
+/// not measured).
+fn serving(s: &Serving) -> Vec<Target> {
+    let mut targets = Vec::new();
+    let baseline_missing = s.wasmtime_serve.not_measured.is_some();
+    for mode in [Mode::PerPod, Mode::Shared] {
+        let key = wasmtime(mode).key();
+        if !s.order.iter().any(|(k, _)| *k == key) {
+            continue;
+        }
+        let label = crate::runtime::mode_label(mode);
+        for &c in s
+            .connections
+            .iter()
+            .filter(|&&c| c >= SERVING_TARGET_CONNECTIONS)
+        {
+            let (ours, theirs) = (s.point(&key, c), s.point(SERVE_KEY, c));
+            let detail = |figure: fn(&crate::serving::Point) -> Option<f64>, unit: &str| {
+                let shown = |p: Option<&crate::serving::Point>| match p.and_then(figure) {
+                    Some(v) if unit == "/s" => format!("{v:.0}{unit}"),
+                    Some(v) => format!("{v:.3}{unit}"),
+                    None => "-".to_string(),
+                };
+                if baseline_missing {
+                    return format!(
+                        "{}; wasmtime serve not measured: run `make bench-tools`",
+                        shown(ours)
+                    );
+                }
+                let errors = |p: Option<&crate::serving::Point>| p.map_or(0, |p| p.errors);
+                format!(
+                    "{} vs {} (wasmtime serve), errors {} vs {}",
+                    shown(ours),
+                    shown(theirs),
+                    errors(ours),
+                    errors(theirs)
+                )
+            };
+            let rate = |p: &crate::serving::Point| Some(p.requests_per_s);
+            let p99 = |p: &crate::serving::Point| p.p99_ms;
+            targets.push(Target {
+                name: format!(
+                    "serving (#13), {c} connections: wasmtime {label} req/s over wasmtime serve's"
+                ),
+                detail: detail(rate, "/s"),
+                ratio: ratio(ours.and_then(rate), theirs.and_then(rate)),
+                limit: SERVING_RATE_LIMIT,
+                at_most: false,
+            });
+            targets.push(Target {
+                name: format!(
+                    "serving (#13), {c} connections: wasmtime {label} p99 over wasmtime serve's"
+                ),
+                detail: detail(p99, " ms"),
+                ratio: ratio(ours.and_then(p99), theirs.and_then(p99)),
+                limit: SERVING_P99_LIMIT,
+                at_most: true,
+            });
+        }
+    }
+    targets
+}
+
 /// The targets as text, one line each.
 pub fn table(targets: &[Target]) -> String {
     if targets.is_empty() {
         return String::new();
     }
-    let mut out = String::from("\nTargets (issue #19):\n");
+    let mut out = if targets.iter().any(|t| t.name.starts_with("serving (#13)")) {
+        String::from("\nTargets (issue #19; serving: issue #13):\n")
+    } else {
+        String::from("\nTargets (issue #19):\n")
+    };
     for t in targets {
         let verdict = match t.met() {
             Some(true) => "met",
