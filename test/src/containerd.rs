@@ -90,8 +90,9 @@ pub struct Containerd {
     /// imported once (two imports of one reference at once race: the second replaces the
     /// image under the first one's containers).
     imports: Mutex<HashMap<(String, String), std::result::Result<Outcome, String>>>,
-    /// Added to containerd's environment for its shims (kept for restarts).
-    shim_env: &'static [(&'static str, &'static str)],
+    /// What its environment (and so its shims') has besides the harness's own (kept for
+    /// restarts).
+    daemon_env: DaemonEnv,
     child: Child,
 }
 
@@ -112,7 +113,23 @@ impl Containerd {
     /// and waits until it answers. It and the shims log at debug level, as when a user
     /// troubleshoots: the suites then also check that the shims' logging never gets in the way.
     pub fn start(bin_dir_containerd: &Path, engines: &[Engine]) -> Result<Self> {
-        Self::start_with(bin_dir_containerd, engines, LogLevel::Debug, E2E_SHIM_ENV)
+        Self::start_with_env(bin_dir_containerd, engines, DaemonEnv::new())
+    }
+
+    /// [`Containerd::start`] with `extra` applied to containerd's environment (which its shims
+    /// inherit) after [`E2E_SHIM_ENV`]: variables to set (`OTEL_EXPORTER_OTLP_ENDPOINT`, say)
+    /// and variables of the harness's own environment to leave out.
+    pub fn start_with_env(
+        bin_dir_containerd: &Path,
+        engines: &[Engine],
+        extra: DaemonEnv,
+    ) -> Result<Self> {
+        Self::start_with(
+            bin_dir_containerd,
+            engines,
+            LogLevel::Debug,
+            DaemonEnv::from_pairs(E2E_SHIM_ENV).and(extra),
+        )
     }
 
     /// containerd (and the shims) logging at `log_level`, with the shims' defaults: what
@@ -122,14 +139,14 @@ impl Containerd {
         engines: &[Engine],
         log_level: LogLevel,
     ) -> Result<Self> {
-        Self::start_with(bin_dir_containerd, engines, log_level, &[])
+        Self::start_with(bin_dir_containerd, engines, log_level, DaemonEnv::new())
     }
 
     fn start_with(
         bin_dir_containerd: &Path,
         engines: &[Engine],
         log_level: LogLevel,
-        shim_env: &'static [(&'static str, &'static str)],
+        daemon_env: DaemonEnv,
     ) -> Result<Self> {
         let containerd = bin_dir_containerd.join("containerd");
         let version_text = run_command(Command::new(&containerd).arg("--version"))?
@@ -145,7 +162,7 @@ impl Containerd {
         std::fs::write(&config, containerd_config(&root, version, &cri, log_level))
             .with_context(|| format!("writing {}", config.display()))?;
         let installer_actions = install_runtime_handlers(&config, version, engines)?;
-        let child = spawn_daemon(bin_dir_containerd, &root, shim_env)?;
+        let child = spawn_daemon(bin_dir_containerd, &root, &daemon_env)?;
         let mut this = Self {
             dir: Some(dir),
             root,
@@ -155,7 +172,7 @@ impl Containerd {
             cri,
             installer_actions,
             imports: Mutex::new(HashMap::new()),
-            shim_env,
+            daemon_env,
             child,
         };
         this.wait_ready()?;
@@ -166,7 +183,7 @@ impl Containerd {
     /// same config and dirs; running tasks and their shims are left alone.
     pub fn restart(&mut self) -> Result<()> {
         self.terminate()?;
-        self.child = spawn_daemon(&self.bin_dir, &self.root, self.shim_env)?;
+        self.child = spawn_daemon(&self.bin_dir, &self.root, &self.daemon_env)?;
         self.wait_ready()
     }
 
@@ -176,7 +193,7 @@ impl Containerd {
         let down = Instant::now();
         self.child.kill().context("killing containerd")?;
         self.child.wait()?;
-        self.child = spawn_daemon(&self.bin_dir, &self.root, self.shim_env)?;
+        self.child = spawn_daemon(&self.bin_dir, &self.root, &self.daemon_env)?;
         self.wait_ready()?;
         Ok(down.elapsed())
     }
@@ -219,6 +236,11 @@ impl Containerd {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// What containerd's environment has besides the harness's own and what every run sets.
+    pub fn daemon_env(&self) -> &DaemonEnv {
+        &self.daemon_env
     }
 
     /// The folder this containerd's binaries came from.
@@ -375,18 +397,100 @@ pub const E2E_SHIM_ENV: &[(&str, &str)] = &[
     ("WASMRUNNER_MAX_MODULE_MIB", "8"),
 ];
 
+/// Changes to a private containerd's environment, which its shims inherit, on top of the
+/// harness's own and of what every run sets (see [`spawn_daemon`]): variables removed, then
+/// variables set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DaemonEnv {
+    removed: Vec<String>,
+    set: Vec<(String, String)>,
+}
+
+impl DaemonEnv {
+    /// No change.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `pairs` set.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        pairs
+            .iter()
+            .fold(Self::new(), |env, (key, value)| env.set(key, value))
+    }
+
+    /// Sets `key` to `value` (the last value set wins).
+    pub fn set(mut self, key: &str, value: &str) -> Self {
+        self.removed.retain(|removed| removed != key);
+        self.set.retain(|(k, _)| k != key);
+        self.set.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Leaves `key` out of containerd's environment, whatever the harness's has.
+    pub fn remove(mut self, key: &str) -> Self {
+        self.set.retain(|(k, _)| k != key);
+        if !self.removed.iter().any(|removed| removed == key) {
+            self.removed.push(key.to_string());
+        }
+        self
+    }
+
+    /// Leaves out every variable of the harness's environment whose name starts with
+    /// `prefix` (`OTEL_`: a case that sets its own is not disturbed by the caller's shell).
+    pub fn remove_prefixed(self, prefix: &str) -> Self {
+        std::env::vars_os()
+            .filter_map(|(key, _)| key.into_string().ok())
+            .filter(|key| key.starts_with(prefix))
+            .fold(self, |env, key| env.remove(&key))
+    }
+
+    /// `other`'s changes after this one's.
+    pub fn and(self, other: DaemonEnv) -> Self {
+        let removed = other.removed.iter().fold(self, |env, key| env.remove(key));
+        other
+            .set
+            .iter()
+            .fold(removed, |env, (key, value)| env.set(key, value))
+    }
+
+    /// The value this sets for `key`, if it sets one.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.set
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The variables set, in order.
+    pub fn vars(&self) -> &[(String, String)] {
+        &self.set
+    }
+
+    /// The variables left out.
+    pub fn removed(&self) -> &[String] {
+        &self.removed
+    }
+
+    fn apply(&self, command: &mut Command) {
+        for key in &self.removed {
+            command.env_remove(key);
+        }
+        command.envs(self.set.iter().map(|(k, v)| (k, v)));
+    }
+}
+
 /// Starts the containerd of `bin_dir` on the config in `root`, appending to its log, with
-/// `shim_env` added to its environment (containerd passes it on to the shims).
-fn spawn_daemon(bin_dir: &Path, root: &Path, shim_env: &[(&str, &str)]) -> Result<Child> {
+/// `daemon_env` applied to its environment (containerd passes it on to the shims).
+fn spawn_daemon(bin_dir: &Path, root: &Path, daemon_env: &DaemonEnv) -> Result<Child> {
     let containerd = bin_dir.join("containerd");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(root.join("containerd.log"))?;
     let mut command = Command::new(&containerd);
+    command.arg("--config").arg(root.join("config.toml"));
     command
-        .arg("--config")
-        .arg(root.join("config.toml"))
         .env("PATH", shim_path(bin_dir))
         // Compiled modules are cached per containerd, so each run starts cold.
         .env("WASMRUNNER_CACHE_DIR", root.join(MODULE_CACHE_DIR))
@@ -396,10 +500,10 @@ fn spawn_daemon(bin_dir: &Path, root: &Path, shim_env: &[(&str, &str)]) -> Resul
             "WASMRUNNER_MANAGER_IDLE_SECS",
             std::env::var("WASMRUNNER_MANAGER_IDLE_SECS").unwrap_or_else(|_| "3".into()),
         )
-        .envs(shim_env.iter().copied())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
+    daemon_env.apply(&mut command);
     // SAFETY: the closure runs in the forked child before exec and only calls `prctl`,
     // which is async-signal-safe; it allocates nothing and touches no lock.
     unsafe {
@@ -539,5 +643,48 @@ mod tests {
         assert_eq!(v21.config_version(), 3);
         assert!(ContainerdVersion::parse("nonsense").is_err());
         Ok(())
+    }
+
+    #[test]
+    fn daemon_env_sets_and_removes_in_order() {
+        let env = DaemonEnv::from_pairs(E2E_SHIM_ENV).and(
+            DaemonEnv::new()
+                .remove("WASMRUNNER_MAX_MODULE_MIB")
+                .set("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+                .set("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:2")
+                .remove("OTEL_SERVICE_NAME"),
+        );
+        assert_eq!(env.get("WASMRUNNER_TEST_FAULTS"), Some("1"));
+        assert_eq!(env.get("WASMRUNNER_MAX_MODULE_MIB"), None);
+        assert_eq!(
+            env.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+            Some("http://127.0.0.1:2")
+        );
+        assert_eq!(
+            env.removed(),
+            ["WASMRUNNER_MAX_MODULE_MIB", "OTEL_SERVICE_NAME"]
+        );
+        let mut command = Command::new("true");
+        env.apply(&mut command);
+        let applied: HashMap<String, Option<String>> = command
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        assert_eq!(applied["OTEL_SERVICE_NAME"], None, "removed");
+        assert_eq!(applied["WASMRUNNER_MAX_MODULE_MIB"], None, "removed");
+        assert_eq!(applied["WASMRUNNER_TEST_FAULTS"].as_deref(), Some("1"));
+        assert_eq!(
+            applied["OTEL_EXPORTER_OTLP_ENDPOINT"].as_deref(),
+            Some("http://127.0.0.1:2")
+        );
+        // Setting a removed variable brings it back.
+        let back = env.set("OTEL_SERVICE_NAME", "x");
+        assert!(back.removed().iter().all(|k| k != "OTEL_SERVICE_NAME"));
+        assert_eq!(back.get("OTEL_SERVICE_NAME"), Some("x"));
     }
 }

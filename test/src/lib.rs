@@ -12,7 +12,8 @@
 //!   [`engine::ENGINES`]);
 //! - `WASMRUNNER_MODES`: `per-pod`, `shared` or both (the default).
 //!
-//! The registry area ([`registry`]) starts Debian's `docker-registry` on loopback ports.
+//! The registry area ([`registry`]) starts Debian's `docker-registry` on loopback ports; the
+//! tracing area an OTLP trace receiver ([`otlp`]), also on loopback.
 
 pub mod command;
 pub mod containerd;
@@ -22,6 +23,7 @@ pub mod fixtures;
 pub mod http;
 pub mod images;
 pub mod leaks;
+pub mod otlp;
 pub mod paths;
 pub mod procs;
 pub mod registry;

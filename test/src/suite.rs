@@ -16,7 +16,7 @@ use crate::command::{Capture, Outcome, run_command_within, wait_within};
 /// How long a `ctr run --rm` of a case may take before the case fails (the slowest, a big
 /// module's first compile, takes seconds).
 const RUN_RM_LIMIT: Duration = Duration::from_secs(120);
-use crate::containerd::Containerd;
+use crate::containerd::{Containerd, DaemonEnv};
 use crate::cri::{CriClient, K8S_NAMESPACE};
 use crate::engine::{Engine, Mode};
 use crate::images::TestImage;
@@ -89,7 +89,9 @@ impl Case {
 pub struct Env {
     pub containerd: Arc<Containerd>,
     pub engine: Engine,
-    next_id: AtomicUsize,
+    /// Shared with the envs of the containerds of the cases' own ([`Env::with_own_env`]), so
+    /// that no two containers of one run get the same id.
+    next_id: Arc<AtomicUsize>,
 }
 
 impl Env {
@@ -97,7 +99,7 @@ impl Env {
         Self {
             containerd,
             engine,
-            next_id: AtomicUsize::new(0),
+            next_id: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -366,22 +368,55 @@ impl Env {
         label: &str,
         case: impl FnOnce(&mut Containerd) -> Result<()>,
     ) -> Result<()> {
-        let mut containerd = Containerd::start(
+        self.with_own_containerd_env(label, DaemonEnv::new(), case)
+    }
+
+    /// [`Env::with_own_containerd`], with `daemon_env` applied to that containerd's
+    /// environment (which its shims inherit).
+    pub fn with_own_containerd_env(
+        &self,
+        label: &str,
+        daemon_env: DaemonEnv,
+        case: impl FnOnce(&mut Containerd) -> Result<()>,
+    ) -> Result<()> {
+        let mut containerd = self.start_own_containerd(label, daemon_env)?;
+        let result = case(&mut containerd);
+        finish_own_containerd(containerd, result, Vec::new())
+    }
+
+    /// Runs `case` with an [`Env`] of its own: this engine behind a containerd of its own,
+    /// started with `daemon_env` applied to its environment (which its shims inherit), in
+    /// namespace `<suite's>-<label>-<engine>`, so that the case uses every helper
+    /// ([`Env::run_rm`], CRI pods, leak checks, ...) against it. Then removes the containers
+    /// and pods left, stops it, and fails if containers, pods or shims were left.
+    pub fn with_own_env(
+        &self,
+        label: &str,
+        daemon_env: DaemonEnv,
+        case: impl FnOnce(&Env) -> Result<()>,
+    ) -> Result<()> {
+        let containerd = Arc::new(self.start_own_containerd(label, daemon_env)?);
+        let own = Env {
+            containerd: Arc::clone(&containerd),
+            engine: self.engine.clone(),
+            next_id: Arc::clone(&self.next_id),
+        };
+        let result = case(&own);
+        drop(own);
+        let pods = remove_leftover_pods(&containerd);
+        let containerd = Arc::try_unwrap(containerd)
+            .map_err(|_| anyhow::anyhow!("the case still holds its containerd"))?;
+        finish_own_containerd(containerd, result, pods)
+    }
+
+    fn start_own_containerd(&self, label: &str, daemon_env: DaemonEnv) -> Result<Containerd> {
+        let mut containerd = Containerd::start_with_env(
             self.containerd.bin_dir(),
             std::slice::from_ref(&self.engine),
+            daemon_env,
         )?;
         containerd.namespace = format!("{}-{label}-{}", containerd.namespace, self.engine.label());
-        let result = case(&mut containerd);
-        let leftovers = containerd.remove_leftover_containers().unwrap_or_default();
-        let shims = containerd.wait_for_no_shims(Duration::from_secs(15));
-        for failure in crate::leaks::remove_cgroup(&format!("/{}", containerd.namespace)) {
-            eprintln!("{failure}");
-        }
-        containerd.stop(result.is_err())?;
-        result?;
-        anyhow::ensure!(leftovers.is_empty(), "containers left: {leftovers:?}");
-        anyhow::ensure!(shims.is_empty(), "shims still running: {shims:?}");
-        Ok(())
+        Ok(containerd)
     }
 
     /// Checks that nothing of container `id` is left on the host.
@@ -391,6 +426,44 @@ impl Env {
         trace.containerd_dirs = self.containerd.dirs();
         assert_clean(&trace)
     }
+}
+
+/// After a case on a containerd of its own that ended with `result`: removes the containers
+/// left, waits for its shims to exit, removes its namespace's cgroup and stops it (keeping its
+/// scratch dir if the case failed); fails if the case did, or if containers, `pods` (left
+/// and removed before) or shims were left.
+fn finish_own_containerd(
+    containerd: Containerd,
+    result: Result<()>,
+    pods: Vec<String>,
+) -> Result<()> {
+    let leftovers = containerd.remove_leftover_containers().unwrap_or_default();
+    let shims = containerd.wait_for_no_shims(Duration::from_secs(15));
+    for failure in crate::leaks::remove_cgroup(&format!("/{}", containerd.namespace)) {
+        eprintln!("{failure}");
+    }
+    containerd.stop(result.is_err())?;
+    result?;
+    anyhow::ensure!(leftovers.is_empty(), "containers left: {leftovers:?}");
+    anyhow::ensure!(pods.is_empty(), "pods left: {pods:?}");
+    anyhow::ensure!(shims.is_empty(), "shims still running: {shims:?}");
+    Ok(())
+}
+
+/// Stops and removes the pods left in `containerd`'s CRI; returns them (name and id).
+fn remove_leftover_pods(containerd: &Containerd) -> Vec<String> {
+    let Ok(client) = CriClient::connect(&containerd.socket()) else {
+        return Vec::new();
+    };
+    let pods = client.list_pod_sandboxes().unwrap_or_default();
+    pods.into_iter()
+        .map(|pod| {
+            let _ = client.stop_pod_sandbox(&pod.id);
+            let _ = client.remove_pod_sandbox(&pod.id);
+            let name = pod.metadata.map(|m| m.name).unwrap_or_default();
+            format!("pod {name} ({})", pod.id)
+        })
+        .collect()
 }
 
 /// A `ctr run` in the foreground, started by a test that will stop it.

@@ -17,6 +17,7 @@ mod registry;
 mod run;
 mod serving;
 mod shared;
+mod tracing;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -27,7 +28,7 @@ use wasmrunner_e2e::{Case, Containerd, Engine, Env};
 
 /// Every case, by area.
 fn cases() -> Vec<(&'static str, Case)> {
-    let areas: [(&str, Vec<Case>); 13] = [
+    let areas: [(&str, Vec<Case>); 14] = [
         ("isolation", isolation::cases()),
         ("run", run::cases()),
         ("lifecycle", lifecycle::cases()),
@@ -41,6 +42,7 @@ fn cases() -> Vec<(&'static str, Case)> {
         ("faults", faults::cases()),
         ("registry", registry::cases()),
         ("serving", serving::cases()),
+        ("tracing", tracing::cases()),
     ];
     areas
         .into_iter()

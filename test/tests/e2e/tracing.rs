@@ -1,0 +1,460 @@
+//! OpenTelemetry traces (issue #17): with `OTEL_EXPORTER_OTLP_ENDPOINT` and
+//! `OTEL_EXPORTER_OTLP_PROTOCOL` in containerd's environment (which its shims inherit), the
+//! shim exports a span per Task API call and spans for the phases of Create, to an OTLP
+//! receiver the case runs on loopback (`wasmrunner_e2e::otlp`), over gRPC or HTTP; without
+//! them, or with `OTEL_SDK_DISABLED=true`, it sends nothing. Each case has a containerd of its
+//! own, started with the environment it needs (the harness's own `OTEL_*` left out).
+//!
+//! What is checked, for a `ctr run --rm` and for a CRI pod:
+//! - the shim's spans have the resource's `service.name` = the shim's binary name
+//!   (`containerd-shim-wasmtime-v1`, `containerd-shim-wasmtimed-v1` in shared mode);
+//! - `Create`, `Start` and `Delete` spans (`Kill`, `Wait` and others may come too) carry
+//!   `container.id` and `containerd.namespace`;
+//! - under `Create` (its children: same trace, parent = Create's span, within its start and
+//!   end) are the phases [`CREATE_PHASES`], and `compiled code` says whether the node module
+//!   cache was used (`wasmrunner.cache`: `hit`, `miss` or `none`);
+//! - containerd 2.x traces itself from the same environment and passes its span context to the
+//!   shim in its ttrpc calls (W3C `traceparent`): the shim's Create continues containerd's
+//!   trace, its parent one of containerd's spans (`containerd.task.v2.Task/Create`, a client
+//!   span). containerd 1.6 and 1.7 pass no span context to shims (Debian's 1.6.20 has no
+//!   tracing plugins; 1.7.24 reads no `OTEL_*` to enable them, and exported nothing here even
+//!   when its config file named the endpoint): there the shim's spans are roots.
+//!
+//! containerd 1.7 and 2.x set `OTEL_SERVICE_NAME=containerd` in their own environment when it
+//! is unset, and their shims inherit it: the shim must name itself all the same.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Result, bail, ensure};
+use wasmrunner_e2e::containerd::DaemonEnv;
+use wasmrunner_e2e::cri::{ContainerSpec, Network, Pod, PodSpec};
+use wasmrunner_e2e::fixtures::Target;
+use wasmrunner_e2e::images::{HELLO, TestImage};
+use wasmrunner_e2e::otlp::{Protocol, Receiver, Span};
+use wasmrunner_e2e::{Case, Env};
+use wasmrunner_oci::Flavour;
+
+pub fn cases() -> Vec<Case> {
+    vec![
+        Case::new("ctr_run_grpc", ctr_run_grpc),
+        Case::new("ctr_run_http", ctr_run_http),
+        Case::new("cri_pod_grpc", cri_pod_grpc),
+        Case::new("cri_pod_http", cri_pod_http),
+        Case::new("off_without_otel_env", off_without_otel_env),
+        Case::new("off_when_sdk_disabled", off_when_sdk_disabled),
+    ]
+}
+
+const HELLO_WASM: TestImage = TestImage::Hello(Target::WasiP1, Flavour::Image);
+
+/// The shim's spans for the phases of a Create, children of its `Create` span.
+pub const CREATE_PHASES: [&str; 6] = [
+    "mount rootfs",
+    "read spec",
+    "image content",
+    "compiled code",
+    "guest bundle",
+    "container build",
+];
+
+/// The Task API calls every container's life has.
+const TASK_CALLS: [&str; 3] = ["Create", "Start", "Delete"];
+
+/// What `compiled code`'s `wasmrunner.cache` may say.
+const CACHE_VALUES: [&str; 3] = ["hit", "miss", "none"];
+
+/// How long spans may take to arrive: exporters batch (containerd's every 5 s by default) and
+/// a shim exports what is left when it exits.
+const ARRIVAL: Duration = Duration::from_secs(30);
+
+/// How long a case waits for a span that must not come, once the shims are gone.
+const QUIET: Duration = Duration::from_secs(2);
+
+/// containerd's environment for tracing to `receiver` over `protocol`, the harness's own
+/// `OTEL_*` (`OTEL_SERVICE_NAME` among them) left out.
+fn tracing_to(receiver: &Receiver, protocol: Protocol) -> DaemonEnv {
+    DaemonEnv::new()
+        .remove_prefixed("OTEL_")
+        .set("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint(protocol))
+        .set("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.env_value())
+}
+
+fn label(what: &str, protocol: Protocol) -> String {
+    match protocol {
+        Protocol::Grpc => format!("trace-{what}-grpc"),
+        Protocol::Http => format!("trace-{what}-http"),
+    }
+}
+
+fn ctr_run_grpc(env: &Env) -> Result<()> {
+    ctr_run(env, Protocol::Grpc)
+}
+
+fn ctr_run_http(env: &Env) -> Result<()> {
+    ctr_run(env, Protocol::Http)
+}
+
+fn cri_pod_grpc(env: &Env) -> Result<()> {
+    cri_pod(env, Protocol::Grpc)
+}
+
+fn cri_pod_http(env: &Env) -> Result<()> {
+    cri_pod(env, Protocol::Http)
+}
+
+/// `ctr run --rm` of the hello module: the shim's spans for the container arrive over
+/// `protocol`, as described at the top.
+fn ctr_run(env: &Env, protocol: Protocol) -> Result<()> {
+    let receiver = Receiver::start()?;
+    env.with_own_env(
+        &label("ctr", protocol),
+        tracing_to(&receiver, protocol),
+        |own| {
+            let id = own.container_id("traced");
+            let out = own.run_rm_as(&id, HELLO_WASM, &[], &[])?.ok()?;
+            ensure!(out.stdout.trim_end() == HELLO, "unexpected output: {out}");
+            let expected = Expected::new(own, &id, &own.containerd.namespace, protocol);
+            let spans = wait_until(&receiver, |spans| expected.full(spans))?;
+            report(own, protocol, &spans, &[&id]);
+            Ok(())
+        },
+    )
+}
+
+/// A CRI pod running the hello module: the same spans for its container (in containerd
+/// namespace `k8s.io`), and the Task API spans for its sandbox (the pause container, which
+/// the shim runs too).
+fn cri_pod(env: &Env, protocol: Protocol) -> Result<()> {
+    let receiver = Receiver::start()?;
+    env.with_own_env(
+        &label("cri", protocol),
+        tracing_to(&receiver, protocol),
+        |own| {
+            let mut pod = Pod::run(
+                own,
+                PodSpec::new("traced", &own.engine.handler(), Network::Host),
+            )?;
+            let id = pod.run_container(&ContainerSpec::new("hello", HELLO_WASM, &[]))?;
+            let status = pod.wait_exited(&id, Duration::from_secs(60))?;
+            ensure!(
+                status.exit_code == 0,
+                "the container ended with {}: {status:?}",
+                status.exit_code
+            );
+            let sandbox = pod.id.clone();
+            pod.remove()?.assert_clean()?;
+            let namespace = wasmrunner_e2e::cri::K8S_NAMESPACE;
+            let container = Expected::new(own, &id, namespace, protocol);
+            let pause = Expected::new(own, &sandbox, namespace, protocol);
+            let spans = wait_until(&receiver, |spans| {
+                container.full(spans)?;
+                pause.task_calls(spans).map(|_| ())
+            })?;
+            report(own, protocol, &spans, &[&sandbox, &id]);
+            Ok(())
+        },
+    )
+}
+
+/// What one container's spans must be.
+struct Expected<'a> {
+    /// The shim's `service.name`.
+    service: String,
+    id: &'a str,
+    namespace: &'a str,
+    protocol: Protocol,
+    /// Whether containerd passes its span context to the shim (2.x).
+    propagates: bool,
+}
+
+impl<'a> Expected<'a> {
+    fn new(env: &Env, id: &'a str, namespace: &'a str, protocol: Protocol) -> Self {
+        Self {
+            service: env.engine.binary_name(),
+            id,
+            namespace,
+            protocol,
+            propagates: env.containerd.version.major >= 2,
+        }
+    }
+
+    /// The shim's span `name` for this container: exactly one.
+    fn call<'s>(&self, spans: &'s [Span], name: &str) -> Result<&'s Span> {
+        let found: Vec<&Span> = spans
+            .iter()
+            .filter(|s| s.name == name && s.attribute("container.id") == Some(self.id))
+            .collect();
+        let ours: Vec<&Span> = found
+            .iter()
+            .copied()
+            .filter(|s| s.service_name == self.service)
+            .collect();
+        match ours.as_slice() {
+            [span] => Ok(span),
+            [] if !found.is_empty() => bail!(
+                "the {name} span of {} comes from service.name {:?}, not {:?}",
+                self.id,
+                found[0].service_name,
+                self.service
+            ),
+            [] => bail!("no {name} span with container.id {}", self.id),
+            many => bail!(
+                "{} {name} spans with container.id {}: {many:?}",
+                many.len(),
+                self.id
+            ),
+        }
+    }
+
+    /// `Create`, `Start` and `Delete` for this container, from the shim, with its id and
+    /// namespace, over the case's protocol; returns Create.
+    fn task_calls<'s>(&self, spans: &'s [Span]) -> Result<&'s Span> {
+        let mut create = None;
+        for name in TASK_CALLS {
+            let span = self.call(spans, name)?;
+            ensure!(
+                span.attribute("containerd.namespace") == Some(self.namespace),
+                "{name} of {} has containerd.namespace {:?}, expected {:?}",
+                self.id,
+                span.attribute("containerd.namespace"),
+                self.namespace
+            );
+            ensure!(
+                span.via == self.protocol,
+                "{name} of {} came over {}, containerd's environment says {}",
+                self.id,
+                span.via,
+                self.protocol
+            );
+            ensure!(
+                span.end_unix_nano >= span.start_unix_nano && span.start_unix_nano > 0,
+                "{name} of {} has start {} and end {}",
+                self.id,
+                span.start_unix_nano,
+                span.end_unix_nano
+            );
+            if name == "Create" {
+                create = Some(span);
+            }
+        }
+        create.ok_or_else(|| anyhow::anyhow!("no Create"))
+    }
+
+    /// Everything: the Task API calls, Create's phases, and Create's parent.
+    fn full(&self, spans: &[Span]) -> Result<()> {
+        let create = self.task_calls(spans)?;
+        for phase in CREATE_PHASES {
+            let children: Vec<&Span> = spans
+                .iter()
+                .filter(|s| s.name == phase && s.parent_span_id == create.span_id)
+                .collect();
+            let [child] = children.as_slice() else {
+                bail!(
+                    "{} {phase:?} span(s) under the Create of {} (span {}), expected one",
+                    children.len(),
+                    self.id,
+                    create.span_id
+                );
+            };
+            ensure!(
+                child.trace_id == create.trace_id && child.service_name == self.service,
+                "{phase:?} under the Create of {} is in trace {} from {:?}, Create in {} from {:?}",
+                self.id,
+                child.trace_id,
+                child.service_name,
+                create.trace_id,
+                self.service
+            );
+            ensure!(
+                child.within(create),
+                "{phase:?} ({}..{}) is not within the Create of {} ({}..{})",
+                child.start_unix_nano,
+                child.end_unix_nano,
+                self.id,
+                create.start_unix_nano,
+                create.end_unix_nano
+            );
+            if phase == "compiled code" {
+                let cache = child.attribute("wasmrunner.cache");
+                ensure!(
+                    cache.is_some_and(|c| CACHE_VALUES.contains(&c)),
+                    "`compiled code` of {} has wasmrunner.cache {cache:?}, expected one of {CACHE_VALUES:?}",
+                    self.id
+                );
+            }
+        }
+        if self.propagates {
+            ensure!(
+                !create.is_root(),
+                "the Create of {} is a root span: containerd 2.x passed its span context (traceparent) and the shim did not continue it",
+                self.id
+            );
+            let parent = spans.iter().find(|s| s.span_id == create.parent_span_id);
+            let Some(parent) = parent else {
+                bail!(
+                    "the Create of {} has parent {} in trace {}, and no span of that id arrived",
+                    self.id,
+                    create.parent_span_id,
+                    create.trace_id
+                );
+            };
+            ensure!(
+                parent.trace_id == create.trace_id && parent.service_name != self.service,
+                "the Create of {}'s parent is {parent}, not one of containerd's spans in its trace",
+                self.id
+            );
+        } else {
+            for name in TASK_CALLS {
+                let span = self.call(spans, name)?;
+                ensure!(
+                    span.is_root(),
+                    "the {name} of {} has parent {} under a containerd that passes no span context: {span}",
+                    self.id,
+                    span.parent_span_id
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Waits until `check` passes on what `receiver` got; fails with `check`'s last complaint
+/// and everything received.
+fn wait_until(receiver: &Receiver, check: impl Fn(&[Span]) -> Result<()>) -> Result<Vec<Span>> {
+    match receiver.wait_for(|spans| check(spans).is_ok(), ARRIVAL) {
+        Ok(spans) => Ok(spans),
+        Err(_) => {
+            let complaint = check(&receiver.spans())
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_else(|| "(it holds now)".into());
+            bail!(
+                "within {ARRIVAL:?}: {complaint}\nthe receiver got {}",
+                receiver.describe()
+            )
+        }
+    }
+}
+
+/// Prints what arrived, one service at a time, so a run's log shows what containerd and the
+/// shim send.
+fn report(env: &Env, protocol: Protocol, spans: &[Span], ids: &[&str]) {
+    let mut services: Vec<&str> = spans.iter().map(|s| s.service_name.as_str()).collect();
+    services.sort_unstable();
+    services.dedup();
+    for service in services {
+        let mut names: Vec<&str> = spans
+            .iter()
+            .filter(|s| s.service_name == service)
+            .map(|s| s.name.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        println!(
+            "tracing: {} on containerd {} over {protocol}: {service:?} sent {} span(s): {names:?}",
+            env.engine.label(),
+            env.containerd.version,
+            spans.iter().filter(|s| s.service_name == service).count()
+        );
+    }
+    for id in ids {
+        if let Some(create) = spans
+            .iter()
+            .find(|s| s.name == "Create" && s.attribute("container.id") == Some(id))
+        {
+            let cache = spans
+                .iter()
+                .find(|s| s.name == "compiled code" && s.parent_span_id == create.span_id)
+                .and_then(|s| s.attribute("wasmrunner.cache"));
+            let parent = spans.iter().find(|s| s.span_id == create.parent_span_id);
+            println!(
+                "tracing: {}: Create of {id} took {:?}, wasmrunner.cache {cache:?}, parent {}",
+                env.engine.label(),
+                create.duration(),
+                parent.map_or_else(
+                    || "none".to_string(),
+                    |p| format!("{:?} of {:?}", p.name, p.service_name)
+                )
+            );
+        }
+    }
+}
+
+/// The default OTLP ports on loopback (4317 gRPC, 4318 HTTP), where an exporter with no
+/// endpoint configured sends: one case at a time binds them.
+static DEFAULT_PORTS: Mutex<()> = Mutex::new(());
+
+/// A receiver on the default OTLP ports if they are free, else on any; says which.
+fn default_port_receiver() -> Result<(Receiver, bool)> {
+    let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    match Receiver::start_at(at(4317), at(4318)) {
+        Ok(receiver) => Ok((receiver, true)),
+        Err(e) => {
+            println!(
+                "tracing: the default OTLP ports are taken ({e:#}): only the configured endpoint is watched"
+            );
+            Ok((Receiver::start()?, false))
+        }
+    }
+}
+
+/// Runs the hello module with `ctr run --rm`, waits for the shims to exit and a moment more,
+/// and fails if `receiver` got anything (`what` says why it should not have).
+fn run_and_expect_silence(env: &Env, receiver: &Receiver, what: &str) -> Result<()> {
+    let out = env.run_rm(HELLO_WASM, &[])?.ok()?;
+    ensure!(out.stdout.trim_end() == HELLO, "unexpected output: {out}");
+    let shims = env.containerd.wait_for_no_shims(Duration::from_secs(15));
+    ensure!(shims.is_empty(), "shims still running: {shims:?}");
+    std::thread::sleep(QUIET);
+    ensure!(
+        receiver.requests() == 0 && receiver.rejected().is_empty(),
+        "{what}, yet the receiver got {}",
+        receiver.describe()
+    );
+    Ok(())
+}
+
+/// No `OTEL_*` in containerd's environment: nothing is exported, not even to the default
+/// endpoints (a receiver listens on 4317 and 4318 when they are free).
+fn off_without_otel_env(env: &Env) -> Result<()> {
+    let _ports = DEFAULT_PORTS.lock().unwrap_or_else(|p| p.into_inner());
+    let (receiver, on_defaults) = default_port_receiver()?;
+    env.with_own_env(
+        "trace-off",
+        DaemonEnv::new().remove_prefixed("OTEL_"),
+        |own| {
+            run_and_expect_silence(
+                own,
+                &receiver,
+                &format!(
+                    "no OTEL_* in containerd's environment (receiver on {} and {}{})",
+                    receiver.grpc_addr(),
+                    receiver.http_addr(),
+                    if on_defaults {
+                        ", the default ports"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+        },
+    )
+}
+
+/// `OTEL_SDK_DISABLED=true` with an endpoint and protocol set: nothing is exported.
+fn off_when_sdk_disabled(env: &Env) -> Result<()> {
+    let receiver = Receiver::start()?;
+    let daemon_env = tracing_to(&receiver, Protocol::Grpc).set("OTEL_SDK_DISABLED", "true");
+    env.with_own_env("trace-disabled", daemon_env, |own| {
+        run_and_expect_silence(
+            own,
+            &receiver,
+            &format!(
+                "OTEL_SDK_DISABLED=true with OTEL_EXPORTER_OTLP_ENDPOINT={}",
+                receiver.grpc_endpoint()
+            ),
+        )
+    })
+}
