@@ -87,14 +87,13 @@ impl Telemetry {
                 return off;
             }
         };
-        // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, when set, win over the binary's name.
-        let named = Resource::new([KeyValue::new("service.name", service.to_string())]);
-        let resource = named
-            .merge(&Resource::default())
-            .merge(&Resource::new([KeyValue::new(
-                "service.version",
-                env!("CARGO_PKG_VERSION"),
-            )]));
+        // OTEL_RESOURCE_ATTRIBUTES adds to the resource, but the service is always the shim's
+        // binary: containerd 1.7 and 2.x set OTEL_SERVICE_NAME=containerd in their own
+        // environment, which every shim inherits. (In a merge the second resource wins.)
+        let resource = Resource::default().merge(&Resource::new([
+            KeyValue::new("service.name", service.to_string()),
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        ]));
         let provider = TracerProvider::builder()
             .with_batch_exporter(exporter, runtime::Tokio)
             .with_resource(resource)
