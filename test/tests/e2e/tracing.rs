@@ -62,6 +62,11 @@ pub const CREATE_PHASES: [&str; 6] = [
 /// The Task API calls every container's life has.
 const TASK_CALLS: [&str; 3] = ["Create", "Start", "Delete"];
 
+/// A Wasm guest's own spans, under its Start, in order: from the Start call to the workload
+/// read, to its first instruction, to its exit (what the container's init process tells
+/// the shim, see `wasmrunner_shim::milestones`).
+const GUEST_PHASES: [&str; 3] = ["guest load", "guest instantiate", "guest run"];
+
 /// What `compiled code`'s `wasmrunner.cache` may say.
 const CACHE_VALUES: [&str; 3] = ["hit", "miss", "none"];
 
@@ -116,8 +121,12 @@ fn ctr_run(env: &Env, protocol: Protocol) -> Result<()> {
             let out = own.run_rm_as(&id, HELLO_WASM, &[], &[])?.ok()?;
             ensure!(out.stdout.trim_end() == HELLO, "unexpected output: {out}");
             let expected = Expected::new(own, &id, &own.containerd.namespace, protocol);
-            let spans = wait_until(&receiver, |spans| expected.full(spans))?;
+            let spans = wait_until(&receiver, |spans| {
+                expected.full(spans)?;
+                expected.guest(spans)
+            })?;
             report(own, protocol, &spans, &[&id]);
+            print_trace(own, &spans, &id);
             Ok(())
         },
     )
@@ -150,6 +159,7 @@ fn cri_pod(env: &Env, protocol: Protocol) -> Result<()> {
             let pause = Expected::new(own, &sandbox, namespace, protocol);
             let spans = wait_until(&receiver, |spans| {
                 container.full(spans)?;
+                container.guest(spans)?;
                 pause.task_calls(spans).map(|_| ())
             })?;
             report(own, protocol, &spans, &[&sandbox, &id]);
@@ -240,6 +250,49 @@ impl<'a> Expected<'a> {
             }
         }
         create.ok_or_else(|| anyhow::anyhow!("no Create"))
+    }
+
+    /// The guest's spans under Start, one of each, in order, each starting where the one
+    /// before it ends.
+    fn guest(&self, spans: &[Span]) -> Result<()> {
+        let start = self.call(spans, "Start")?;
+        let mut previous: Option<&Span> = None;
+        for phase in GUEST_PHASES {
+            let found: Vec<&Span> = spans
+                .iter()
+                .filter(|s| s.name == phase && s.parent_span_id == start.span_id)
+                .collect();
+            let [span] = found.as_slice() else {
+                bail!(
+                    "{} {phase:?} span(s) under the Start of {}, expected one",
+                    found.len(),
+                    self.id
+                );
+            };
+            ensure!(
+                span.trace_id == start.trace_id && span.end_unix_nano >= span.start_unix_nano,
+                "{phase:?} of {} is not a well-formed child of its Start: {span}",
+                self.id
+            );
+            if let Some(previous) = previous {
+                ensure!(
+                    span.start_unix_nano == previous.end_unix_nano,
+                    "{phase:?} of {} starts at {}, not where {:?} ends ({})",
+                    self.id,
+                    span.start_unix_nano,
+                    previous.name,
+                    previous.end_unix_nano
+                );
+            } else {
+                ensure!(
+                    span.start_unix_nano >= start.start_unix_nano,
+                    "{phase:?} of {} starts before its Start",
+                    self.id
+                );
+            }
+            previous = Some(span);
+        }
+        Ok(())
     }
 
     /// Everything: the Task API calls, Create's phases, and Create's parent.
@@ -378,6 +431,47 @@ fn report(env: &Env, protocol: Protocol, spans: &[Span], ids: &[&str]) {
                     |p| format!("{:?} of {:?}", p.name, p.service_name)
                 )
             );
+        }
+    }
+}
+
+/// Prints container `id`'s shim spans, call by call with each call's children: each
+/// span's start from the Create's and its length (the cold-start trace a closing note
+/// shows). containerd's calls for one `ctr run` come in traces of their own.
+fn print_trace(env: &Env, spans: &[Span], id: &str) {
+    let service = env.engine.binary_name();
+    let mut calls: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.service_name == service && s.attribute("container.id") == Some(id))
+        .collect();
+    calls.sort_by_key(|s| s.start_unix_nano);
+    let Some(first) = calls.first() else {
+        return;
+    };
+    let origin = first.start_unix_nano;
+    println!(
+        "tracing: {} on containerd {}: the spans of {id}:",
+        env.engine.label(),
+        env.containerd.version
+    );
+    let line = |span: &Span, indent: &str| {
+        let offset = span.start_unix_nano.saturating_sub(origin) as f64 / 1e6;
+        println!(
+            "tracing:   +{offset:8.2} ms {:9.2} ms  {indent}{} (trace {})",
+            span.duration().as_secs_f64() * 1000.0,
+            span.name,
+            &span.trace_id[..8]
+        );
+    };
+    for call in calls {
+        line(call, "");
+        let mut children: Vec<&Span> = spans
+            .iter()
+            .filter(|s| s.parent_span_id == call.span_id)
+            .collect();
+        children.sort_by_key(|s| s.start_unix_nano);
+        for child in children {
+            line(child, "  ");
         }
     }
 }
