@@ -44,7 +44,26 @@ pub fn cases() -> Vec<Case> {
         Case::new("cri_pod_http", cri_pod_http),
         Case::new("off_without_otel_env", off_without_otel_env),
         Case::new("off_when_sdk_disabled", off_when_sdk_disabled),
+        Case::new("traced_guest_reaches_nothing", traced_guest_reaches_nothing),
     ]
+}
+
+/// A traced guest's process holds one more descriptor, the write end of its milestones
+/// FIFO (the shim's state directory, host side): the guest still reaches nothing, that
+/// directory included, and the descriptor is write-only and the only one added.
+fn traced_guest_reaches_nothing(env: &Env) -> Result<()> {
+    let receiver = Receiver::start()?;
+    env.with_own_env(
+        &label("escape", Protocol::Http),
+        tracing_to(&receiver, Protocol::Http),
+        |own| {
+            crate::isolation::guest_reaches_nothing(
+                own,
+                TestImage::Probe(Target::WasiP1),
+                crate::isolation::Traced::Yes,
+            )
+        },
+    )
 }
 
 const HELLO_WASM: TestImage = TestImage::Hello(Target::WasiP1, Flavour::Image);
