@@ -16,6 +16,7 @@ pub const INFO: EngineInfo = EngineInfo {
     features: &[
         "wasi-p1",
         "wasi-p2-components",
+        "wasi-http-serve",
         "entrypoint-function",
         "precompile-cache",
         wasmrunner_shim::module_cache::NODE_MODULE_CACHE,

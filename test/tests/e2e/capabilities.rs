@@ -72,6 +72,8 @@ const ENFORCED: &[(&str, &[&str])] = &[
             "tables",
             "instances",
             "cpu-deadline",
+            "http-concurrency",
+            "http-timeout",
         ],
     ),
     ("wasmedge", &["files", "env", "memory"]),
