@@ -4,6 +4,7 @@
 mod compiler;
 mod cpu_deadline;
 mod engine;
+mod guest;
 mod sandbox;
 mod serve;
 

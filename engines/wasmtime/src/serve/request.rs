@@ -21,7 +21,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 use super::outgoing::PolicyHooks;
 use super::{Settings, Ticker};
 use crate::engine::INFO;
-use crate::sandbox::{Guest, limited_store, wasi_builder};
+use crate::guest::{Guest, limited_store, wasi_builder};
 
 /// A response body: the guest's, or one of the server's own short texts.
 pub type Body = HyperOutgoingBody;
