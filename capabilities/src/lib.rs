@@ -34,7 +34,7 @@ pub use env::EnvFilter;
 pub use error::PolicyError;
 pub use files::{Files, Preopen};
 pub use network::{Network, NetworkRules, PortRange, SocketUse, Subnet};
-pub use values::{parse_bytes, parse_count, parse_duration};
+pub use values::{parse_bytes, parse_count, parse_duration, parse_listen_address};
 
 /// Every key begins with this (annotations and image labels alike).
 pub const ANNOTATION_PREFIX: &str = "wasmrunner.dev/";
@@ -81,10 +81,15 @@ pub enum Key {
     /// guest's instance is stopped and the client gets a 503 (still waiting) or 504. Default:
     /// the engine's.
     HttpTimeout,
+    /// `http-address`: where a served `wasi:http` component listens, `ADDRESS:PORT` or `PORT`
+    /// (on `0.0.0.0`). The pod's annotation wins over the image's label, and either over the
+    /// container's `WASMTIME_HTTP_PROXY_SOCKET_ADDR`. The port must still lie inside the
+    /// network grant. Default: the engine's (`0.0.0.0:8080`).
+    HttpAddress,
 }
 
 impl Key {
-    pub const ALL: [Key; 9] = [
+    pub const ALL: [Key; 10] = [
         Key::Files,
         Key::Network,
         Key::Env,
@@ -94,6 +99,7 @@ impl Key {
         Key::CpuDeadline,
         Key::HttpConcurrency,
         Key::HttpTimeout,
+        Key::HttpAddress,
     ];
 
     /// The key's name after [`ANNOTATION_PREFIX`].
@@ -108,6 +114,7 @@ impl Key {
             Key::CpuDeadline => "cpu-deadline",
             Key::HttpConcurrency => "http-concurrency",
             Key::HttpTimeout => "http-timeout",
+            Key::HttpAddress => "http-address",
         }
     }
 
@@ -151,6 +158,7 @@ pub struct Statement {
     pub cpu_deadline: Option<Duration>,
     pub http_concurrency: Option<u32>,
     pub http_timeout: Option<Duration>,
+    pub http_address: Option<std::net::SocketAddr>,
 }
 
 impl Statement {
@@ -189,14 +197,13 @@ impl Statement {
                     statement.cpu_deadline = Some(parse_duration(value).map_err(malformed)?)
                 }
                 Key::HttpConcurrency => {
-                    let count = parse_count(value).map_err(malformed)?;
-                    if count == 0 {
-                        return Err(malformed("no request could ever be served".to_string()));
-                    }
-                    statement.http_concurrency = Some(count)
+                    statement.http_concurrency = Some(parse_count(value).map_err(malformed)?)
                 }
                 Key::HttpTimeout => {
                     statement.http_timeout = Some(parse_duration(value).map_err(malformed)?)
+                }
+                Key::HttpAddress => {
+                    statement.http_address = Some(parse_listen_address(value).map_err(malformed)?)
                 }
             }
         }
@@ -219,6 +226,8 @@ pub struct Capabilities {
     pub http_concurrency: Option<u32>,
     /// How long one served request may take; `None`: the engine's default.
     pub http_timeout: Option<Duration>,
+    /// Where a served component listens; `None`: the container's variable or the default.
+    pub http_address: Option<std::net::SocketAddr>,
 }
 
 impl Default for Capabilities {
@@ -235,6 +244,7 @@ impl Default for Capabilities {
             cpu_deadline: None,
             http_concurrency: None,
             http_timeout: None,
+            http_address: None,
         }
     }
 }
@@ -256,6 +266,7 @@ impl Capabilities {
                 Key::CpuDeadline => self.cpu_deadline.is_some(),
                 Key::HttpConcurrency => self.http_concurrency.is_some(),
                 Key::HttpTimeout => self.http_timeout.is_some(),
+                Key::HttpAddress => self.http_address.is_some(),
             })
             .collect()
     }
@@ -306,6 +317,8 @@ pub fn resolve(
         cpu_deadline: smaller(grant.cpu_deadline, declared.cpu_deadline),
         http_concurrency: smaller(grant.http_concurrency, declared.http_concurrency),
         http_timeout: smaller(grant.http_timeout, declared.http_timeout),
+        // A setting, not a reach: the pod says where it serves, else the image.
+        http_address: grant.http_address.or(declared.http_address),
     })
 }
 
@@ -406,6 +419,8 @@ mod tests {
             ("wasmrunner.dev/cpu-deadline", "0s"),
             ("wasmrunner.dev/http-concurrency", "0"),
             ("wasmrunner.dev/http-timeout", "soon"),
+            ("wasmrunner.dev/http-address", "localhost:80"),
+            ("wasmrunner.dev/http-address", "0"),
         ] {
             assert!(
                 grant(&[(key, value)]).is_err(),
@@ -437,6 +452,18 @@ mod tests {
         assert_eq!(caps.instances, Some(3));
         assert_eq!(caps.http_concurrency, Some(8));
         assert_eq!(caps.http_timeout, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn the_pods_http_address_wins_over_the_images() {
+        let declared = image(&[("wasmrunner.dev/http-address", "9000")]);
+        let caps = resolve(Statement::default(), declared.clone(), None).unwrap();
+        assert_eq!(caps.http_address, Some(([0, 0, 0, 0], 9000).into()));
+        let pod = grant(&[("wasmrunner.dev/http-address", "127.0.0.1:8081")]).unwrap();
+        let caps = resolve(pod, declared, None).unwrap();
+        assert_eq!(caps.http_address, Some(([127, 0, 0, 1], 8081).into()));
+        let v6 = grant(&[("wasmrunner.dev/http-address", "[::1]:8082")]).unwrap();
+        assert_eq!(v6.http_address, Some("[::1]:8082".parse().unwrap()));
     }
 
     #[test]

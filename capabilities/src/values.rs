@@ -27,6 +27,21 @@ pub fn parse_bytes(value: &str) -> Result<u64, String> {
     }
 }
 
+/// Where to listen: `ADDRESS:PORT` (an IPv6 address in brackets), or a bare `PORT` for every
+/// IPv4 address (`0.0.0.0:PORT`). Port zero is refused.
+pub fn parse_listen_address(value: &str) -> Result<std::net::SocketAddr, String> {
+    let address = match value.parse::<u16>() {
+        Ok(port) => std::net::SocketAddr::from(([0, 0, 0, 0], port)),
+        Err(_) => value.parse().map_err(|_| {
+            format!("{value:?} is not an address to listen on (ADDRESS:PORT, or PORT)")
+        })?,
+    };
+    if address.port() == 0 {
+        return Err("port 0 picks no port".to_string());
+    }
+    Ok(address)
+}
+
 /// A positive count.
 pub fn parse_count(value: &str) -> Result<u32, String> {
     match value.parse::<u32>() {

@@ -74,6 +74,7 @@ const ENFORCED: &[(&str, &[&str])] = &[
             "cpu-deadline",
             "http-concurrency",
             "http-timeout",
+            "http-address",
         ],
     ),
     ("wasmedge", &["files", "env", "memory"]),

@@ -39,6 +39,8 @@ pub fn cases() -> Vec<Case> {
             listen_outside_the_grant,
         )
         .needs(&[Needs::Components]),
+        Case::new("address_from_the_annotation", address_from_the_annotation)
+            .needs(&[Needs::Components]),
         Case::new("pods_served_at_their_pod_ip", pods_served_at_their_pod_ip)
             .needs(&[Needs::Components]),
         Case::new("socket_server_component", socket_server_component).needs(&[Needs::Components]),
@@ -365,6 +367,30 @@ fn listen_outside_the_grant(env: &Env) -> Result<()> {
         "serving without a listen grant: {out}"
     );
     Ok(())
+}
+
+/// `wasmrunner.dev/http-address` says where to serve, over the container's variable.
+fn address_from_the_annotation(env: &Env) -> Result<()> {
+    let (port, decoy) = (free_port()?, free_port()?);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let flags = [
+        "--net-host".to_string(),
+        "--env".to_string(),
+        format!("{ADDRESS_ENV}=127.0.0.1:{decoy}"),
+        "--annotation".to_string(),
+        format!("wasmrunner.dev/http-address={addr}"),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let task = env.spawn_attached(TestImage::HttpHello, &flags, &[])?;
+    let served = Served { task, addr };
+    let hello = http::wait_until_serving(addr, "/", SERVE_TIMEOUT)?;
+    expect(&hello, 200, HTTP_HELLO, "GET / at the annotation's address")?;
+    let decoy: SocketAddr = ([127, 0, 0, 1], decoy).into();
+    ensure!(
+        http::refused(decoy),
+        "something serves at the variable's address {decoy} too"
+    );
+    served.stop(env)
 }
 
 /// Pods on the CNI bridge, each served at its own pod IP on 8080 (two at once: in shared

@@ -6,7 +6,7 @@
 //!   whether or not it also exports `wasi:cli/run` (its `run` is then not called: a pod is a
 //!   server or a command, and a component that offers a handler was built to be served).
 //! - **Where.** `0.0.0.0:8080`, or the container's [`HTTP_ADDRESS_ENV`] (runwasi's name; the
-//!   guest does not see it). The listening socket is this process's, made in the
+//!   guest does not see it), or `wasmrunner.dev/http-address`, which wins. The listening socket is this process's, made in the
 //!   container's network namespace and cgroup: the guest never holds it, it only sees each
 //!   request as a `wasi:http` resource and answers through the response outparam. The
 //!   address must lie inside the pod's network grant (`listen=PORT`), as a socket the guest
@@ -77,12 +77,17 @@ pub struct Settings {
 impl Settings {
     pub fn of(workload: &Workload<'_>) -> Result<Self, WorkloadError> {
         let caps = &workload.capabilities;
-        let text = workload.http_address.as_deref().unwrap_or(DEFAULT_ADDRESS);
-        let address: SocketAddr = text.parse().map_err(|e| {
-            WorkloadError::Policy(format!(
-                "{HTTP_ADDRESS_ENV}={text:?} is not an ADDRESS:PORT to serve on: {e}"
-            ))
-        })?;
+        let address = match (caps.http_address, workload.http_address.as_deref()) {
+            (Some(address), _) => address,
+            (None, text) => {
+                let text = text.unwrap_or(DEFAULT_ADDRESS);
+                text.parse::<SocketAddr>().map_err(|e| {
+                    WorkloadError::Policy(format!(
+                        "{HTTP_ADDRESS_ENV}={text:?} is not an ADDRESS:PORT to serve on: {e}"
+                    ))
+                })?
+            }
+        };
         if !caps.network.allows(address, SocketUse::Listen) {
             return Err(WorkloadError::Policy(format!(
                 "{} is served on {address}, and {} = {} does not allow listening on port {}",
