@@ -55,6 +55,10 @@ pub fn cases() -> Vec<Case> {
 const ADDRESS_ENV: &str = "WASMTIME_HTTP_PROXY_SOCKET_ADDR";
 const SERVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+fn loopback(port: u16) -> SocketAddr {
+    ([127, 0, 0, 1], port).into()
+}
+
 /// A `ctr run --net-host` of a server on its own loopback port; stopped with SIGKILL unless
 /// the case stops it otherwise.
 struct Served {
@@ -63,14 +67,39 @@ struct Served {
 }
 
 impl Served {
+    /// Served on a free loopback port, named by the container's address variable.
     fn start(env: &Env, image: TestImage, annotations: &[(&str, &str)]) -> Result<Self> {
-        let port = free_port()?;
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut flags = vec![
-            "--net-host".to_string(),
-            "--env".to_string(),
-            format!("{ADDRESS_ENV}={addr}"),
-        ];
+        Self::start_at(env, image, loopback(free_port()?), annotations)
+    }
+
+    /// Served at `addr`, named by the container's address variable.
+    fn start_at(
+        env: &Env,
+        image: TestImage,
+        addr: SocketAddr,
+        annotations: &[(&str, &str)],
+    ) -> Result<Self> {
+        Self::launch(
+            env,
+            image,
+            addr,
+            &[(ADDRESS_ENV, &addr.to_string())],
+            annotations,
+        )
+    }
+
+    /// `ctr run --net-host` of `image` with `vars` and `annotations`, once `addr` answers.
+    fn launch(
+        env: &Env,
+        image: TestImage,
+        addr: SocketAddr,
+        vars: &[(&str, &str)],
+        annotations: &[(&str, &str)],
+    ) -> Result<Self> {
+        let mut flags = vec!["--net-host".to_string()];
+        for (name, value) in vars {
+            flags.extend(["--env".to_string(), format!("{name}={value}")]);
+        }
         for (key, value) in annotations {
             flags.extend(["--annotation".to_string(), format!("{key}={value}")]);
         }
@@ -325,20 +354,18 @@ fn outgoing_http_follows_the_grant(env: &Env) -> Result<()> {
     open.stop(env)?;
 
     // The grant lets it listen on its own port and connect only to another one.
-    let port = free_port()?;
-    let rules = format!("listen={port},connect=127.0.0.1:{}", upstream.port() ^ 1);
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let flags = [
-        "--net-host".to_string(),
-        "--env".to_string(),
-        format!("{ADDRESS_ENV}={addr}"),
-        "--annotation".to_string(),
-        format!("wasmrunner.dev/network={rules}"),
-    ];
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let task = env.spawn_attached(TestImage::HttpHello, &flags, &[])?;
-    let closed = Served { task, addr };
-    http::wait_until_serving(addr, "/", SERVE_TIMEOUT)?;
+    let addr = loopback(free_port()?);
+    let rules = format!(
+        "listen={},connect=127.0.0.1:{}",
+        addr.port(),
+        upstream.port() ^ 1
+    );
+    let closed = Served::start_at(
+        env,
+        TestImage::HttpHello,
+        addr,
+        &[("wasmrunner.dev/network", &rules)],
+    )?;
     let denied = http::get(addr, &fetch)?;
     ensure!(
         denied.status == 502 && denied.text().contains("DestinationIpProhibited"),
@@ -371,21 +398,16 @@ fn listen_outside_the_grant(env: &Env) -> Result<()> {
 
 /// `wasmrunner.dev/http-address` says where to serve, over the container's variable.
 fn address_from_the_annotation(env: &Env) -> Result<()> {
-    let (port, decoy) = (free_port()?, free_port()?);
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let flags = [
-        "--net-host".to_string(),
-        "--env".to_string(),
-        format!("{ADDRESS_ENV}=127.0.0.1:{decoy}"),
-        "--annotation".to_string(),
-        format!("wasmrunner.dev/http-address={addr}"),
-    ];
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let task = env.spawn_attached(TestImage::HttpHello, &flags, &[])?;
-    let served = Served { task, addr };
-    let hello = http::wait_until_serving(addr, "/", SERVE_TIMEOUT)?;
+    let (addr, decoy) = (loopback(free_port()?), loopback(free_port()?));
+    let served = Served::launch(
+        env,
+        TestImage::HttpHello,
+        addr,
+        &[(ADDRESS_ENV, &decoy.to_string())],
+        &[("wasmrunner.dev/http-address", &addr.to_string())],
+    )?;
+    let hello = http::get(addr, "/")?;
     expect(&hello, 200, HTTP_HELLO, "GET / at the annotation's address")?;
-    let decoy: SocketAddr = ([127, 0, 0, 1], decoy).into();
     ensure!(
         http::refused(decoy),
         "something serves at the variable's address {decoy} too"
@@ -445,17 +467,10 @@ fn pods_served_at_their_pod_ip(env: &Env) -> Result<()> {
 
 /// A component that listens with `wasi:sockets` (Rust std's `TcpListener`) is a server too.
 fn socket_server_component(env: &Env) -> Result<()> {
-    let port = free_port()?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let flags = [
-        "--net-host".to_string(),
-        "--env".to_string(),
-        format!("PORT={port}"),
-    ];
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let task = env.spawn_attached(TestImage::SocketServer, &flags, &[])?;
-    let served = Served { task, addr };
-    let answer = http::wait_until_serving(addr, "/", SERVE_TIMEOUT)?;
+    let addr = loopback(free_port()?);
+    let port = addr.port().to_string();
+    let served = Served::launch(env, TestImage::SocketServer, addr, &[("PORT", &port)], &[])?;
+    let answer = http::get(addr, "/")?;
     expect(&answer, 200, SOCKET_HELLO, "GET / of the socket server")?;
     served.task.wait_for_stdout("accepted", SERVE_TIMEOUT)?;
     served.stop(env)
