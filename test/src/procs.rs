@@ -46,6 +46,38 @@ impl Process {
     }
 }
 
+/// The context switches every thread of process `pid` has made so far (voluntary and not,
+/// from `/proc/<pid>/task/*/status`): how often it woke up. `None` once it has exited.
+pub fn context_switches(pid: u32) -> Option<u64> {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0;
+    for thread in threads.flatten() {
+        // A thread that ended since the listing made no more switches.
+        let Ok(status) = std::fs::read_to_string(thread.path().join("status")) else {
+            continue;
+        };
+        total += status
+            .lines()
+            .filter(|line| line.contains("ctxt_switches:"))
+            .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Some(total)
+}
+
+/// How many times per second the processes `pids` woke up over `window`, together (a
+/// process that exits meanwhile counts what it made before).
+pub fn wakeups_per_second(pids: &[u32], window: Duration) -> f64 {
+    let before: Vec<Option<u64>> = pids.iter().map(|&pid| context_switches(pid)).collect();
+    std::thread::sleep(window);
+    let made: u64 = pids
+        .iter()
+        .zip(before)
+        .filter_map(|(&pid, before)| Some(context_switches(pid)?.saturating_sub(before?)))
+        .sum();
+    made as f64 / window.as_secs_f64()
+}
+
 /// Every live process of the host.
 pub fn all() -> Vec<Process> {
     let Ok(entries) = std::fs::read_dir("/proc") else {

@@ -3,12 +3,11 @@
 
 use std::sync::mpsc::{Sender, channel};
 
-use containerd_shim::Context;
 use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskStart};
 use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::topics;
-use containerd_shim::publisher::RemotePublisher;
 
+use super::forwarder::EventForwarder;
 use crate::failure::contain_panic;
 
 pub enum Event {
@@ -38,18 +37,18 @@ pub struct EventSink {
 }
 
 impl EventSink {
-    /// Starts the thread that forwards events to containerd for `namespace`.
-    pub fn start(publisher: RemotePublisher, namespace: String) -> Self {
+    /// Starts the thread that forwards events for `namespace` to containerd's ttrpc socket
+    /// at `address`.
+    pub fn start(address: &str, namespace: String) -> Self {
         let (tx, rx) = channel::<Event>();
+        let mut forwarder = EventForwarder::new(address);
         std::thread::Builder::new()
             .name("events".into())
             .spawn(move || {
                 for event in rx {
                     let (topic, message) = event.into_parts();
                     contain_panic(&format!("publishing {topic}"), || {
-                        if let Err(err) =
-                            publisher.publish(Context::default(), topic, &namespace, message)
-                        {
+                        if let Err(err) = forwarder.publish(topic, &namespace, message) {
                             tracing::warn!("publishing {topic}: {err}");
                         }
                     });

@@ -3,6 +3,7 @@
 
 mod events;
 mod exits;
+mod forwarder;
 mod options;
 mod process;
 mod task;

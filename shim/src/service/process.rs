@@ -21,6 +21,10 @@ use crate::module_cache::ModuleCache;
 use crate::sys::ExclusiveLock;
 use crate::version::Mode;
 
+/// Where containerd tells a shim its ttrpc socket is (containerd-shim reads it too, and
+/// refuses to start without it).
+const TTRPC_ADDRESS: &str = "TTRPC_ADDRESS";
+
 /// How long `shim start` waits for a running manager to answer.
 const ANNOUNCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -207,7 +211,12 @@ impl<S: Engine> containerd_shim::Shim for ShimProcess<S> {
     }
 
     fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
-        let events = EventSink::start(publisher, self.namespace.clone());
+        // containerd-shim's publisher keeps a reader thread that wakes every 10 ms for as long
+        // as it lives (see `forwarder`): drop it, which ends that thread, and send events
+        // with a client that sleeps between them.
+        drop(publisher);
+        let ttrpc_address = std::env::var(TTRPC_ADDRESS).unwrap_or_default();
+        let events = EventSink::start(&ttrpc_address, self.namespace.clone());
         let module_cache = self
             .node_module_cache
             .then(|| ModuleCache::for_engine(S::name()))

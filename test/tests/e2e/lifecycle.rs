@@ -6,8 +6,10 @@ use anyhow::{Context, Result, ensure};
 use containerd_shim_protos::shim::shim::StartRequest;
 use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
 use containerd_shim_protos::ttrpc;
+use wasmrunner_e2e::containerd::DaemonEnv;
 use wasmrunner_e2e::fixtures::Target;
 use wasmrunner_e2e::images::TestImage;
+use wasmrunner_e2e::procs;
 use wasmrunner_e2e::suite::delete_container;
 use wasmrunner_e2e::{Case, Env};
 
@@ -26,7 +28,51 @@ pub fn cases() -> Vec<Case> {
             "starting_a_running_task_is_refused",
             starting_a_running_task_is_refused,
         ),
+        Case::new("an_idle_shim_sleeps", an_idle_shim_sleeps),
     ]
+}
+
+/// At most this many wake-ups in [`IDLE_WINDOW`] of a shim whose one container sleeps (a
+/// stray one is allowed; containerd-shim's event client alone made 200, one per 10 ms).
+const IDLE_WAKEUPS: f64 = 5.0;
+const IDLE_WINDOW: Duration = Duration::from_secs(2);
+
+/// A running container whose module sleeps costs the node no CPU: its serving process (the
+/// manager in shared mode, with a containerd of its own so no other case's tasks are
+/// there), the zygote and its spare do not wake up.
+fn an_idle_shim_sleeps(env: &Env) -> Result<()> {
+    env.with_own_env("idle", DaemonEnv::new(), |env| {
+        let task =
+            env.start_attached(TestImage::Probe(Target::WasiP1), &["/probe.wasm", "sleep"])?;
+        let measured = idle_wakeups(env, &task.id);
+        task.kill_and_remove(env, Duration::from_secs(20))?;
+        let (server, rate) = measured?;
+        ensure!(
+            rate * IDLE_WINDOW.as_secs_f64() <= IDLE_WAKEUPS,
+            "the shim {server} and its zygotes woke up {rate:.1} times a second while its \
+             container slept"
+        );
+        Ok(())
+    })
+}
+
+/// The serving process of task `id` and how often per second it and its zygotes (not the
+/// container) woke up over [`IDLE_WINDOW`].
+fn idle_wakeups(env: &Env, id: &str) -> Result<(u32, f64)> {
+    let init = env.task_pid(id)?;
+    let server = procs::Process::of(init)
+        .with_context(|| format!("task {id}'s process {init} is gone"))?
+        .parent;
+    // Let the Start's replies and events settle.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut watched = vec![server];
+    watched.extend(
+        procs::children(server)
+            .into_iter()
+            .map(|child| child.pid)
+            .filter(|&pid| pid != init),
+    );
+    Ok((server, procs::wakeups_per_second(&watched, IDLE_WINDOW)))
 }
 
 /// A second Start of a running task is refused as a failed precondition (not an internal
