@@ -6,14 +6,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
+use wasmrunner_e2e::procs::wakeups_per_second;
 
 use crate::bench::Bench;
-use crate::procs::{Footprint, footprint};
+use crate::procs::{Footprint, footprint, own_processes};
 use crate::runtime::Runtime;
 use crate::signals;
 
 /// How many `ctr run -d` at once while filling up.
 const STARTERS: usize = 4;
+
+/// How long the runtime's own processes are watched for wake-ups while every container
+/// sleeps.
+const IDLE_WINDOW: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Point {
@@ -23,6 +28,9 @@ pub struct Point {
     pub footprint: Footprint,
     /// How long the footprint took to settle after the last start.
     pub settle_s: f64,
+    /// How often per second the runtime's own processes (not the containers') woke up
+    /// while every container slept: what idle pods cost the node's CPU.
+    pub idle_wakeups_per_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +47,14 @@ impl Memory {
             .iter()
             .find(|p| p.containers == containers)
             .map(|p| p.pss_per_container_kib / 1024.0)
+    }
+
+    pub fn idle_wakeups_per_s(&self, runtime: &Runtime, containers: usize) -> Option<f64> {
+        self.runtimes
+            .get(&runtime.key())?
+            .iter()
+            .find(|p| p.containers == containers)
+            .map(|p| p.idle_wakeups_per_s)
     }
 }
 
@@ -92,16 +108,20 @@ fn measure(
         start_all(&ids, |id| start_one(bench, runtime, &image, probe, id))?;
         let settle = Instant::now();
         let footprint = settled(bench, runtime, k)?;
+        let settle_s = settle.elapsed().as_secs_f64();
+        let own = own_processes(&runtime.shim_binary(), &bench.socket(), bench.namespace());
+        let idle_wakeups_per_s = wakeups_per_second(&own, IDLE_WINDOW);
         let total = footprint.total_kib();
         let point = Point {
             containers: k,
             total_pss_kib: total,
             pss_per_container_kib: total as f64 / k as f64,
             footprint,
-            settle_s: settle.elapsed().as_secs_f64(),
+            settle_s,
+            idle_wakeups_per_s,
         };
         eprintln!(
-            "memory: {} K={k}: {:.2} MiB per container",
+            "memory: {} K={k}: {:.2} MiB per container, {idle_wakeups_per_s:.1} wake-ups/s idle",
             runtime.label(),
             point.pss_per_container_kib / 1024.0
         );

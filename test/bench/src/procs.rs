@@ -206,6 +206,16 @@ pub fn footprint(shim_binary: &str, socket: &str, namespace: &str) -> Result<Foo
     Ok(footprint)
 }
 
+/// The runtime's own processes (serving processes and what they forked, not containers):
+/// what [`wasmrunner_e2e::procs::wakeups_per_second`] watches while containers sleep.
+pub fn own_processes(shim_binary: &str, socket: &str, namespace: &str) -> Vec<u32> {
+    members(&all(), shim_binary, socket, namespace)
+        .into_iter()
+        .filter(|(_, role, _)| *role != Role::Container)
+        .map(|(pid, _, _)| pid)
+        .collect()
+}
+
 /// The CPU time a process has used so far, its threads included (`utime + stime` of
 /// `/proc/<pid>/stat`), in seconds; `None` once it has exited.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {

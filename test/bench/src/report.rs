@@ -41,6 +41,7 @@ pub enum Unit {
     Seconds,
     TasksPerSecond,
     Mib,
+    WakeupsPerSecond,
 }
 
 impl Unit {
@@ -50,6 +51,7 @@ impl Unit {
             Unit::Seconds => format!("{value:.2} s"),
             Unit::TasksPerSecond => format!("{value:.1}/s"),
             Unit::Mib => format!("{value:.2} MiB"),
+            Unit::WakeupsPerSecond => format!("{value:.1}/s"),
         }
     }
 
@@ -61,7 +63,7 @@ impl Unit {
         }
         Some(match self {
             Unit::TasksPerSecond => baseline / value,
-            Unit::Seconds | Unit::Mib => value / baseline,
+            Unit::Seconds | Unit::Mib | Unit::WakeupsPerSecond => value / baseline,
         })
     }
 }
@@ -636,7 +638,7 @@ fn memory_rows(m: &Memory, sizes: &Sizes) -> Vec<Row> {
     counts.sort_unstable();
     counts.dedup();
     let mut rows = Vec::new();
-    for k in counts {
+    for &k in &counts {
         for e in Modes::all() {
             rows.push(
                 Row::new(
@@ -651,6 +653,25 @@ fn memory_rows(m: &Memory, sizes: &Sizes) -> Vec<Row> {
                     true,
                 )
                 .with_runwasi(|r| m.per_container_mib(r, k)),
+            );
+        }
+    }
+    // Idle wake-ups at the largest count only: they grow with the shims alive.
+    if let Some(&k) = counts.last() {
+        for e in Modes::all() {
+            rows.push(
+                Row::new(
+                    Section::Memory,
+                    format!("idle wake-ups of the shims (not the containers), {k} alive"),
+                    &e.engine,
+                    Unit::WakeupsPerSecond,
+                    m.idle_wakeups_per_s(&e.per_pod, k),
+                    m.idle_wakeups_per_s(&e.shared, k),
+                    m.idle_wakeups_per_s(&Runtime::Runc, k),
+                    "runc shims",
+                    false,
+                )
+                .with_runwasi(|r| m.idle_wakeups_per_s(r, k)),
             );
         }
     }
