@@ -22,9 +22,11 @@ use containerd_shim::util::{convert_to_any, timestamp};
 const SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
 const METHOD: &str = "Forward";
 
-/// How long one event may take to be written and answered. containerd answers at once; a
-/// containerd that does not is restarting, and the event is retried once on a new socket.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one event may take to be written and answered. containerd answers at once, even
+/// loaded; one that has not in this long is wedged or restarting, and the event is sent once
+/// more on a new socket (a late first copy makes a duplicate, which containerd tolerates
+/// better than a lost exit).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
