@@ -39,11 +39,6 @@ impl<'c> Laps<'c> {
         }
     }
 
-    /// Whether the operation is traced.
-    pub fn recording(&self) -> bool {
-        self.call.recording()
-    }
-
     /// Adds `key = value` to the lap under way (its span, when tracing).
     pub fn note(&mut self, key: &'static str, value: &str) {
         if self.call.recording() {

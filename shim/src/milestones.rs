@@ -1,15 +1,18 @@
-//! When a Wasm guest got going, told by the container's init process to the shim, for the
-//! spans of a traced task (see `telemetry`): when the workload was read and when the guest's
-//! first instruction was about to run.
+//! What a Wasm guest's init process tells the shim about its start: when the workload was
+//! read, when the guest's first instruction was about to run (the guest spans of a traced
+//! task, see `telemetry`), and, for a workload that could not run, why (which the shim logs
+//! at error level in containerd's log, beside the same words on the container's stderr).
 //!
 //! The channel is a FIFO in the task's state directory (host side, under the shim's state
-//! root), made by the shim at Create only when tracing is on. The shim holds its read end;
-//! the builder opens the write end before libcontainer clones the init process, which
-//! inherits it, and the scrub keeps it open. Why the guest cannot abuse it: a Wasm guest
-//! reaches no descriptor of its process (WASI hands it only its preopens and stdio, under
-//! numbers of its own); and whatever an engine that a guest escaped from wrote there, the
-//! shim reads at most [`MAX_READ`] bytes, only as `NAME UNIX_NANOS` lines of the names
-//! below, and only for span times: nothing it reads decides anything.
+//! root), made by the shim at Create for every Wasm task. The shim holds its read end; the
+//! builder opens the write end before libcontainer clones the init process, which inherits
+//! it, and the scrub keeps it open. Why the guest cannot abuse it: a Wasm guest reaches no
+//! descriptor of its process (WASI hands it only its preopens and stdio, under numbers of its
+//! own). Whatever an engine that a guest escaped from wrote there, the shim reads at most
+//! [`MAX_READ`] bytes, once, after the process exited; it takes only `NAME UNIX_NANOS` lines of
+//! the names below for span times, and one `failed REASON` line whose printable text (at most
+//! [`MAX_REASON`] bytes, never a line break) it logs as that container's own words. Nothing it
+//! reads decides anything.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -19,7 +22,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The most the shim reads from a task's FIFO: a few lines.
-const MAX_READ: usize = 256;
+const MAX_READ: usize = 1024;
+
+/// The longest reason the shim logs for a workload that could not run.
+pub const MAX_REASON: usize = 512;
+
+const FAILED: &str = "failed";
 
 /// A moment in a guest's start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +90,44 @@ impl Milestones {
             let _ = fifo.write_all(format!("{} {nanos}\n", milestone.name()).as_bytes());
         }
     }
+
+    /// Tells the shim why the workload could not run (the words it also wrote on its
+    /// stderr). Never blocks, never fails the guest.
+    pub fn failed(&self, reason: &str) {
+        if let Some(mut fifo) = self.fifo.as_deref() {
+            let _ = fifo.write_all(format!("{FAILED} {}\n", one_line(reason)).as_bytes());
+        }
+    }
+}
+
+/// `text` as one line of printable characters, at most [`MAX_REASON`] bytes.
+fn one_line(text: &str) -> String {
+    let mut line = String::with_capacity(text.len().min(MAX_REASON));
+    for c in text.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if line.len() + c.len_utf8() > MAX_REASON {
+            break;
+        }
+        line.push(c);
+    }
+    line
+}
+
+/// What a task's init process told the shim, read once after it exited.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GuestReport {
+    pub marks: Vec<(Milestone, SystemTime)>,
+    /// Why the workload could not run, in its own words.
+    pub failure: Option<String>,
+}
+
+impl GuestReport {
+    pub fn at(&self, wanted: Milestone) -> Option<SystemTime> {
+        self.marks
+            .iter()
+            .find(|(milestone, _)| *milestone == wanted)
+            .map(|(_, at)| *at)
+    }
 }
 
 /// The shim's end of a task's FIFO.
@@ -117,7 +163,7 @@ impl MilestoneReader {
     }
 
     /// What the guest's process wrote so far, without waiting.
-    pub fn read(&self) -> Vec<(Milestone, SystemTime)> {
+    pub fn read(&self) -> GuestReport {
         let mut buffer = [0u8; MAX_READ];
         let mut filled = 0;
         while filled < MAX_READ {
@@ -136,18 +182,25 @@ impl Drop for MilestoneReader {
     }
 }
 
-fn parse(bytes: &[u8]) -> Vec<(Milestone, SystemTime)> {
-    String::from_utf8_lossy(bytes)
-        .lines()
-        .filter_map(|line| {
-            let (name, nanos) = line.split_once(' ')?;
-            let nanos: u64 = nanos.trim().parse().ok()?;
-            Some((
-                Milestone::from_name(name)?,
-                UNIX_EPOCH + Duration::from_nanos(nanos),
-            ))
-        })
-        .collect()
+fn parse(bytes: &[u8]) -> GuestReport {
+    let mut report = GuestReport::default();
+    for line in String::from_utf8_lossy(bytes).lines() {
+        let Some((name, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        if name == FAILED {
+            // The first reason counts; it is cut again, whatever was written.
+            report.failure.get_or_insert_with(|| one_line(rest));
+            continue;
+        }
+        let (Some(milestone), Ok(nanos)) = (Milestone::from_name(name), rest.trim().parse()) else {
+            continue;
+        };
+        report
+            .marks
+            .push((milestone, UNIX_EPOCH + Duration::from_nanos(nanos)));
+    }
+    report
 }
 
 #[cfg(test)]
@@ -164,10 +217,11 @@ mod tests {
         writer.mark(Milestone::Running);
         let read = reader.read();
         assert_eq!(
-            read.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
+            read.marks.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
             [Milestone::Loaded, Milestone::Running]
         );
-        assert!(read[0].1 <= read[1].1);
+        assert!(read.marks[0].1 <= read.marks[1].1);
+        assert_eq!(read.failure, None);
         drop(reader);
         assert!(!path.exists(), "the FIFO outlived its reader");
     }
@@ -176,9 +230,34 @@ mod tests {
     fn junk_is_passed_over() {
         let read = parse(b"loaded 12\nrm -rf / 3\nrunning x\nrunning 15\n\xff\xfe");
         assert_eq!(
-            read.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
+            read.marks.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
             [Milestone::Loaded, Milestone::Running]
         );
+        assert_eq!(read.failure, None);
+    }
+
+    #[test]
+    fn a_failure_reaches_the_shim_as_one_short_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("task.milestones");
+        let reader = MilestoneReader::create(path.clone()).expect("fifo");
+        let writer = Milestones::open(Some(&path));
+        writer.mark(Milestone::Loaded);
+        writer.failed("no export \"_start\"\nlevel=error msg=forged\t\x1b[31m");
+        writer.failed("a second reason");
+        let read = reader.read();
+        assert_eq!(
+            read.failure.as_deref(),
+            Some("no export \"_start\" level=error msg=forged  [31m")
+        );
+        assert!(read.at(Milestone::Loaded).is_some());
+
+        let long = "x".repeat(5 * MAX_REASON);
+        let read = parse(format!("failed {long}\n").as_bytes());
+        assert_eq!(read.failure.map(|r| r.len()), Some(MAX_REASON));
+        // Multi-byte characters are not cut in half.
+        let wide = "é".repeat(MAX_REASON);
+        assert!(one_line(&wide).len() <= MAX_REASON);
     }
 
     #[test]

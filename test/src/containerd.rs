@@ -307,9 +307,19 @@ impl Containerd {
 
     /// How many lines of containerd's log have `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
+        self.log_lines_with(needle).len()
+    }
+
+    /// The lines of containerd's log that have `needle`.
+    pub fn log_lines_with(&self, needle: &str) -> Vec<String> {
         std::fs::read_to_string(self.root.join("containerd.log"))
-            .map(|text| text.lines().filter(|line| line.contains(needle)).count())
-            .unwrap_or(0)
+            .map(|text| {
+                text.lines()
+                    .filter(|line| line.contains(needle))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// A `ctr` command bound to this containerd and namespace.

@@ -97,7 +97,12 @@ impl<S: Engine> WorkloadExecutor<S> {
         let engine = <S::Sandbox as RunWorkload>::ENGINE;
         let fail = |what: &str, err: &dyn std::fmt::Display| {
             eprintln!("wasmrunner ({}): error: {what}: {err}", engine.name);
+            self.milestones.failed(&format!("{what}: {err}"));
             ENGINE_FAILURE
+        };
+        let report = |err: WorkloadError| {
+            self.milestones.failed(&err.to_string());
+            err.report(engine.name)
         };
         let code = self.compiled.lock().ok().and_then(|mut code| code.take());
         let ctx = WorkloadContext::new(spec, &self.wasm_layers);
@@ -136,7 +141,7 @@ impl<S: Engine> WorkloadExecutor<S> {
             });
         let workload = match prepared {
             Ok(workload) => workload,
-            Err(err) => return err.report(engine.name),
+            Err(err) => return report(err),
         };
         self.milestones.mark(Milestone::Loaded);
         // One thread: the guest runs on it, and nothing else in this process needs more.
@@ -146,7 +151,7 @@ impl<S: Engine> WorkloadExecutor<S> {
         {
             Ok(runtime) => runtime
                 .block_on(S::Sandbox::default().run_workload(workload))
-                .unwrap_or_else(|err| err.report(engine.name)),
+                .unwrap_or_else(report),
             Err(err) => fail("cannot start the engine's runtime", &err),
         }
     }

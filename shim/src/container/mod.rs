@@ -55,8 +55,8 @@ pub struct ContainerConfig {
     /// Fault injection for tests: the first build counts as lost to libcontainer's start-up
     /// race (see [`FAULT_STARTUP_RACE`]).
     pub inject_startup_race: bool,
-    /// The task's milestones FIFO, whose write end the init process inherits (traced tasks
-    /// only, see `crate::milestones`).
+    /// The task's milestones FIFO, whose write end the init process inherits (Wasm tasks,
+    /// see `crate::milestones`).
     pub milestones: Option<PathBuf>,
 }
 

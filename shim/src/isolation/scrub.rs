@@ -56,8 +56,8 @@ pub struct Scrub<'a> {
     /// The container's command line and environment (`NAME=value`), from its OCI spec.
     pub args: &'a [String],
     pub env: &'a [String],
-    /// The descriptors above stderr that stay open: the workload's compiled code and, for a
-    /// traced task, the write end of its milestones FIFO (see `crate::milestones`).
+    /// The descriptors above stderr that stay open: the workload's compiled code and the
+    /// write end of its milestones FIFO (see `crate::milestones`).
     pub keep_fds: Vec<RawFd>,
 }
 

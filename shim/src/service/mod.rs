@@ -389,8 +389,10 @@ impl<S: Engine> TaskService<S> {
         }
         let options = runtime_options(req)?;
         let state_root = state_root(bundle, S::name(), &self.inner.namespace);
+        let mut whose = self.inner.namespace.clone();
         if let Some(pod) = pod_of(&spec) {
-            laps.whose(format!("{}/{}", pod.namespace, pod.name));
+            whose = format!("{}/{}", pod.namespace, pod.name);
+            laps.whose(whose.clone());
             laps.attribute("k8s.pod.name", pod.name);
             laps.attribute("k8s.namespace.name", pod.namespace);
         }
@@ -445,8 +447,9 @@ impl<S: Engine> TaskService<S> {
         };
         let held_output = HeldOutput::open(Path::new(&req.stdout), Path::new(&req.stderr))
             .map_err(|e| internal(format!("holding the output fifos: {e}")))?;
-        // A traced guest tells when it got going (see `crate::milestones`).
-        let milestones = (laps.recording() && !native)
+        // A Wasm guest tells when it got going, and why it could not if it could not (see
+        // `crate::milestones`).
+        let milestones = (!native)
             .then(|| {
                 let path = state_root.join(format!("{}.milestones", req.id));
                 MilestoneReader::create(path)
@@ -486,6 +489,7 @@ impl<S: Engine> TaskService<S> {
             state_root,
             pid,
             held_output,
+            whose,
         ));
         if let Ok(mut trace) = task.guest_trace.lock() {
             trace.milestones = milestones;
@@ -515,6 +519,16 @@ impl<S: Engine> TaskService<S> {
             let status = code as u32;
             let at = watched.mark_stopped(status);
             watched.release_output();
+            // A workload that could not run says why on its stderr, and here for the
+            // node's operator.
+            let failure = (watched.guest_trace.lock().ok()).and_then(|mut g| g.read_at_exit());
+            if let Some(reason) = failure {
+                tracing::error!(
+                    "container {} ({}) exited with {status}: {reason}",
+                    watched.id,
+                    watched.whose
+                );
+            }
             // An OOM kill is signalled before the killed process is reaped; stopping (and
             // joining) the watch here hands it out first, so containerd gets TaskOOM before
             // TaskExit and CRI reports the container as OOMKilled.

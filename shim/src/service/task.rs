@@ -10,7 +10,7 @@ use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 
 use crate::cgroups::{ContainerCgroup, OomWatch};
 use crate::container::HeldOutput;
-use crate::milestones::{Milestone, MilestoneReader};
+use crate::milestones::{GuestReport, Milestone, MilestoneReader};
 use crate::telemetry::Parent;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,35 +40,46 @@ pub struct Task {
     pub start_gate: Mutex<StartGate>,
     /// The service's hold on the output fifos, until the workload exits.
     held_output: Mutex<Option<HeldOutput>>,
-    /// What the guest's spans need, when the task is traced.
+    /// What its init process reports (a Wasm task's), and the guest's spans when traced.
     pub guest_trace: Mutex<GuestTrace>,
+    /// Whose container this is in log lines: the pod (`namespace/name`) for CRI's, else
+    /// containerd's namespace.
+    pub whose: String,
 }
 
-/// A traced task's guest spans, recorded at Delete: the milestones its init process wrote,
-/// under its Start call's span.
+/// What a Wasm task's init process reports through its FIFO (see `crate::milestones`): read
+/// once when it exits, for the reason of a workload that could not run, and at Delete, for a
+/// traced task, its guest spans under the Start call's span.
 #[derive(Default)]
 pub struct GuestTrace {
     pub milestones: Option<MilestoneReader>,
     /// The Start call's span and when that call came.
     pub start: Option<(Parent, SystemTime)>,
+    report: Option<GuestReport>,
 }
 
 impl GuestTrace {
+    /// Reads what the init process wrote, once it has exited; returns why the workload could
+    /// not run, if that is what it said.
+    pub fn read_at_exit(&mut self) -> Option<String> {
+        let report = self.report.get_or_insert_with(|| {
+            self.milestones
+                .as_ref()
+                .map(MilestoneReader::read)
+                .unwrap_or_default()
+        });
+        report.failure.clone()
+    }
+
     /// Records `guest load` (Start to the workload read), `guest instantiate` (to the first
     /// instruction) and `guest run` (to `exited`), for what the init process reported.
-    pub fn record(self, exited: SystemTime) {
-        let (Some(reader), Some((parent, started))) = (self.milestones, self.start) else {
+    pub fn record(mut self, exited: SystemTime) {
+        self.read_at_exit();
+        let (Some(report), Some((parent, started))) = (self.report, self.start) else {
             return;
         };
-        let marks = reader.read();
-        let at = |wanted: Milestone| {
-            marks
-                .iter()
-                .find(|(milestone, _)| *milestone == wanted)
-                .map(|(_, at)| *at)
-        };
-        let loaded = at(Milestone::Loaded);
-        let running = at(Milestone::Running);
+        let loaded = report.at(Milestone::Loaded);
+        let running = report.at(Milestone::Running);
         if let Some(loaded) = loaded {
             parent.phase("guest load", started, loaded, Vec::new());
         }
@@ -95,6 +106,7 @@ impl Task {
         state_root: PathBuf,
         pid: u32,
         held_output: HeldOutput,
+        whose: String,
     ) -> Self {
         let [stdin, stdout, stderr] = stdio;
         Self {
@@ -112,6 +124,7 @@ impl Task {
             start_gate: Mutex::new(StartGate::default()),
             held_output: Mutex::new(Some(held_output)),
             guest_trace: Mutex::new(GuestTrace::default()),
+            whose,
         }
     }
 

@@ -251,8 +251,9 @@ fn check_bad(env: &Env, row: &Row) -> Result<()> {
         Made(make) => make(),
     };
     env.image(row.image)?;
+    let id = env.container_id("bad");
     let started = Instant::now();
-    let out = run(env, row.image, &flags, &args)?;
+    let out = run_as(env, &id, row.image, &flags, &args)?;
     let took = started.elapsed();
     println!(
         "{}::{}: {:?} in {:.1} s: {}",
@@ -286,9 +287,52 @@ fn check_bad(env: &Env, row: &Row) -> Result<()> {
     }
     let message = message.replace("{what}", &workload_name(row.image)?);
     expect_output(&out, &message)?;
+    if let Some(status) = status.filter(|status| SHIM_STATUSES.contains(status)) {
+        expect_logged(env, &id, status, &message)?;
+    }
     if let Some(also) = row.also {
         also(env, &out, took)?;
     }
+    Ok(())
+}
+
+/// The statuses the shim gives a workload it could not run, or that trapped or used its CPU
+/// deadline (see the module documentation); any other is the guest's own.
+const SHIM_STATUSES: [i32; 4] = [126, 127, 134, 152];
+
+/// containerd's log says at error level why container `id` could not run: `container ID
+/// (NAMESPACE) exited with STATUS: REASON`, the reason being what its stderr said (`pattern`'s
+/// start, up to its first `…` or quote, which the log escapes).
+fn expect_logged(env: &Env, id: &str, status: i32, pattern: &str) -> Result<()> {
+    let start = pattern
+        .split(['…', '"'])
+        .next()
+        .unwrap_or_default()
+        .trim_end();
+    let wanted = [
+        "level=error",
+        &format!("container {id} ("),
+        &format!("exited with {status}: "),
+        start,
+    ];
+    // containerd copies a shim's log lines into its own as they come: wait a little.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let logged = loop {
+        let found = env
+            .containerd
+            .log_lines_with(wanted[1])
+            .into_iter()
+            .any(|line| wanted.iter().all(|part| line.contains(part)));
+        if found || Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ensure!(
+        logged,
+        "containerd's log has no error line {wanted:?} for {id}; its lines on {id}:\n{}",
+        env.containerd.log_lines_with(id).join("\n")
+    );
     Ok(())
 }
 
@@ -340,16 +384,26 @@ fn workload_name(image: TestImage) -> Result<String> {
 /// `ctr run --rm [--platform wasi/wasm] FLAGS IMAGE ID ARGS`, as `Env::run_rm_with` runs it
 /// but with args that need not be UTF-8; then checks the container left nothing behind.
 fn run(env: &Env, image: TestImage, flags: &[OsString], args: &[OsString]) -> Result<Outcome> {
+    run_as(env, &env.container_id("bad"), image, flags, args)
+}
+
+/// [`run`], as container `id`.
+fn run_as(
+    env: &Env,
+    id: &str,
+    image: TestImage,
+    flags: &[OsString],
+    args: &[OsString],
+) -> Result<Outcome> {
     let reference = env.image(image)?;
-    let id = env.container_id("bad");
     let mut command = env.containerd.ctr_command();
     command.args(["run", "--runtime", &env.engine.runtime(), "--rm"]);
     if image.has_wasm_layers() {
         command.args(["--platform", "wasi/wasm"]);
     }
-    command.args(flags).arg(&reference).arg(&id).args(args);
+    command.args(flags).arg(&reference).arg(id).args(args);
     let out = run_command_within(&mut command, RUN_LIMIT)?;
-    env.assert_clean(&id)
+    env.assert_clean(id)
         .with_context(|| format!("after `ctr run` of {}: {out}", image.name()))?;
     Ok(out)
 }

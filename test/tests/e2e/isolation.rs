@@ -18,10 +18,10 @@ use wasmrunner_e2e::{Case, Env};
 pub fn cases() -> Vec<Case> {
     vec![
         Case::new("a_module_guest_reaches_nothing", |env| {
-            guest_reaches_nothing(env, TestImage::Probe(Target::WasiP1), Traced::No)
+            guest_reaches_nothing(env, TestImage::Probe(Target::WasiP1))
         }),
         Case::new("an_artifact_guest_reaches_nothing", |env| {
-            guest_reaches_nothing(env, TestImage::ProbeArtifact, Traced::No)
+            guest_reaches_nothing(env, TestImage::ProbeArtifact)
         })
         .needs(&[Needs::WasmLayers]),
         Case::new("a_pod_guest_reaches_nothing", a_pod_guest_reaches_nothing),
@@ -34,30 +34,25 @@ pub fn cases() -> Vec<Case> {
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// The shims' own directory in containerd's state dir (`wasmrunner_shim::service::state_root`).
+const SHIM_STATE: &str = "io.containerd.wasmrunner.v1";
+
 /// What the probe's `escape` tries before the host paths it is given: 6 in `/proc`, 10
 /// descriptors through `/proc/self/fd`, 2 in `/sys`, 3 in `/dev`, 2 `..` paths, 2 symlinks.
 const FIXED_ESCAPES: usize = 6 + 10 + 2 + 3 + 2 + 2;
 
-/// Whether the guest's task is traced: its init process then holds the write end of its
-/// milestones FIFO (see `wasmrunner_shim::milestones`), and nothing else more.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Traced {
-    No,
-    Yes,
-}
-
 /// A neighbour container runs; the guest is given host paths (a file of the neighbour's
-/// rootfs, the node cache's code, containerd's config, and for a traced task the directory
-/// of its milestones FIFO) and tries every escape.
-pub fn guest_reaches_nothing(env: &Env, image: TestImage, traced: Traced) -> Result<()> {
+/// rootfs, the node cache's code, containerd's config, and the directory of its milestones
+/// FIFO) and tries every escape.
+pub fn guest_reaches_nothing(env: &Env, image: TestImage) -> Result<()> {
     let neighbour =
         env.start_attached(TestImage::Probe(Target::WasiP1), &["/probe.wasm", "sleep"])?;
-    let outcome = try_escapes(env, image, &neighbour, traced);
+    let outcome = try_escapes(env, image, &neighbour);
     neighbour.kill_and_remove(env, WAIT)?;
     outcome
 }
 
-fn try_escapes(env: &Env, image: TestImage, neighbour: &Attached, traced: Traced) -> Result<()> {
+fn try_escapes(env: &Env, image: TestImage, neighbour: &Attached) -> Result<()> {
     let neighbour_file = env
         .bundle_of(&neighbour.id)
         .join("rootfs/data/greeting.txt");
@@ -68,9 +63,7 @@ fn try_escapes(env: &Env, image: TestImage, neighbour: &Attached, traced: Traced
     );
     let mut host_paths = vec![neighbour_file, env.containerd.root().join("config.toml")];
     host_paths.extend(env.containerd.module_cache_entries().into_iter().next());
-    if traced == Traced::Yes {
-        host_paths.push(milestones_dir(env));
-    }
+    host_paths.push(milestones_dir(env));
     let host_paths: Vec<String> = host_paths
         .iter()
         .map(|path| path.display().to_string())
@@ -81,7 +74,7 @@ fn try_escapes(env: &Env, image: TestImage, neighbour: &Attached, traced: Traced
     let guest = env.start_attached_with(image, &["--env", "GUEST_MARKER=visible"], &args)?;
     let report = guest.stdout();
     let checked = check_guest_output(&report, FIXED_ESCAPES + 2 * host_paths.len())
-        .and_then(|()| check_guest_process(env, &guest.id, traced));
+        .and_then(|()| check_guest_process(env, &guest.id));
     if checked.is_ok() {
         // What each try got, in the suite's output: the record of what a guest meets.
         println!(
@@ -111,19 +104,21 @@ fn check_guest_output(stdout: &str, expected: usize) -> Result<()> {
 
 /// From the host: no privilege, a seccomp filter, no descriptor shared with any other
 /// process, and the container's own environment and command line only.
-fn check_guest_process(env: &Env, id: &str, traced: Traced) -> Result<()> {
+fn check_guest_process(env: &Env, id: &str) -> Result<()> {
     let pid = env.task_pid(id)?;
     check_privileges(pid)?;
-    let fifos = check_descriptors(env, pid, traced)?;
-    let expected = match traced {
-        Traced::No => 0,
-        Traced::Yes => 1,
-    };
-    ensure!(
-        fifos == expected,
-        "the guest's process {pid} holds {fifos} milestones FIFO(s), expected {expected} ({traced:?})"
-    );
+    check_one_milestones_fifo(pid, check_descriptors(env, pid)?)?;
     check_process_strings(env, id, pid)
+}
+
+/// A Wasm guest's process holds the write end of its milestones FIFO, once (through which
+/// its engine tells the shim when it got going, or why it could not).
+fn check_one_milestones_fifo(pid: u32, fifos: usize) -> Result<()> {
+    ensure!(
+        fifos == 1,
+        "the guest's process {pid} holds {fifos} milestones FIFO(s), expected 1"
+    );
+    Ok(())
 }
 
 /// Where the engine's shim keeps this run's tasks' state, their milestones FIFOs among it
@@ -131,7 +126,7 @@ fn check_guest_process(env: &Env, id: &str, traced: Traced) -> Result<()> {
 fn milestones_dir(env: &Env) -> std::path::PathBuf {
     env.containerd
         .state_dir()
-        .join("io.containerd.wasmrunner.v1")
+        .join(SHIM_STATE)
         .join(&env.engine.name)
         .join(&env.containerd.namespace)
 }
@@ -186,10 +181,11 @@ fn check_process_strings(env: &Env, id: &str, pid: u32) -> Result<()> {
 /// Above stderr the guest may hold: the node cache's code, read-only; its preopened root
 /// (`/`, which is its rootfs); memfds and anonymous inodes (the engine's own epoll, eventfd,
 /// memory images); sockets and pipes that no other process on the host holds (the engine's
-/// own); for a traced task, its milestones FIFO, write-only. Nothing else: no shim socket,
-/// log, bundle file or zygote channel. Returns how many milestones FIFOs it holds.
-fn check_descriptors(env: &Env, pid: u32, traced: Traced) -> Result<usize> {
-    let fifo_dir = (traced == Traced::Yes).then(|| milestones_dir(env));
+/// own); its milestones FIFO, write-only. Nothing else: no shim socket, log, bundle file or
+/// zygote channel. Returns how many milestones FIFOs it holds.
+fn check_descriptors(env: &Env, pid: u32) -> Result<usize> {
+    // The shims' state, whatever the containerd namespace (CRI's pods have their own).
+    let state = env.containerd.state_dir().join(SHIM_STATE);
     let mut fifos = 0;
     let cache = env.containerd.module_cache_dir();
     let elsewhere = held_by_others(pid);
@@ -216,9 +212,7 @@ fn check_descriptors(env: &Env, pid: u32, traced: Traced) -> Result<usize> {
             .unwrap_or(u32::MAX);
         let read_only = flags & libc::O_ACCMODE as u32 == libc::O_RDONLY as u32;
         let write_only = flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32;
-        let milestones = fifo_dir.as_ref().is_some_and(|dir| {
-            Path::new(&target).starts_with(dir) && target.ends_with(".milestones")
-        });
+        let milestones = Path::new(&target).starts_with(&state) && target.ends_with(".milestones");
         if milestones && write_only {
             fifos += 1;
             continue;
@@ -285,11 +279,7 @@ fn a_pod_guest_reaches_nothing(env: &Env) -> Result<()> {
         check_guest_output(&format!("{}\n", lines.join("\n")), FIXED_ESCAPES)?;
         let pid = pod.container_pid(&guest)?;
         check_privileges(pid)?;
-        let fifos = check_descriptors(env, pid, Traced::No)?;
-        ensure!(
-            fifos == 0,
-            "an untraced guest holds {fifos} milestones FIFO(s)"
-        );
+        check_one_milestones_fifo(pid, check_descriptors(env, pid)?)?;
         Ok(())
     })();
     pod.remove()?.assert_clean()?;
