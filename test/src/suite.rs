@@ -27,6 +27,8 @@ use crate::leaks::{Trace, assert_clean};
 pub enum Needs {
     /// The shared-manager mode (there is a manager to count, kill, or keep).
     SharedMode,
+    /// The per-pod mode (each `shim start` starts a serving process of its own).
+    PerPodMode,
     /// containerd that unpacks images with wasm-typed layers.
     WasmLayers,
     /// A Create that compiles on the host (see [`Env::host_compiled`]): a rootfs module into
@@ -69,6 +71,9 @@ impl Case {
             )),
             Needs::SharedMode if env.engine.mode != Mode::Shared => {
                 Some("only the shared-manager mode has a manager".to_string())
+            }
+            Needs::PerPodMode if env.engine.mode != Mode::PerPod => {
+                Some("a shared-mode start starts no serving process of its own".to_string())
             }
             Needs::Components if !env.engine.runs_components() => {
                 Some(format!("{} runs no components", env.engine.name))

@@ -53,7 +53,8 @@ use crate::module_cache::{CompiledModule, ModuleCache};
 use crate::telemetry::{Call, Telemetry};
 use crate::version::Mode;
 
-/// How long an idle manager (shared mode) stays up, unless `WASMRUNNER_MANAGER_IDLE_SECS` says.
+/// How long a serving process with nothing to serve stays up (an idle manager in shared
+/// mode, a per-pod shim that no Create reached), unless `WASMRUNNER_MANAGER_IDLE_SECS` says.
 const MANAGER_IDLE_EXIT: Duration = Duration::from_secs(300);
 
 fn manager_idle_exit() -> Duration {
@@ -90,6 +91,8 @@ struct Inner {
     content_store: tokio::sync::OnceCell<ContentStore>,
     /// Creates under way: a manager is not idle while one is, even with no task listed yet.
     creating: AtomicUsize,
+    /// Whether a Create ever reached this process (see `TaskService::exit_if_never_used`).
+    used: AtomicBool,
     /// The same, by task id, each with whether containerd has given up on it (see
     /// `TaskService::shutdown`).
     in_flight: Mutex<HashMap<String, bool>>,
@@ -187,6 +190,7 @@ struct Creating<'a> {
 
 impl<'a> Creating<'a> {
     fn new(inner: &'a Inner, id: &str) -> Self {
+        inner.used.store(true, Ordering::SeqCst);
         inner.creating.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut creates) = inner.in_flight.lock() {
             creates.insert(id.to_string(), false);
@@ -266,7 +270,7 @@ impl<S: Engine> TaskService<S> {
             .enable_all()
             .build()?;
         let telemetry = Telemetry::from_env(&serving_binary(), &runtime);
-        Ok(Self {
+        let service = Self {
             inner: Arc::new(Inner {
                 mode,
                 policy,
@@ -280,6 +284,7 @@ impl<S: Engine> TaskService<S> {
                 runtime,
                 content_store: tokio::sync::OnceCell::new(),
                 creating: AtomicUsize::new(0),
+                used: AtomicBool::new(false),
                 in_flight: Mutex::new(HashMap::new()),
                 exit_after_creates: AtomicBool::new(false),
                 last_activity: Mutex::new(Instant::now()),
@@ -287,7 +292,29 @@ impl<S: Engine> TaskService<S> {
                 telemetry,
             }),
             compiler: OnceLock::new(),
-        })
+        };
+        if mode == Mode::PerPod {
+            service.exit_if_never_used(manager_idle_exit());
+        }
+        Ok(service)
+    }
+
+    /// A per-pod serving process that no Create reaches within `wait` of its start exits:
+    /// containerd gave up on it between `shim start` and Create (it died, or its Create
+    /// failed before reaching the shim), and nothing else would ever end it, its zygote and
+    /// its spare. One timer on the runtime's existing thread, which looks once.
+    fn exit_if_never_used(&self, wait: Duration) {
+        let inner = Arc::clone(&self.inner);
+        self.inner.runtime.spawn(async move {
+            tokio::time::sleep(wait).await;
+            if !inner.used.load(Ordering::SeqCst) {
+                tracing::warn!(
+                    "no task was created here in the {wait:?} after this shim started: \
+                     containerd gave up on it; exiting"
+                );
+                inner.exit_now();
+            }
+        });
     }
 
     fn task(&self, id: &str) -> TtrpcResult<Arc<Task>> {

@@ -38,7 +38,86 @@ pub fn cases() -> Vec<Case> {
         Case::new("node_cache_read_only", node_cache_read_only),
         Case::new("stop_with_a_grace_period", stop_with_a_grace_period),
         Case::new("cri_stop_with_a_timeout", cri_stop_with_a_timeout),
+        Case::new(
+            "a_shim_no_create_reaches_exits",
+            a_shim_no_create_reaches_exits,
+        )
+        .needs(&[Needs::PerPodMode]),
     ]
+}
+
+/// How long a serving process with nothing to serve stays up in
+/// [`a_shim_no_create_reaches_exits`] (`WASMRUNNER_MANAGER_IDLE_SECS`).
+const UNUSED_SECS: u64 = 2;
+
+/// containerd can give up on a shim between `shim start` and Create (it died, or its Create
+/// failed before reaching the shim). The serving process that start spawned, its zygote and
+/// its spare then have nothing to serve and nobody to end them: they exit by themselves once
+/// the idle time is up, and take their socket with them. Here `shim start` is run as
+/// containerd runs it, and no Create follows.
+fn a_shim_no_create_reaches_exits(env: &Env) -> Result<()> {
+    let id = env.container_id("unused");
+    let namespace = env.containerd.namespace.clone();
+    let bundle = env.containerd.root().join(format!("bundle-{id}"));
+    std::fs::create_dir_all(&bundle)?;
+    // What `shim start` reads of the bundle: the spec's annotations (none: no pod).
+    std::fs::write(
+        bundle.join("config.json"),
+        r#"{"ociVersion":"1.0.2","process":{"user":{"uid":0,"gid":0},"args":["/hello.wasm"],"cwd":"/"},"root":{"path":"rootfs"}}"#,
+    )?;
+    let socket = env.containerd.socket();
+    let started = Command::new(env.engine.binary()?)
+        .current_dir(&bundle)
+        .env("TTRPC_ADDRESS", format!("{}.ttrpc", socket.display()))
+        .env("WASMRUNNER_MANAGER_IDLE_SECS", UNUSED_SECS.to_string())
+        .args(["-namespace", &namespace, "-id", &id, "-address"])
+        .arg(&socket)
+        .arg("start")
+        .output()
+        .context("running `shim start`")?;
+    let address = String::from_utf8_lossy(&started.stdout).trim().to_string();
+    ensure!(
+        started.status.success() && !address.is_empty(),
+        "`shim start` failed ({}): {address} {}",
+        started.status,
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let checked = (|| {
+        let path = PathBuf::from(address.strip_prefix("unix://").unwrap_or(&address));
+        let server = server_of(env, &env.containerd, &namespace, &id)
+            .with_context(|| format!("no serving process for {id} after its start"))?;
+        // The serving process forks its zygote and spare as it comes up.
+        let helpers = procs::poll(Duration::from_secs(5), || {
+            let children = procs::children(server);
+            (children.len() == 2).then_some(children)
+        })
+        .unwrap_or_default();
+        let mut family = vec![server];
+        family.extend(helpers.into_iter().map(|child| child.pid));
+        ensure!(
+            family.len() == 3 && path.exists(),
+            "expected the serving process, its zygote and its spare, and its socket {}; \
+             found {family:?}",
+            path.display()
+        );
+        let left = procs::wait_gone(&family, Duration::from_secs(UNUSED_SECS + 20));
+        for &pid in &left {
+            let _ = procs::kill9(pid);
+        }
+        ensure!(
+            left.is_empty(),
+            "{left:?} of {family:?} still run {} s after a start that no Create followed",
+            UNUSED_SECS + 20
+        );
+        ensure!(
+            !path.exists(),
+            "the socket {} outlived its shim",
+            path.display()
+        );
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&bundle);
+    checked
 }
 
 const PROBE: TestImage = TestImage::Probe(Target::WasiP1);
