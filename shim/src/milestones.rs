@@ -207,12 +207,18 @@ fn parse(bytes: &[u8]) -> GuestReport {
 mod tests {
     use super::*;
 
-    #[test]
-    fn what_the_init_process_writes_the_shim_reads() {
+    /// A task's FIFO in a temporary directory: the shim's end and the init process's.
+    fn channel() -> (tempfile::TempDir, PathBuf, MilestoneReader, Milestones) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("task.milestones");
         let reader = MilestoneReader::create(path.clone()).expect("fifo");
         let writer = Milestones::open(Some(&path));
+        (dir, path, reader, writer)
+    }
+
+    #[test]
+    fn what_the_init_process_writes_the_shim_reads() {
+        let (_dir, path, reader, writer) = channel();
         writer.mark(Milestone::Loaded);
         writer.mark(Milestone::Running);
         let read = reader.read();
@@ -238,10 +244,7 @@ mod tests {
 
     #[test]
     fn a_failure_reaches_the_shim_as_one_short_line() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("task.milestones");
-        let reader = MilestoneReader::create(path.clone()).expect("fifo");
-        let writer = Milestones::open(Some(&path));
+        let (_dir, _path, reader, writer) = channel();
         writer.mark(Milestone::Loaded);
         writer.failed("no export \"_start\"\nlevel=error msg=forged\t\x1b[31m");
         writer.failed("a second reason");

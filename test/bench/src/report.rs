@@ -637,43 +637,49 @@ fn memory_rows(m: &Memory, sizes: &Sizes) -> Vec<Row> {
     let mut counts = sizes.containers.clone();
     counts.sort_unstable();
     counts.dedup();
-    let mut rows = Vec::new();
-    for &k in &counts {
-        for e in Modes::all() {
-            rows.push(
+    // One row per engine of `figure` at `k` containers alive, beside runc's and runwasi's.
+    let rows_of = |figure: String,
+                   unit: Unit,
+                   baseline_is: &str,
+                   against_floor: bool,
+                   value: &dyn Fn(&Runtime) -> Option<f64>| {
+        Modes::all()
+            .into_iter()
+            .map(|e| {
                 Row::new(
                     Section::Memory,
-                    format!("PSS per container, {k} alive"),
+                    figure.clone(),
                     &e.engine,
-                    Unit::Mib,
-                    m.per_container_mib(&e.per_pod, k),
-                    m.per_container_mib(&e.shared, k),
-                    m.per_container_mib(&Runtime::Runc, k),
-                    "runc, native probe sleep",
-                    true,
+                    unit,
+                    value(&e.per_pod),
+                    value(&e.shared),
+                    value(&Runtime::Runc),
+                    baseline_is,
+                    against_floor,
                 )
-                .with_runwasi(|r| m.per_container_mib(r, k)),
-            );
-        }
+                .with_runwasi(value)
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut rows = Vec::new();
+    for &k in &counts {
+        rows.extend(rows_of(
+            format!("PSS per container, {k} alive"),
+            Unit::Mib,
+            "runc, native probe sleep",
+            true,
+            &|r| m.per_container_mib(r, k),
+        ));
     }
     // Idle wake-ups at the largest count only: they grow with the shims alive.
     if let Some(&k) = counts.last() {
-        for e in Modes::all() {
-            rows.push(
-                Row::new(
-                    Section::Memory,
-                    format!("idle wake-ups of the shims (not the containers), {k} alive"),
-                    &e.engine,
-                    Unit::WakeupsPerSecond,
-                    m.idle_wakeups_per_s(&e.per_pod, k),
-                    m.idle_wakeups_per_s(&e.shared, k),
-                    m.idle_wakeups_per_s(&Runtime::Runc, k),
-                    "runc shims",
-                    false,
-                )
-                .with_runwasi(|r| m.idle_wakeups_per_s(r, k)),
-            );
-        }
+        rows.extend(rows_of(
+            format!("idle wake-ups of the shims (not the containers), {k} alive"),
+            Unit::WakeupsPerSecond,
+            "runc shims",
+            false,
+            &|r| m.idle_wakeups_per_s(r, k),
+        ));
     }
     rows
 }
