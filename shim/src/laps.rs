@@ -16,8 +16,11 @@ pub struct Laps<'c> {
     whose: String,
     call: &'c Call,
     started: Instant,
-    started_wall: SystemTime,
     last: Instant,
+    /// When the previous lap ended by the wall clock, for spans: read at each lap, so that
+    /// a lap never ends after its operation's span (an `Instant` offset from one wall-clock
+    /// reading could, by the time between the two readings).
+    last_wall: SystemTime,
     laps: Vec<(&'static str, Duration)>,
     /// Attributes for the span of the lap under way.
     notes: Vec<KeyValue>,
@@ -32,8 +35,8 @@ impl<'c> Laps<'c> {
             whose: whose.to_string(),
             call,
             started: now,
-            started_wall: SystemTime::now(),
             last: now,
+            last_wall: SystemTime::now(),
             laps: Vec::new(),
             notes: Vec::new(),
         }
@@ -60,9 +63,10 @@ impl<'c> Laps<'c> {
     pub fn lap(&mut self, name: &'static str) {
         let now = Instant::now();
         if self.call.recording() {
-            let wall = |at: Instant| self.started_wall + (at - self.started);
+            let wall_now = SystemTime::now();
             let notes = std::mem::take(&mut self.notes);
-            self.call.phase(name, wall(self.last), wall(now), notes);
+            self.call.phase(name, self.last_wall, wall_now, notes);
+            self.last_wall = wall_now;
         }
         self.laps.push((name, now - self.last));
         self.last = now;
