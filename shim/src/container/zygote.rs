@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::engine::Engine;
-use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::signal::Signal;
 use libcontainer::syscall::syscall::SyscallType;
 use serde::{Deserialize, Serialize};
@@ -99,17 +99,25 @@ pub(super) fn fork_child(purpose: &str, name: &str) -> Result<Zygote, String> {
 /// leave their cgroup, runs in a child of its own, so it never holds the global zygote
 /// while other containers start, stop or are signalled.
 pub fn operate(state_root: &Path, id: &str, operation: Operation) -> Result<(), ContainerError> {
-    let args = (state_root.to_path_buf(), id.to_string(), operation);
+    let (root, name) = (state_root.to_path_buf(), id.to_string());
     let result = match operation {
         Operation::Delete => fork_child("a deleter", DELETER_NAME)
             .map_err(ContainerError::Zygote)?
-            .try_run(operate_in_zygote, args)
+            .try_run(operate_in_zygote, (root, name, operation, false))
             .map_err(|e| e.to_string()),
-        Operation::Start | Operation::Kill { .. } => with_zygote(|zygote| {
-            zygote
-                .try_run(operate_in_zygote, &args)
-                .map_err(|e| e.to_string())
-        }),
+        Operation::Start | Operation::Kill { .. } => {
+            // `with_zygote` runs the work again on the spare when the zygote died under it.
+            let tries = std::sync::atomic::AtomicU32::new(0);
+            with_zygote(|zygote| {
+                let again = tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0;
+                zygote
+                    .try_run(
+                        operate_in_zygote,
+                        (root.clone(), name.clone(), operation, again),
+                    )
+                    .map_err(|e| e.to_string())
+            })
+        }
     };
     result
         .map_err(ContainerError::Zygote)?
@@ -185,8 +193,9 @@ fn set_groups(groups: &[u32]) -> Result<(), String> {
 }
 
 // Runs in the zygote.
+/// `again`: the first try's zygote died under it, and may have done the operation already.
 fn operate_in_zygote(
-    (state_root, id, operation): (PathBuf, String, Operation),
+    (state_root, id, operation, again): (PathBuf, String, Operation, bool),
 ) -> Result<(), String> {
     let dir = state_root.join(&id);
     if !dir.exists() {
@@ -197,6 +206,9 @@ fn operate_in_zygote(
     }
     let mut container = Container::load(dir.clone()).map_err(|e| format!("{e}"))?;
     let result = match operation {
+        // The dead zygote's try got as far as starting it (its state says so, or its process
+        // already ran and ended): started, not a failed Start of a container that runs.
+        Operation::Start if again && container.status() != ContainerStatus::Created => Ok(()),
         Operation::Start => container.start(),
         Operation::Kill { signal, all } => {
             let signal = Signal::try_from(signal as i32).map_err(|e| format!("{e}"))?;
