@@ -287,7 +287,12 @@ fn check_bad(env: &Env, row: &Row) -> Result<()> {
     }
     let message = message.replace("{what}", &workload_name(row.image)?);
     expect_output(&out, &message)?;
-    if let Some(status) = status.filter(|status| SHIM_STATUSES.contains(status)) {
+    // Per pod only: a manager writes its log lines into the fifo of its newest task that
+    // takes them (`wasmrunner_shim::logging`), and a line there is lost if containerd deletes
+    // that task before it copied it, which a busy suite does.
+    if let Some(status) = status.filter(|status| SHIM_STATUSES.contains(status))
+        && env.engine.mode == Mode::PerPod
+    {
         expect_logged(env, &id, status, &message)?;
     }
     if let Some(also) = row.also {
