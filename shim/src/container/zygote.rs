@@ -192,8 +192,8 @@ fn set_groups(groups: &[u32]) -> Result<(), String> {
     Ok(())
 }
 
-// Runs in the zygote.
-/// `again`: the first try's zygote died under it, and may have done the operation already.
+/// Runs in the zygote. `again`: the first try's zygote died under it, and may have done the
+/// operation already.
 fn operate_in_zygote(
     (state_root, id, operation, again): (PathBuf, String, Operation, bool),
 ) -> Result<(), String> {
