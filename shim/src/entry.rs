@@ -1,5 +1,4 @@
 use crate::engine::{Engine, RunWorkload};
-use containerd_shim::Config;
 
 use crate::container;
 use crate::isolation::NodePolicy;
@@ -73,17 +72,18 @@ pub fn run<S: Engine>() {
         Mode::PerPod => info.runtime_name(),
         Mode::Shared => info.shared_runtime_name(),
     };
-    ShimProcess::<S>::configure(ServingConfig {
+    let serving = ServingConfig {
         mode,
         node_module_cache: info.features.contains(&NODE_MODULE_CACHE),
         policy: NodePolicy::from_env(),
-    });
-    containerd_shim::run::<ShimProcess<S>>(
-        &runtime_name,
-        Some(Config {
-            default_log_level,
-            no_setup_logger: true,
-            ..Default::default()
-        }),
-    );
+    };
+    let ran = ShimProcess::<S>::new(flags, serving).and_then(ShimProcess::run);
+    if let Err(err) = ran {
+        // containerd shows what a failed `start` or `delete` prints here.
+        eprintln!("{runtime_name}: {err:#}");
+        std::process::exit(1);
+    }
+    // Serving ends here too: exit without tearing down what still runs on its threads (a
+    // compile a gone-away containerd gave up on must not hold the exit).
+    std::process::exit(0);
 }

@@ -46,6 +46,11 @@ impl Process {
     }
 }
 
+/// How many threads process `pid` has now; `None` once it has exited.
+pub fn threads(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.count())
+}
+
 /// The context switches every thread of process `pid` has made so far (voluntary and not,
 /// from `/proc/<pid>/task/*/status`): how often it woke up. `None` once it has exited.
 pub fn context_switches(pid: u32) -> Option<u64> {

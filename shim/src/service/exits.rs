@@ -1,12 +1,13 @@
-//! Exit statuses of container processes. containerd-shim's reaper (the shim is a subreaper)
-//! waits for every child and reports `(pid, status)` to its monitor; one thread here turns
-//! those reports into calls to the waiting task.
+//! Exit statuses of this process's children. The serving process is a subreaper: every
+//! container init (and every orphan under it) ends as its child. One thread here waits for
+//! them on SIGCHLD and hands each status to the task watching that pid.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use containerd_shim::monitor::{Subject, Topic, monitor_subscribe};
+use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
 use crate::failure::contain_panic;
 
@@ -69,37 +70,74 @@ pub struct ExitWatcher {
 }
 
 impl ExitWatcher {
-    /// Subscribes to the reaper's reports and starts the thread that dispatches them.
+    /// Takes over SIGCHLD (and SIGTERM and SIGINT, which a serving process outlives, as
+    /// containerd's Go shims do: containerd ends a shim with Shutdown or SIGKILL) and starts
+    /// the reaper thread.
     pub fn start() -> std::io::Result<Self> {
         let watcher = Self::default();
-        let subscription =
-            monitor_subscribe(Topic::Pid).map_err(|e| std::io::Error::other(e.to_string()))?;
-        let watches = Arc::clone(&watcher.watches);
+        let mut signals = Signals::new([SIGCHLD, SIGTERM, SIGINT])?;
+        let reaper = watcher.clone();
         std::thread::Builder::new()
-            .name("exits".into())
+            .name("reaper".into())
             .spawn(move || {
-                for event in subscription.rx.iter() {
-                    let Subject::Pid(pid) = event.subject else {
-                        continue;
-                    };
-                    let on_exit = {
-                        let mut watches = watches.lock().unwrap_or_else(PoisonError::into_inner);
-                        match watches.waiting.remove(&pid) {
-                            Some(on_exit) => Some(on_exit),
-                            None => {
-                                watches.keep_early(pid, event.exit_code, Instant::now());
-                                None
-                            }
-                        }
-                    };
-                    if let Some(on_exit) = on_exit {
-                        contain_panic(&format!("the exit handler of pid {pid}"), || {
-                            on_exit(event.exit_code)
-                        });
+                for signal in signals.forever() {
+                    if signal == SIGCHLD {
+                        reaper.reap();
+                    } else {
+                        tracing::debug!("signal {signal} received; serving on");
                     }
                 }
             })?;
         Ok(watcher)
+    }
+
+    /// Waits for every child that has ended (one SIGCHLD may stand for several).
+    fn reap(&self) {
+        loop {
+            let mut raw = 0;
+            // SAFETY: waitpid only writes the status into `raw`, a local that outlives it.
+            let pid = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG) };
+            if pid > 0 {
+                let status = if libc::WIFSIGNALED(raw) {
+                    128 + libc::WTERMSIG(raw)
+                } else if libc::WIFEXITED(raw) {
+                    libc::WEXITSTATUS(raw)
+                } else {
+                    continue;
+                };
+                // containerd-shim's own waits (its `mount_rootfs` runs `mount` in a child)
+                // hear from its monitor.
+                if let Err(err) = containerd_shim::monitor::monitor_notify_by_pid(pid, status) {
+                    tracing::warn!("reporting the exit of pid {pid}: {err}");
+                }
+                self.deliver(pid, status);
+                continue;
+            }
+            if pid < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            // 0: children left, none ended; ECHILD: no child at all.
+            break;
+        }
+    }
+
+    /// Hands `status` to the watch of `pid`, or keeps it for a watch that comes later.
+    fn deliver(&self, pid: i32, status: i32) {
+        let on_exit = {
+            let mut watches = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
+            match watches.waiting.remove(&pid) {
+                Some(on_exit) => Some(on_exit),
+                None => {
+                    watches.keep_early(pid, status, Instant::now());
+                    None
+                }
+            }
+        };
+        if let Some(on_exit) = on_exit {
+            contain_panic(&format!("the exit handler of pid {pid}"), || {
+                on_exit(status)
+            });
+        }
     }
 
     /// Calls `on_exit` with the exit status of `pid` (128 + N when killed by signal N), at
@@ -122,28 +160,27 @@ impl ExitWatcher {
 
 #[cfg(test)]
 mod tests {
-    /// A handler that panics does not stop the thread: the next exit is still delivered.
+    use super::*;
+
+    /// A handler that panics does not stop delivery: the next exit still arrives.
     #[test]
     fn a_panicking_handler_does_not_end_delivery() {
-        let watcher = ExitWatcher::start().expect("watcher");
-        // Pids no process here has: the reaper's monitor is only fed by this test.
+        let watcher = ExitWatcher::default();
+        // Pids no process here has.
         let (first, second) = (i32::MAX - 7, i32::MAX - 8);
         watcher.watch(first, |_| panic!("a broken handler"));
         let (tx, rx) = std::sync::mpsc::channel();
         watcher.watch(second, move |status| {
             let _ = tx.send(status);
         });
-        containerd_shim::monitor::monitor_notify_by_pid(first, 1).expect("notify");
-        containerd_shim::monitor::monitor_notify_by_pid(second, 3).expect("notify");
-        let status = rx.recv_timeout(Duration::from_secs(5));
+        watcher.deliver(first, 1);
+        watcher.deliver(second, 3);
         assert_eq!(
-            status.ok(),
+            rx.try_recv().ok(),
             Some(3),
             "the exit after a panicking handler was lost"
         );
     }
-
-    use super::*;
 
     #[test]
     fn an_early_exit_is_handed_to_a_watch_of_its_pid() {

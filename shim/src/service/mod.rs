@@ -6,6 +6,7 @@ mod exits;
 mod forwarder;
 mod options;
 mod process;
+mod server;
 mod task;
 
 use std::collections::HashMap;
@@ -27,7 +28,7 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::ttrpc;
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::protos::types::task::Status;
-use containerd_shim::{DeleteResponse, ExitSignal, TtrpcContext, TtrpcResult};
+use containerd_shim::{DeleteResponse, ExitSignal, TtrpcResult};
 use containerd_shim_wasm::shim::Compiler as _;
 
 use crate::engine::Engine;
@@ -64,6 +65,12 @@ fn manager_idle_exit() -> Duration {
         .map_or(MANAGER_IDLE_EXIT, Duration::from_secs)
 }
 
+/// How long a thread that ran a Task API call waits for the next before it ends.
+const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// A call's ttrpc metadata (containerd's `traceparent`, for one).
+type Metadata = HashMap<String, Vec<String>>;
+
 /// How long `Delete` waits for the exit status of a container it had to kill.
 const DELETE_EXIT_WAIT: Duration = Duration::from_secs(5);
 
@@ -85,7 +92,8 @@ struct Inner {
     events: EventSink,
     exits: ExitWatcher,
     exit: Arc<ExitSignal>,
-    /// Drives the gRPC calls to containerd's content store.
+    /// Serves the Task API (`server`) and drives the gRPC calls to containerd's content
+    /// store.
     runtime: tokio::runtime::Runtime,
     /// The connection to containerd's content store, made on first use and kept.
     content_store: tokio::sync::OnceCell<ContentStore>,
@@ -267,6 +275,10 @@ impl<S: Engine> TaskService<S> {
     ) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
+            .thread_name("serving")
+            // The threads that run Task API calls (see `server`) end when idle this long:
+            // an idle shim keeps none.
+            .thread_keep_alive(BLOCKING_KEEP_ALIVE)
             .enable_all()
             .build()?;
         let telemetry = Telemetry::from_env(&serving_binary(), &runtime);
@@ -315,6 +327,11 @@ impl<S: Engine> TaskService<S> {
                 inner.exit_now();
             }
         });
+    }
+
+    /// The runtime the ttrpc server runs on.
+    pub(super) fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.inner.runtime
     }
 
     fn task(&self, id: &str) -> TtrpcResult<Arc<Task>> {
@@ -770,10 +787,10 @@ impl<S: Engine> TaskService<S> {
     }
 
     /// The span of Task API call `name` about task `id` (nothing when tracing is off).
-    fn call(&self, name: &'static str, ctx: &TtrpcContext, id: &str) -> Call {
+    fn call(&self, name: &'static str, metadata: &Metadata, id: &str) -> Call {
         self.inner
             .telemetry
-            .call(name, &ctx.metadata, id, &self.inner.namespace)
+            .call(name, metadata, id, &self.inner.namespace)
     }
 
     fn kill_task(&self, req: &KillRequest) -> TtrpcResult<Empty> {
@@ -850,18 +867,24 @@ impl<S: Engine> TaskService<S> {
     }
 }
 
-impl<S: Engine> containerd_shim::Task for TaskService<S> {
+/// The Task API calls, as the ttrpc server (`server`) hands them over: each on a thread of
+/// its own but `Wait`, which waits on the runtime.
+impl<S: Engine> TaskService<S> {
     fn create(
         &self,
-        ctx: &TtrpcContext,
+        metadata: &Metadata,
         req: CreateTaskRequest,
     ) -> TtrpcResult<CreateTaskResponse> {
-        let call = self.call("Create", ctx, &req.id);
+        let call = self.call("Create", metadata, &req.id);
         traced(&call, self.create_task(req, &call))
     }
 
-    fn start(&self, ctx: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
-        let call = self.call("Start", ctx, &req.id);
+    pub(super) fn start(
+        &self,
+        metadata: &Metadata,
+        req: StartRequest,
+    ) -> TtrpcResult<StartResponse> {
+        let call = self.call("Start", metadata, &req.id);
         let started = no_exec(&req.exec_id)
             .and_then(|()| self.task(&req.id))
             .and_then(|task| self.start_task(&task, &call));
@@ -871,7 +894,7 @@ impl<S: Engine> containerd_shim::Task for TaskService<S> {
         })
     }
 
-    fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> TtrpcResult<StateResponse> {
+    pub(super) fn state(&self, req: StateRequest) -> TtrpcResult<StateResponse> {
         no_exec(&req.exec_id)?;
         let task = self.task(&req.id)?;
         let mut response = StateResponse {
@@ -896,21 +919,25 @@ impl<S: Engine> containerd_shim::Task for TaskService<S> {
         Ok(response)
     }
 
-    fn kill(&self, ctx: &TtrpcContext, req: KillRequest) -> TtrpcResult<Empty> {
-        let call = self.call("Kill", ctx, &req.id);
+    pub(super) fn kill(&self, metadata: &Metadata, req: KillRequest) -> TtrpcResult<Empty> {
+        let call = self.call("Kill", metadata, &req.id);
         call.attribute("signal", req.signal.to_string());
         traced(&call, self.kill_task(&req))
     }
 
-    fn delete(&self, ctx: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
-        let call = self.call("Delete", ctx, &req.id);
+    pub(super) fn delete(
+        &self,
+        metadata: &Metadata,
+        req: DeleteRequest,
+    ) -> TtrpcResult<DeleteResponse> {
+        let call = self.call("Delete", metadata, &req.id);
         let deleted = no_exec(&req.exec_id)
             .and_then(|()| self.task(&req.id))
             .and_then(|task| self.delete_task(&task, &call));
         traced(&call, deleted)
     }
 
-    fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
+    pub(super) fn pids(&self, req: PidsRequest) -> TtrpcResult<PidsResponse> {
         let task = self.task(&req.id)?;
         Ok(PidsResponse {
             processes: vec![ProcessInfo {
@@ -921,11 +948,12 @@ impl<S: Engine> containerd_shim::Task for TaskService<S> {
         })
     }
 
-    fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
+    pub(super) async fn wait(&self, req: WaitRequest) -> TtrpcResult<WaitResponse> {
         no_exec(&req.exec_id)?;
         let task = self.task(&req.id)?;
         let (status, at) = task
-            .wait_stopped(None)
+            .stopped()
+            .await
             .ok_or_else(|| internal(format!("lost the exit status of task {}", req.id)))?;
         Ok(WaitResponse {
             exit_status: status,
@@ -934,7 +962,7 @@ impl<S: Engine> containerd_shim::Task for TaskService<S> {
         })
     }
 
-    fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> TtrpcResult<StatsResponse> {
+    pub(super) fn stats(&self, req: StatsRequest) -> TtrpcResult<StatsResponse> {
         let task = self.task(&req.id)?;
         let known = task.cgroup.lock().ok().and_then(|c| c.clone());
         let cgroup = match known {
@@ -950,7 +978,7 @@ impl<S: Engine> containerd_shim::Task for TaskService<S> {
 
     /// Also how `shim start` tells a manager that containerd is about to send it a task: the
     /// manager then stays up for another idle period (see `ShimProcess::start_shim`).
-    fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> TtrpcResult<ConnectResponse> {
+    pub(super) fn connect(&self, req: ConnectRequest) -> TtrpcResult<ConnectResponse> {
         self.inner.touch();
         let task_pid = self.task(&req.id).map(|task| task.pid).unwrap_or_default();
         Ok(ConnectResponse {
@@ -970,7 +998,7 @@ impl<S: Engine> containerd_shim::Task for TaskService<S> {
     /// restarted while a Create ran, find no task in the shim, take it for a leaked one
     /// (containerd#6860), delete and shut it down, and remove the bundle. The Create then stops before it writes into the bundle (it cannot be cut
     /// short in the middle of a compile), keeps nothing, and a per-pod shim exits after it.
-    fn shutdown(&self, _ctx: &TtrpcContext, req: ShutdownRequest) -> TtrpcResult<Empty> {
+    pub(super) fn shutdown(&self, req: ShutdownRequest) -> TtrpcResult<Empty> {
         if self.inner.abandon(&req.id) {
             tracing::warn!(
                 "containerd shut down task {} while it was being created: its create is given up",
@@ -992,22 +1020,22 @@ impl<S: Engine> containerd_shim::Task for TaskService<S> {
         Ok(Empty::new())
     }
 
-    fn close_io(&self, _ctx: &TtrpcContext, _req: CloseIORequest) -> TtrpcResult<Empty> {
+    pub(super) fn close_io(&self, _req: CloseIORequest) -> TtrpcResult<Empty> {
         Ok(Empty::new())
     }
 
-    fn resize_pty(&self, _ctx: &TtrpcContext, _req: ResizePtyRequest) -> TtrpcResult<Empty> {
+    pub(super) fn resize_pty(&self, _req: ResizePtyRequest) -> TtrpcResult<Empty> {
         Ok(Empty::new())
     }
 
-    fn exec(&self, _ctx: &TtrpcContext, _req: ExecProcessRequest) -> TtrpcResult<Empty> {
+    pub(super) fn exec(&self, _req: ExecProcessRequest) -> TtrpcResult<Empty> {
         Err(status(
             ttrpc::Code::UNIMPLEMENTED,
             "exec processes are not supported by wasmrunner",
         ))
     }
 
-    fn update(&self, _ctx: &TtrpcContext, _req: UpdateTaskRequest) -> TtrpcResult<Empty> {
+    pub(super) fn update(&self, _req: UpdateTaskRequest) -> TtrpcResult<Empty> {
         Err(status(
             ttrpc::Code::UNIMPLEMENTED,
             "updating a running container's resources is not supported by wasmrunner",

@@ -1,20 +1,23 @@
 //! The shim process as containerd drives it: `start` (spawn or reuse the serving process and
 //! print its address), `delete` (clean up after a serving process that died), and serving.
 
+use std::io::Write as _;
 use std::marker::PhantomData;
+use std::os::unix::fs::FileTypeExt as _;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::engine::Engine;
-use containerd_shim::publisher::RemotePublisher;
-use containerd_shim::util::write_address;
-use containerd_shim::{Config, DeleteResponse, ExitSignal, Flags, StartOpts};
+use anyhow::Context as _;
+use containerd_shim::protos::protobuf::Message as _;
+use containerd_shim::util::{read_address, write_address};
+use containerd_shim::{DeleteResponse, ExitSignal, Flags, StartOpts};
 use oci_spec::runtime::Spec;
 
 use super::events::EventSink;
 use super::task::timestamp;
-use super::{TaskService, state_root, unmount_rootfs};
+use super::{TaskService, server, state_root, unmount_rootfs};
 use crate::container;
 use crate::isolation::NodePolicy;
 use crate::module_cache::ModuleCache;
@@ -90,7 +93,7 @@ pub fn container_left(bundle: &std::path::Path, engine: &str, namespace: &str, i
 const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
 
 /// How this process serves, chosen in `main` from the binary's name and the engine's
-/// features (containerd builds the shim through `Shim::new`, which cannot be given it).
+/// features.
 #[derive(Debug, Clone, Copy)]
 pub struct ServingConfig {
     pub mode: Mode,
@@ -100,51 +103,75 @@ pub struct ServingConfig {
     pub policy: NodePolicy,
 }
 
-static SERVING: OnceLock<ServingConfig> = OnceLock::new();
-
+/// One run of the shim binary as containerd drives it: `start`, `delete`, or serving.
 pub struct ShimProcess<S: Engine> {
     mode: Mode,
     node_module_cache: bool,
     policy: NodePolicy,
     id: String,
     namespace: String,
-    containerd_address: String,
-    exit: Arc<ExitSignal>,
+    /// containerd's ttrpc socket, for events (`TTRPC_ADDRESS`).
+    ttrpc_address: String,
+    flags: Flags,
     _engine: PhantomData<fn() -> S>,
 }
 
 impl<S: Engine> ShimProcess<S> {
-    /// Sets how this process serves; the first call wins.
-    pub fn configure(config: ServingConfig) {
-        let _ = SERVING.set(config);
-    }
-}
-
-impl<S: Engine> containerd_shim::Shim for ShimProcess<S> {
-    type T = TaskService<S>;
-
-    fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
-        let serving = SERVING.get().copied().unwrap_or(ServingConfig {
-            mode: Mode::PerPod,
-            node_module_cache: false,
-            policy: NodePolicy::default(),
-        });
-        Self {
+    /// containerd's command line and environment, as every action needs them.
+    pub fn new(flags: Flags, serving: ServingConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !flags.namespace.is_empty(),
+            "shim namespace cannot be empty"
+        );
+        let ttrpc_address = std::env::var(TTRPC_ADDRESS)
+            .with_context(|| format!("{TTRPC_ADDRESS} is not set: only containerd runs a shim"))?;
+        Ok(Self {
             mode: serving.mode,
             node_module_cache: serving.node_module_cache,
             policy: serving.policy,
-            id: args.id.clone(),
-            namespace: args.namespace.clone(),
-            containerd_address: args.address.clone(),
-            exit: Arc::new(ExitSignal::default()),
+            id: flags.id.clone(),
+            namespace: flags.namespace.clone(),
+            ttrpc_address,
+            flags,
             _engine: PhantomData,
+        })
+    }
+
+    /// Runs the action containerd asked for.
+    pub fn run(self) -> anyhow::Result<()> {
+        match self.flags.action.as_str() {
+            "start" => {
+                let address = self.start()?;
+                let mut stdout = std::io::stdout().lock();
+                write!(stdout, "{address}")
+                    .and_then(|()| stdout.flush())
+                    .context("writing the address")
+            }
+            "delete" => {
+                let response = self.delete()?;
+                let mut stdout = std::io::stdout().lock();
+                response
+                    .write_to_writer(&mut stdout)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| Ok(stdout.flush()?))
+                    .context("writing the delete response")
+            }
+            _ => self.serve(),
         }
     }
 
     /// Per pod: one serving process per pod (containers of one pod are grouped by CRI's
     /// sandbox id; any other container gets its own). Shared: one manager per engine and
     /// containerd namespace; the first `start` spawns it, later ones find its socket.
-    fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
+    fn start(&self) -> containerd_shim::Result<String> {
+        let opts = StartOpts {
+            id: self.flags.id.clone(),
+            publish_binary: self.flags.publish_binary.clone(),
+            address: self.flags.address.clone(),
+            ttrpc_address: self.ttrpc_address.clone(),
+            namespace: self.flags.namespace.clone(),
+            debug: self.flags.debug,
+        };
         let grouping = match self.mode {
             Mode::Shared => format!("wasmrunner-{}-manager", S::name()),
             Mode::PerPod => {
@@ -187,7 +214,7 @@ impl<S: Engine> containerd_shim::Shim for ShimProcess<S> {
 
     /// Called in the bundle after the serving process is gone: removes what is left of the
     /// container (processes, cgroups, state).
-    fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
+    fn delete(&self) -> containerd_shim::Result<DeleteResponse> {
         let bundle = std::env::current_dir()
             .map_err(|e| containerd_shim::Error::Other(format!("current dir: {e}")))?;
         let root = state_root(&bundle, S::name(), &self.namespace);
@@ -206,35 +233,42 @@ impl<S: Engine> containerd_shim::Shim for ShimProcess<S> {
         })
     }
 
-    fn wait(&mut self) {
-        self.exit.wait();
-    }
-
-    fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
-        // containerd-shim's publisher keeps a reader thread that wakes every 10 ms for as long
-        // as it lives (see `forwarder`): drop it, which ends that thread, and send events
-        // with a client that sleeps between them.
-        drop(publisher);
-        let ttrpc_address = std::env::var(TTRPC_ADDRESS).unwrap_or_default();
-        let events = EventSink::start(&ttrpc_address, self.namespace.clone());
+    /// Serves the Task API until the service ends this process (a per-pod shim with nothing
+    /// left to serve, an idle manager).
+    fn serve(self) -> anyhow::Result<()> {
+        // The subreaper first: every container init, and whatever it leaves behind, must end as
+        // this process's child for the reaper (`exits`) to report it.
+        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only sets a flag on this process.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("becoming a subreaper");
+        }
+        let exit = Arc::new(ExitSignal::default());
+        let events = EventSink::start(&self.ttrpc_address, self.namespace.clone());
         let module_cache = self
             .node_module_cache
             .then(|| ModuleCache::for_engine(S::name()))
             .flatten();
-        match TaskService::new(
+        let service = TaskService::<S>::new(
             self.mode,
             self.policy,
             module_cache,
             events,
             self.namespace.clone(),
-            self.containerd_address.clone(),
-            Arc::clone(&self.exit),
-        ) {
-            Ok(service) => service,
-            Err(err) => {
-                tracing::error!("cannot start the task service: {err}");
-                std::process::exit(1);
+            self.flags.address.clone(),
+            Arc::clone(&exit),
+        )
+        .context("starting the task service")?;
+        let serving = server::serve(Arc::new(service)).context("serving ttrpc")?;
+        exit.wait();
+        serving.shutdown();
+        // The socket `start` made (the bundle's `address` file names it); a shim killed
+        // outright leaves it for containerd to remove.
+        if let Ok(address) = read_address() {
+            let socket = address.strip_prefix("unix://").unwrap_or(&address);
+            if std::fs::symlink_metadata(socket).is_ok_and(|meta| meta.file_type().is_socket()) {
+                let _ = std::fs::remove_file(socket);
             }
         }
+        Ok(())
     }
 }

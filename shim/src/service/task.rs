@@ -32,6 +32,8 @@ pub struct Task {
     pub pid: u32,
     phase: Mutex<Phase>,
     stopped: Condvar,
+    /// The same news for `Wait` calls, which wait on the serving runtime, not on a thread.
+    stopped_news: tokio::sync::Notify,
     /// Found when the task starts; kept for stats after the process is gone.
     pub cgroup: Mutex<Option<ContainerCgroup>>,
     pub oom_watch: Mutex<Option<OomWatch>>,
@@ -119,6 +121,7 @@ impl Task {
             pid,
             phase: Mutex::new(Phase::Created),
             stopped: Condvar::new(),
+            stopped_news: tokio::sync::Notify::new(),
             cgroup: Mutex::new(None),
             oom_watch: Mutex::new(None),
             start_gate: Mutex::new(StartGate::default()),
@@ -172,7 +175,23 @@ impl Task {
             *phase = Phase::Stopped { status, at };
         }
         self.stopped.notify_all();
+        self.stopped_news.notify_waiters();
         at
+    }
+
+    /// Waits until the task has stopped without holding a thread: containerd keeps a `Wait`
+    /// open for the life of every task.
+    pub async fn stopped(&self) -> Option<(u32, SystemTime)> {
+        loop {
+            let news = self.stopped_news.notified();
+            tokio::pin!(news);
+            // Registered before the look, so a stop between the two is not missed.
+            news.as_mut().enable();
+            if let Phase::Stopped { status, at } = *self.phase.lock().ok()? {
+                return Some((status, at));
+            }
+            news.await;
+        }
     }
 
     /// Waits until the task has stopped, up to `timeout` (forever when `None`).

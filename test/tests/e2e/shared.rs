@@ -9,6 +9,7 @@ use wasmrunner_e2e::containerd::{Containerd, parent_of};
 use wasmrunner_e2e::fixtures::Target;
 use wasmrunner_e2e::images::{HELLO, TestImage};
 use wasmrunner_e2e::leaks::{Trace, assert_clean, remove_cgroup};
+use wasmrunner_e2e::procs;
 use wasmrunner_e2e::suite::Needs;
 use wasmrunner_e2e::{Case, Env};
 use wasmrunner_oci::Flavour;
@@ -116,11 +117,28 @@ fn one_manager_serves_every_container(env: &Env) -> Result<()> {
             parent_of(pid)
         );
     }
+    // Serving a container costs the manager no thread of its own but its OOM watch: the
+    // connection containerd keeps to each task, and the Wait it holds open there, live on
+    // the manager's runtime, and the threads that ran the Create and Start end when idle.
+    let limit = MANAGER_THREADS + tasks.len();
+    let settled = procs::poll(Duration::from_secs(15), || {
+        procs::threads(manager).filter(|&threads| threads <= limit)
+    });
+    ensure!(
+        settled.is_some(),
+        "the manager serving {} containers still has {:?} threads after 15 s, more than {limit}",
+        tasks.len(),
+        procs::threads(manager)
+    );
     for task in tasks {
         task.kill_and_remove(env, WAIT)?;
     }
     Ok(())
 }
+
+/// The threads of a manager that serves nothing: main, the runtime's worker, the reaper, the
+/// events sender, and room for the odd pooled thread.
+const MANAGER_THREADS: usize = 6;
 
 /// The `comm` of the zygote a shim or manager runs its container operations in
 /// (`wasmrunner_shim::container::ZYGOTE_NAME`), and of its spare.
