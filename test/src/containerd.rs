@@ -252,6 +252,19 @@ impl Containerd {
         self.root.join("containerd.sock")
     }
 
+    /// Where a shim of this containerd serves the tasks of `grouping` in `namespace` (a
+    /// per-pod shim: the sandbox or container id; a manager: `wasmrunner-<engine>-manager`):
+    /// containerd-shim's `socket_address`, `/run/containerd/s/<sha256 of address/ns/grouping>`.
+    pub fn shim_socket(&self, namespace: &str, grouping: &str) -> PathBuf {
+        use sha2::{Digest, Sha256};
+        let key = self.socket().join(namespace).join(grouping);
+        let hash: String = Sha256::digest(key.display().to_string())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Path::new("/run/containerd/s").join(hash)
+    }
+
     /// containerd's state dir, where each task's bundle (and rootfs mount) lives.
     pub fn state_dir(&self) -> PathBuf {
         self.root.join("state")

@@ -69,6 +69,56 @@ fn start_lock(address: &str) -> containerd_shim::Result<ExclusiveLock> {
     ExclusiveLock::take(&path).map_err(failed)
 }
 
+/// Removes the serving socket at `socket` (a path, or `unix://` address) when nothing
+/// listens there any more: the one a serving process that exited, or was killed, leaves.
+/// A socket something still listens on is kept: containerd runs `shim delete` after every
+/// task, while the per-pod shim or manager it names may serve on.
+///
+/// Shared mode holds the start lock meanwhile: a `start` that made a new manager at the same
+/// path did so under that lock, so once it is ours, a socket that refuses connections has no
+/// listener coming.
+fn remove_dead_socket(socket: &str, mode: Mode) {
+    let path = socket.strip_prefix("unix://").unwrap_or(socket);
+    let is_socket =
+        || std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket());
+    // Most often gone already: its serving process removed it on the way out.
+    if !is_socket() {
+        return;
+    }
+    let _one_at_a_time = match mode {
+        Mode::Shared => match start_lock(path) {
+            Ok(lock) => Some(lock),
+            Err(err) => {
+                tracing::warn!("{err}; the socket {path} is left");
+                return;
+            }
+        },
+        Mode::PerPod => None,
+    };
+    let refused = matches!(
+        std::os::unix::net::UnixStream::connect(path),
+        Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused
+    );
+    if refused
+        && is_socket()
+        && let Err(err) = std::fs::remove_file(path)
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!("removing the socket {path} no process listens on: {err}");
+    }
+}
+
+/// The path of the socket listening at `fd`, which containerd-shim's `spawn` bound.
+fn listening_path(fd: std::os::fd::RawFd) -> Option<String> {
+    // SAFETY: `fd` is the listening socket this process was started with; ManuallyDrop keeps
+    // this borrowed view from closing it, and it is only asked for its address.
+    let listener = std::mem::ManuallyDrop::new(unsafe {
+        <std::os::unix::net::UnixListener as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    });
+    let address = listener.local_addr().ok()?;
+    Some(address.as_pathname()?.to_str()?.to_string())
+}
+
 /// `StartOpts` is not `Clone`.
 fn copy_opts(opts: &StartOpts) -> StartOpts {
     StartOpts {
@@ -225,6 +275,9 @@ impl<S: Engine> ShimProcess<S> {
             eprintln!("wasmrunner: cleaning up container {}: {err}", self.id);
         }
         let _ = unmount_rootfs(&bundle);
+        if let Ok(address) = read_address() {
+            remove_dead_socket(&address, self.mode);
+        }
         Ok(DeleteResponse {
             pid: 0,
             exit_status: 137,
@@ -242,6 +295,7 @@ impl<S: Engine> ShimProcess<S> {
         if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
             return Err(std::io::Error::last_os_error()).context("becoming a subreaper");
         }
+        let socket = listening_path(server::SOCKET_FD);
         let exit = Arc::new(ExitSignal::default());
         let events = EventSink::start(&self.ttrpc_address, self.namespace.clone());
         let module_cache = self
@@ -261,13 +315,10 @@ impl<S: Engine> ShimProcess<S> {
         let serving = server::serve(Arc::new(service)).context("serving ttrpc")?;
         exit.wait();
         serving.shutdown();
-        // The socket `start` made (the bundle's `address` file names it); a shim killed
-        // outright leaves it for containerd to remove.
-        if let Ok(address) = read_address() {
-            let socket = address.strip_prefix("unix://").unwrap_or(&address);
-            if std::fs::symlink_metadata(socket).is_ok_and(|meta| meta.file_type().is_socket()) {
-                let _ = std::fs::remove_file(socket);
-            }
+        // The socket `start` bound (a manager's outlives the bundle whose `address` file named
+        // it); a shim killed outright leaves it to the `shim delete` containerd runs next.
+        if let Some(socket) = socket {
+            remove_dead_socket(&socket, self.mode);
         }
         Ok(())
     }

@@ -283,6 +283,10 @@ fn assert_gone(env: &Env, containerd: &Containerd, namespace: &str, id: &str) ->
     let mut trace = Trace::new(id, namespace);
     trace.manager = env.engine.manager_binary();
     trace.containerd_dirs = containerd.dirs();
+    // A per-pod shim's socket goes with it (a manager may serve on).
+    if env.engine.mode == Mode::PerPod {
+        trace.paths.push(containerd.shim_socket(namespace, id));
+    }
     assert_clean(&trace)
 }
 

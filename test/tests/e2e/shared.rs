@@ -237,6 +237,13 @@ fn simultaneous_first_starts_make_one_manager(env: &Env) -> Result<()> {
             std::thread::sleep(Duration::from_millis(100));
         }
         if round == "over a stale socket" {
+            // A manager that exits as idle takes its socket with it.
+            let socket = manager_socket(env, &namespace);
+            ensure!(
+                !socket.exists(),
+                "the manager exited as idle but left its socket {}",
+                socket.display()
+            );
             leave_a_stale_manager_socket(env, &namespace)?;
         }
         let starts = (0..20)
@@ -287,19 +294,15 @@ fn simultaneous_first_starts_make_one_manager(env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// Binds and closes a unix socket where the shim puts the manager's of `namespace`
-/// (`containerd_shim::socket_address`: `/run/containerd/s/<sha256 of address/ns/grouping>`).
-fn leave_a_stale_manager_socket(env: &Env, namespace: &str) -> Result<()> {
-    use sha2::{Digest, Sha256};
+/// Where the manager of `namespace` serves.
+fn manager_socket(env: &Env, namespace: &str) -> std::path::PathBuf {
     let grouping = format!("wasmrunner-{}-manager", env.engine.name);
-    let key = std::path::Path::new(&env.containerd.socket())
-        .join(namespace)
-        .join(grouping);
-    let hash: String = Sha256::digest(key.display().to_string())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let socket = std::path::Path::new("/run/containerd/s").join(hash);
+    env.containerd.shim_socket(namespace, &grouping)
+}
+
+/// Binds and closes a unix socket where the manager's of `namespace` goes.
+fn leave_a_stale_manager_socket(env: &Env, namespace: &str) -> Result<()> {
+    let socket = manager_socket(env, namespace);
     std::fs::create_dir_all("/run/containerd/s")?;
     let _ = std::fs::remove_file(&socket);
     drop(std::os::unix::net::UnixListener::bind(&socket)?);
@@ -349,6 +352,8 @@ fn killed_manager_leaks_nothing(env: &Env) -> Result<()> {
             .ok()?;
         let mut trace = Trace::new(id, &namespace);
         trace.containerd_dirs = containerd.dirs();
+        // The `shim delete` containerd runs for the task removes the socket nothing serves.
+        trace.paths.push(manager_socket(env, &namespace));
         assert_clean(&trace).with_context(|| format!("after killing manager {manager}"))?;
     }
     let fresh = env.container_id("after");
