@@ -22,7 +22,10 @@ use std::path::{Path, PathBuf};
 
 use containerd_shim::protos::cgroups::metrics::Metrics;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
-use containerd_shim::protos::protobuf::{self, Message, MessageFull};
+use containerd_shim::protos::protobuf::{self, Message};
+
+/// The type name of containerd's cgroup v1 `Metrics` message.
+const METRICS_TYPE: &str = "io.containerd.cgroups.v1.Metrics";
 
 pub use oom::OomWatch;
 
@@ -168,7 +171,9 @@ impl ContainerCgroup {
     pub fn metrics_any(&self) -> Result<Any, CgroupError> {
         let metrics = self.metrics()?;
         let mut any = Any::new();
-        any.type_url = Metrics::descriptor().full_name().to_owned();
+        // Written out, not asked of `Metrics::descriptor()`, which would build every
+        // descriptor of the proto files on the heap (see `service::events`).
+        any.type_url = METRICS_TYPE.to_owned();
         any.value = metrics.write_to_bytes()?;
         Ok(any)
     }

@@ -343,3 +343,10 @@ fn missing_process_is_an_error() {
     let error = ContainerCgroup::of_process(u32::MAX).expect_err("no such process");
     assert!(matches!(error, CgroupError::Read { .. }), "{error}");
 }
+
+/// The `Metrics` type name written out is protobuf's own.
+#[test]
+fn metrics_type_name_is_the_descriptors_name() {
+    use containerd_shim::protos::protobuf::MessageFull;
+    assert_eq!(super::METRICS_TYPE, Metrics::descriptor().full_name());
+}

@@ -11,13 +11,14 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use containerd_shim::protos::protobuf::{Message, MessageDyn};
+use containerd_shim::protos::protobuf::Message;
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::shim::events::{Envelope, ForwardRequest};
 use containerd_shim::protos::ttrpc::proto::{
     MESSAGE_HEADER_LENGTH, MESSAGE_LENGTH_MAX, MESSAGE_TYPE_RESPONSE,
 };
 use containerd_shim::protos::ttrpc::{Code, MessageHeader, Request, Response};
-use containerd_shim::util::{convert_to_any, timestamp};
+use containerd_shim::util::timestamp;
 
 const SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
 const METHOD: &str = "Forward";
@@ -74,7 +75,7 @@ impl EventForwarder {
         &mut self,
         topic: &str,
         namespace: &str,
-        event: Box<dyn MessageDyn>,
+        event: Any,
     ) -> Result<(), ForwardError> {
         let request = forward_request(topic, namespace, event)?;
         match self.call(&request) {
@@ -124,17 +125,13 @@ impl EventForwarder {
 }
 
 /// The ttrpc request that carries `event`, encoded.
-fn forward_request(
-    topic: &str,
-    namespace: &str,
-    event: Box<dyn MessageDyn>,
-) -> Result<Vec<u8>, ForwardError> {
+fn forward_request(topic: &str, namespace: &str, event: Any) -> Result<Vec<u8>, ForwardError> {
     let encode = |err: &dyn std::fmt::Display| ForwardError::Encode(err.to_string());
     let mut envelope = Envelope::new();
     envelope.set_topic(topic.to_owned());
     envelope.set_namespace(namespace.to_owned());
     envelope.set_timestamp(timestamp().map_err(|e| encode(&e))?);
-    envelope.set_event(convert_to_any(event).map_err(|e| encode(&e))?);
+    envelope.set_event(event);
     let mut forward = ForwardRequest::new();
     forward.set_envelope(envelope);
 
@@ -228,13 +225,18 @@ mod tests {
         server
     }
 
-    fn exit_event(pid: u32) -> Box<dyn MessageDyn> {
-        Box::new(TaskExit {
+    fn exit_event(pid: u32) -> Any {
+        let exit = TaskExit {
             container_id: "c1".into(),
             pid,
             exit_status: 3,
             ..Default::default()
-        })
+        };
+        Any {
+            type_url: "containerd.events.TaskExit".into(),
+            value: exit.write_to_bytes().expect("encode"),
+            ..Default::default()
+        }
     }
 
     #[test]
