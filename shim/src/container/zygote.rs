@@ -204,19 +204,61 @@ fn operate_in_zygote(
             _ => Err("no such container".to_string()),
         };
     }
-    let mut container = Container::load(dir.clone()).map_err(|e| format!("{e}"))?;
+    let (mut container, restored) = load(&dir)?;
     let result = match operation {
         // The dead zygote's try got as far as starting it (its state says so, or its process
-        // already ran and ended): started, not a failed Start of a container that runs.
+        // already ran and ended, or it died rewriting the state, which libcontainer does only
+        // once the container runs): started, not a failed Start of a container that runs.
+        Operation::Start if again && restored => container
+            .set_status(ContainerStatus::Running)
+            .save()
+            .map(|_| ()),
         Operation::Start if again && container.status() != ContainerStatus::Created => Ok(()),
-        Operation::Start => container.start(),
+        Operation::Start => {
+            keep_state_copy(&dir)?;
+            container.start()
+        }
         Operation::Kill { signal, all } => {
             let signal = Signal::try_from(signal as i32).map_err(|e| format!("{e}"))?;
+            keep_state_copy(&dir)?;
             container.kill(signal, all)
         }
         Operation::Delete => return delete_until_gone(container, &dir),
     };
     result.map_err(|e| format!("{e}"))
+}
+
+/// libcontainer's state file, and the copy of it kept before each operation that rewrites it.
+const STATE_FILE: &str = "state.json";
+const STATE_COPY: &str = "state.json.before-last-operation";
+
+/// Copies the container's state aside before an operation that rewrites it. libcontainer
+/// rewrites `state.json` in place (truncate, then write): a zygote killed in between (the
+/// OOM killer, `kill -9`) leaves it empty, and without the copy nothing could start, signal
+/// or delete that container again; it would be left running, mounted, in its cgroup.
+fn keep_state_copy(dir: &Path) -> Result<(), String> {
+    let copying = dir.join(format!("{STATE_COPY}.new"));
+    std::fs::copy(dir.join(STATE_FILE), &copying)
+        .and_then(|_| std::fs::rename(&copying, dir.join(STATE_COPY)))
+        .map_err(|e| format!("keeping a copy of the container's state: {e}"))
+}
+
+/// The container in `dir`; and whether its state had to be restored from the copy
+/// [`keep_state_copy`] took, because a zygote died rewriting it.
+fn load(dir: &Path) -> Result<(Container, bool), String> {
+    let unreadable = match Container::load(dir.to_path_buf()) {
+        Ok(container) => return Ok((container, false)),
+        Err(err) => err,
+    };
+    let copy = dir.join(STATE_COPY);
+    if !copy.exists() {
+        return Err(format!("{unreadable}"));
+    }
+    std::fs::copy(&copy, dir.join(STATE_FILE))
+        .map_err(|e| format!("{unreadable}; restoring the copy taken before: {e}"))?;
+    let container = Container::load(dir.to_path_buf())
+        .map_err(|e| format!("{unreadable}; the copy taken before is unreadable too: {e}"))?;
+    Ok((container, true))
 }
 
 /// How long a delete keeps trying while killed processes are still leaving their cgroup.
@@ -239,8 +281,44 @@ fn delete_until_gone(mut container: Container, dir: &Path) -> Result<(), String>
                 if !dir.exists() {
                     return Ok(());
                 }
-                container = Container::load(dir.to_path_buf()).map_err(|e| format!("{e}"))?;
+                (container, _) = load(dir)?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libcontainer::container::State;
+
+    /// A state file a killed zygote left empty is restored from the copy taken before the
+    /// operation; with no copy, the failure says why.
+    #[test]
+    fn an_emptied_state_is_restored_from_its_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // No pid: libcontainer's load finds the container stopped, and touches no process.
+        State::new(
+            "c1",
+            ContainerStatus::Created,
+            None,
+            dir.path().to_path_buf(),
+        )
+        .save(dir.path())
+        .expect("save");
+        let (container, restored) = load(dir.path()).expect("load");
+        assert_eq!((container.id(), restored), ("c1", false));
+
+        keep_state_copy(dir.path()).expect("copy");
+        std::fs::write(dir.path().join(STATE_FILE), "").expect("truncate");
+        let (container, restored) = load(dir.path()).expect("restored");
+        assert_eq!((container.id(), restored), ("c1", true));
+
+        std::fs::remove_file(dir.path().join(STATE_COPY)).expect("remove copy");
+        std::fs::write(dir.path().join(STATE_FILE), "").expect("truncate");
+        assert!(
+            load(dir.path()).is_err(),
+            "an empty state with no copy loads"
+        );
     }
 }

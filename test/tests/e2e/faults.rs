@@ -562,10 +562,11 @@ fn zygote_rounds(
         let mut failed = Vec::new();
         for (id, start) in starts {
             let out = start.wait(WAIT * 2)?;
+            assert_gone(env, containerd, namespace, &id)
+                .with_context(|| format!("round {round}: `ctr run --rm {id}` said: {out}"))?;
             if !(out.success() && out.stdout.contains(HELLO)) {
                 failed.push(out.to_string());
             }
-            assert_gone(env, containerd, namespace, &id)?;
         }
         let burst = killed_at.elapsed();
         ensure!(
