@@ -117,19 +117,6 @@ fn one_manager_serves_every_container(env: &Env) -> Result<()> {
             parent_of(pid)
         );
     }
-    // Serving a container costs the manager no thread of its own but its OOM watch: the
-    // connection containerd keeps to each task, and the Wait it holds open there, live on
-    // the manager's runtime, and the threads that ran the Create and Start end when idle.
-    let limit = MANAGER_THREADS + tasks.len();
-    let settled = procs::poll(Duration::from_secs(15), || {
-        procs::threads(manager).filter(|&threads| threads <= limit)
-    });
-    ensure!(
-        settled.is_some(),
-        "the manager serving {} containers still has {:?} threads after 15 s, more than {limit}",
-        tasks.len(),
-        procs::threads(manager)
-    );
     for task in tasks {
         task.kill_and_remove(env, WAIT)?;
     }
@@ -312,7 +299,7 @@ fn leave_a_stale_manager_socket(env: &Env, namespace: &str) -> Result<()> {
 
 /// SIGKILL the manager while containers run: containerd sees the tasks exit, deleting them
 /// leaves nothing, and the next container starts a fresh manager. In a namespace of its own,
-/// so the other cases keep their manager.
+/// so the other cases keep their manager (and this one's threads are for its containers).
 fn killed_manager_leaks_nothing(env: &Env) -> Result<()> {
     let containerd = &env.containerd;
     let namespace = format!("{}-kill-{}", containerd.namespace, env.engine.label());
@@ -339,6 +326,19 @@ fn killed_manager_leaks_nothing(env: &Env) -> Result<()> {
         wait_for_task(containerd, &namespace, id, running)?;
     }
     let manager = the_manager(env, containerd, &namespace)?;
+    // Serving a container costs the manager no thread of its own but its OOM watch: the
+    // connection containerd keeps to each task, and the Wait it holds open there, live on
+    // the manager's runtime, and the threads that ran the Create and Start end when idle.
+    let limit = MANAGER_THREADS + ids.len();
+    let settled = procs::poll(Duration::from_secs(15), || {
+        procs::threads(manager).filter(|&threads| threads <= limit)
+    });
+    ensure!(
+        settled.is_some(),
+        "the manager serving {} containers still has {:?} threads after 15 s, more than {limit}",
+        ids.len(),
+        procs::threads(manager)
+    );
     // SAFETY: `kill` has no memory-safety preconditions.
     unsafe {
         libc::kill(manager as libc::pid_t, libc::SIGKILL);
