@@ -868,10 +868,10 @@ impl<S: Engine> TaskService<S> {
     }
 }
 
-/// The Task API calls, as the ttrpc server (`server`) hands them over: each on a thread of
-/// its own but `Wait`, which waits on the runtime.
+/// The Task API calls, as the ttrpc server (`server`) hands them over: those that block on
+/// a pooled thread, `Wait` on the runtime.
 impl<S: Engine> TaskService<S> {
-    fn create(
+    pub(super) fn create(
         &self,
         metadata: &Metadata,
         req: CreateTaskRequest,

@@ -158,8 +158,6 @@ pub struct ShimProcess<S: Engine> {
     mode: Mode,
     node_module_cache: bool,
     policy: NodePolicy,
-    id: String,
-    namespace: String,
     /// containerd's ttrpc socket, for events (`TTRPC_ADDRESS`).
     ttrpc_address: String,
     flags: Flags,
@@ -179,8 +177,6 @@ impl<S: Engine> ShimProcess<S> {
             mode: serving.mode,
             node_module_cache: serving.node_module_cache,
             policy: serving.policy,
-            id: flags.id.clone(),
-            namespace: flags.namespace.clone(),
             ttrpc_address,
             flags,
             _engine: PhantomData,
@@ -267,12 +263,12 @@ impl<S: Engine> ShimProcess<S> {
     fn delete(&self) -> containerd_shim::Result<DeleteResponse> {
         let bundle = std::env::current_dir()
             .map_err(|e| containerd_shim::Error::Other(format!("current dir: {e}")))?;
-        let root = state_root(&bundle, S::name(), &self.namespace);
+        let root = state_root(&bundle, S::name(), &self.flags.namespace);
         // containerd logs what this prints on stderr ("cleanup warnings").
-        if container_left(&bundle, S::name(), &self.namespace, &self.id)
-            && let Err(err) = container::delete(&root, &self.id)
+        if container_left(&bundle, S::name(), &self.flags.namespace, &self.flags.id)
+            && let Err(err) = container::delete(&root, &self.flags.id)
         {
-            eprintln!("wasmrunner: cleaning up container {}: {err}", self.id);
+            eprintln!("wasmrunner: cleaning up container {}: {err}", self.flags.id);
         }
         let _ = unmount_rootfs(&bundle);
         if let Ok(address) = read_address() {
@@ -297,7 +293,7 @@ impl<S: Engine> ShimProcess<S> {
         }
         let socket = listening_path(server::SOCKET_FD);
         let exit = Arc::new(ExitSignal::default());
-        let events = EventSink::start(&self.ttrpc_address, self.namespace.clone());
+        let events = EventSink::start(&self.ttrpc_address, self.flags.namespace.clone());
         let module_cache = self
             .node_module_cache
             .then(|| ModuleCache::for_engine(S::name()))
@@ -307,7 +303,7 @@ impl<S: Engine> ShimProcess<S> {
             self.policy,
             module_cache,
             events,
-            self.namespace.clone(),
+            self.flags.namespace.clone(),
             self.flags.address.clone(),
             Arc::clone(&exit),
         )
