@@ -123,6 +123,24 @@ pub fn socket_fds() -> Vec<i32> {
         .collect()
 }
 
+/// Whether socket `fd` is listening for connections (`SO_ACCEPTCONN`).
+pub fn is_listening(fd: i32) -> bool {
+    let mut listening: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `listening`, a c_int as
+    // SO_ACCEPTCONN expects; on a descriptor that is not a socket it fails and writes nothing.
+    let read = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&raw mut listening).cast(),
+            &mut len,
+        )
+    };
+    read == 0 && listening != 0
+}
+
 /// The pid of the process that made unix socket `fd` (with `socketpair`) or, for a
 /// connected socket, of its peer (`SO_PEERCRED`); `None` when that cannot be read.
 pub fn socket_creator(fd: i32) -> Option<u32> {
@@ -144,4 +162,21 @@ pub fn socket_creator(fd: i32) -> Option<u32> {
         )
     };
     (read == 0 && cred.pid > 0).then_some(cred.pid as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a listening socket counts: not a connected pair (the zygote's channel), not a file.
+    #[test]
+    fn only_a_listening_socket_is_listening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let listener = std::os::unix::net::UnixListener::bind(dir.path().join("s")).expect("bind");
+        let (one, _other) = std::os::unix::net::UnixStream::pair().expect("pair");
+        let file = File::open("/dev/null").expect("open");
+        assert!(is_listening(listener.as_raw_fd()));
+        assert!(!is_listening(one.as_raw_fd()));
+        assert!(!is_listening(file.as_raw_fd()));
+    }
 }

@@ -111,28 +111,16 @@ pub(super) fn die_with_parent(_: ()) {
     let _ = std::env::set_current_dir("/");
 }
 
-/// Closes the serving process's listening socket, inherited by the fork: held here too, it
-/// would go on taking connections after the serving process exits, so that nothing (`shim
-/// delete`, a manager's `start`) could tell the socket is dead. Only a listening socket is
-/// closed: `shim delete` forks a zygote too, and has no such socket at that number.
-fn drop_serving_socket() {
-    let fd = crate::service::SERVING_SOCKET_FD;
-    let mut listening: libc::c_int = 0;
-    let mut size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `size` bytes into `listening`, a local c_int; on a
-    // descriptor that is not a socket it fails and writes nothing.
-    let asked = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            (&raw mut listening).cast(),
-            &mut size,
-        )
-    };
-    if asked == 0 && listening != 0 {
-        // SAFETY: closes a descriptor this process inherited and never uses.
-        unsafe { libc::close(fd) };
+/// Closes the listening sockets the fork inherited (the serving process's, at descriptor
+/// 3): held here too, one would go on taking connections after the serving process exits,
+/// so that nothing (`shim delete`, a manager's `start`) could tell it is dead. The zygote's
+/// own channel is a connected socket pair, and stays.
+fn drop_listening_sockets() {
+    for fd in crate::sys::socket_fds() {
+        if crate::sys::is_listening(fd) {
+            // SAFETY: closes a descriptor this process inherited and never uses.
+            unsafe { libc::close(fd) };
+        }
     }
 }
 
@@ -140,7 +128,7 @@ fn drop_serving_socket() {
 // signal, so each sets its own.
 fn become_zygote(name: String) -> u32 {
     die_with_parent(());
-    drop_serving_socket();
+    drop_listening_sockets();
     crate::sys::set_process_name(&name);
     std::process::id()
 }

@@ -37,7 +37,6 @@ use events::{Event, EventSink};
 use exits::ExitWatcher;
 use options::runtime_options;
 pub use process::{ServingConfig, ShimProcess, container_left};
-pub(crate) use server::SOCKET_FD as SERVING_SOCKET_FD;
 use task::{Phase, Task, timestamp};
 
 use containerd_shim_wasm::sandbox::context::WasmLayer;

@@ -25,7 +25,7 @@ use super::{TaskService, internal};
 use crate::engine::Engine;
 
 /// The listening socket containerd (or `shim start`) hands the serving process.
-pub(crate) const SOCKET_FD: i32 = 3;
+pub(super) const SOCKET_FD: i32 = 3;
 
 /// How long a stopping server waits for its connections to close.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
