@@ -4,7 +4,7 @@
 use std::sync::mpsc::{Sender, channel};
 
 use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskStart};
-use containerd_shim::protos::protobuf::Message;
+use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::topics;
 
@@ -24,28 +24,18 @@ impl Event {
     ///
     /// The type names are written out: asking protobuf for them (`descriptor()`) builds the
     /// descriptors of every proto file involved, `descriptor.proto` with its comments too,
-    /// about 400 KiB of heap kept for the life of the process.
+    /// about 230 KiB of heap kept for the life of the process (measured in a per-pod shim).
     fn into_parts(self) -> Result<(&'static str, Any), ForwardError> {
-        let (topic, type_name, value) = match self {
-            Event::Create(e) => (
-                topics::TASK_CREATE_EVENT_TOPIC,
-                TASK_CREATE,
-                e.write_to_bytes(),
-            ),
-            Event::Start(e) => (
-                topics::TASK_START_EVENT_TOPIC,
-                TASK_START,
-                e.write_to_bytes(),
-            ),
-            Event::Exit(e) => (topics::TASK_EXIT_EVENT_TOPIC, TASK_EXIT, e.write_to_bytes()),
-            Event::Delete(e) => (
-                topics::TASK_DELETE_EVENT_TOPIC,
-                TASK_DELETE,
-                e.write_to_bytes(),
-            ),
-            Event::Oom(e) => (topics::TASK_OOM_EVENT_TOPIC, TASK_OOM, e.write_to_bytes()),
+        let (topic, type_name, message): (_, _, &dyn MessageDyn) = match &self {
+            Event::Create(e) => (topics::TASK_CREATE_EVENT_TOPIC, TASK_CREATE, e),
+            Event::Start(e) => (topics::TASK_START_EVENT_TOPIC, TASK_START, e),
+            Event::Exit(e) => (topics::TASK_EXIT_EVENT_TOPIC, TASK_EXIT, e),
+            Event::Delete(e) => (topics::TASK_DELETE_EVENT_TOPIC, TASK_DELETE, e),
+            Event::Oom(e) => (topics::TASK_OOM_EVENT_TOPIC, TASK_OOM, e),
         };
-        let value = value.map_err(|err| ForwardError::Encode(err.to_string()))?;
+        let value = message
+            .write_to_bytes_dyn()
+            .map_err(|err| ForwardError::Encode(err.to_string()))?;
         let event = Any {
             type_url: type_name.to_string(),
             value,
