@@ -74,15 +74,21 @@ fn start_lock(address: &str) -> containerd_shim::Result<ExclusiveLock> {
 /// A socket something still listens on is kept: containerd runs `shim delete` after every
 /// task, while the per-pod shim or manager it names may serve on.
 ///
-/// Shared mode holds the start lock meanwhile: a `start` that made a new manager at the same
-/// path did so under that lock, so once it is ours, a socket that refuses connections has no
-/// listener coming.
+/// A refused socket is checked again under the start lock in shared mode: a `start` that
+/// made a new manager at the same path did so under that lock, so once it is ours, a socket
+/// that refuses connections has no listener coming. A live one (every `shim delete` of a
+/// running manager's task) costs one connect and no lock.
 fn remove_dead_socket(socket: &str, mode: Mode) {
     let path = socket.strip_prefix("unix://").unwrap_or(socket);
-    let is_socket =
-        || std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket());
-    // Most often gone already: its serving process removed it on the way out.
-    if !is_socket() {
+    let dead = || {
+        std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket())
+            && matches!(
+                std::os::unix::net::UnixStream::connect(path),
+                Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused
+            )
+    };
+    // Most often gone already (its serving process removed it on the way out), or alive.
+    if !dead() {
         return;
     }
     let _one_at_a_time = match mode {
@@ -95,12 +101,7 @@ fn remove_dead_socket(socket: &str, mode: Mode) {
         },
         Mode::PerPod => None,
     };
-    let refused = matches!(
-        std::os::unix::net::UnixStream::connect(path),
-        Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused
-    );
-    if refused
-        && is_socket()
+    if dead()
         && let Err(err) = std::fs::remove_file(path)
         && err.kind() != std::io::ErrorKind::NotFound
     {
