@@ -83,6 +83,16 @@ pub fn run_command(command: &mut Command) -> Result<Outcome> {
 /// [`run_command`], but a command still running after `limit` is killed: the outcome then
 /// has no status and says so on stderr (a hung shim fails its case instead of the suite).
 pub fn run_command_within(command: &mut Command, limit: Duration) -> Result<Outcome> {
+    run_command_read_slowly(command, Duration::ZERO, limit)
+}
+
+/// [`run_command_within`], with its stdout read by a slow consumer that pauses for `pause`
+/// after every 4 KiB (see [`Capture::start_paced`]).
+pub fn run_command_read_slowly(
+    command: &mut Command,
+    pause: Duration,
+    limit: Duration,
+) -> Result<Outcome> {
     let description = describe(command);
     let mut child = command
         .stdin(Stdio::null())
@@ -90,7 +100,7 @@ pub fn run_command_within(command: &mut Command, limit: Duration) -> Result<Outc
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting `{description}`"))?;
-    let stdout = Capture::start(child.stdout.take());
+    let stdout = Capture::start_paced(child.stdout.take(), pause);
     let stderr = Capture::start(child.stderr.take());
     let status = wait_within(&mut child, limit)?;
     let mut stderr = stderr.finish();
@@ -123,33 +133,48 @@ pub fn wait_within(child: &mut Child, limit: Duration) -> Result<Option<ExitStat
 
 /// What a child's pipe says, read on a thread of its own as it comes.
 pub struct Capture {
-    text: Arc<Mutex<String>>,
+    bytes: Arc<Mutex<Vec<u8>>>,
     reader: Option<JoinHandle<()>>,
 }
 
 impl Capture {
     pub fn start(pipe: Option<impl Read + Send + 'static>) -> Self {
-        let text = Arc::new(Mutex::new(String::new()));
+        Self::start_paced(pipe, Duration::ZERO)
+    }
+
+    /// [`Capture::start`], pausing for `pause` after each read of at most 4 KiB: a slow
+    /// consumer, whose pipe stays full.
+    pub fn start_paced(pipe: Option<impl Read + Send + 'static>, pause: Duration) -> Self {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
         let reader = pipe.map(|mut pipe| {
-            let sink = Arc::clone(&text);
+            let sink = Arc::clone(&bytes);
             std::thread::spawn(move || {
                 let mut buffer = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buffer) {
-                    if n == 0 {
-                        break;
+                loop {
+                    let n = match pipe.read(&mut buffer) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
+                    };
+                    if let Ok(mut bytes) = sink.lock() {
+                        bytes.extend_from_slice(&buffer[..n]);
                     }
-                    if let Ok(mut text) = sink.lock() {
-                        text.push_str(&String::from_utf8_lossy(&buffer[..n]));
+                    if !pause.is_zero() {
+                        std::thread::sleep(pause);
                     }
                 }
             })
         });
-        Self { text, reader }
+        Self { bytes, reader }
     }
 
-    /// What it said so far.
+    /// What it said so far (decoded whole, so a character split across two reads is kept).
     pub fn snapshot(&self) -> String {
-        self.text.lock().map(|t| t.clone()).unwrap_or_default()
+        self.bytes
+            .lock()
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
     }
 
     /// Everything it said, once the pipe has closed.

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use wasmrunner_oci::Flavour;
 
-use crate::command::{Capture, Outcome, run_command_within, wait_within};
+use crate::command::{Capture, Outcome, run_command_read_slowly, wait_within};
 
 /// How long a `ctr run --rm` of a case may take before the case fails (the slowest, a big
 /// module's first compile, takes seconds).
@@ -249,6 +249,19 @@ impl Env {
         flags: &[&str],
         args: &[&str],
     ) -> Result<Outcome> {
+        self.run_rm_read_slowly(id, image, flags, args, Duration::ZERO)
+    }
+
+    /// [`Env::run_rm_as`], with `ctr`'s stdout read by a consumer that pauses for `pause`
+    /// after every 4 KiB (see [`run_command_read_slowly`]).
+    pub fn run_rm_read_slowly(
+        &self,
+        id: &str,
+        image: TestImage,
+        flags: &[&str],
+        args: &[&str],
+        pause: Duration,
+    ) -> Result<Outcome> {
         let reference = self.image(image)?;
         let mut command = self.containerd.ctr_command();
         command
@@ -258,7 +271,7 @@ impl Env {
             .arg(&reference)
             .arg(id)
             .args(args);
-        let outcome = run_command_within(&mut command, RUN_RM_LIMIT)?;
+        let outcome = run_command_read_slowly(&mut command, pause, RUN_RM_LIMIT)?;
         self.assert_clean(id)?;
         Ok(outcome)
     }

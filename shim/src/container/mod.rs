@@ -28,7 +28,7 @@ use crate::module_cache::CompiledModule;
 
 pub use compile::BoundedCompiler;
 pub use context::WorkloadContext;
-pub use stdio::HeldOutput;
+pub use stdio::{HeldOutput, OUTPUT_STALL, UnreadOutput};
 pub use zygotes::{SPARE_NAME as ZYGOTE_SPARE_NAME, ZYGOTE_NAME, init as init_zygote};
 
 /// What a container is built from.

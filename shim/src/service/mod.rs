@@ -44,7 +44,7 @@ use oci_spec::runtime::Spec;
 use wasmrunner_capabilities::{Capabilities, Origin, Statement};
 
 use crate::cgroups::ContainerCgroup;
-use crate::container::{self, BoundedCompiler, ContainerConfig, HeldOutput, Runs};
+use crate::container::{self, BoundedCompiler, ContainerConfig, HeldOutput, OUTPUT_STALL, Runs};
 use crate::content::{ContentStore, ImageContent, cache_key_hash};
 use crate::entrypoint::ImageEntrypoint;
 use crate::isolation::{NodePolicy, guest_spec};
@@ -559,10 +559,11 @@ impl<S: Engine> TaskService<S> {
         }));
         let events = self.inner.events.clone();
         let watched = Arc::clone(&task);
+        let runtime = self.inner.runtime.handle().clone();
         self.inner.exits.watch(pid as i32, move |code| {
+            let exited = std::time::SystemTime::now();
+            watched.mark_reaped();
             let status = code as u32;
-            let at = watched.mark_stopped(status);
-            watched.release_output();
             // A workload that could not run says why on its stderr, and here for the
             // node's operator.
             let failure = (watched.guest_trace.lock().ok()).and_then(|mut g| g.read_at_exit());
@@ -579,21 +580,19 @@ impl<S: Engine> TaskService<S> {
             if let Some(watch) = watched.oom_watch.lock().ok().and_then(|mut w| w.take()) {
                 watch.stop();
             }
-            let exit = TaskExit {
-                container_id: watched.id.clone(),
-                id: watched.id.clone(),
-                pid: watched.pid,
-                exit_status: status,
-                exited_at: timestamp(at),
-                ..Default::default()
-            };
-            if let Ok(mut gate) = watched.start_gate.lock() {
-                if gate.start_published {
-                    events.send(Event::Exit(exit));
-                } else {
-                    gate.deferred_exit = Some(exit);
+            // Told once its output has been read; waited for on the runtime, not on the
+            // reaper thread, which reaps every container of a manager.
+            let unread = watched.release_output();
+            runtime.spawn(async move {
+                if let Err(left) = unread.read(OUTPUT_STALL).await {
+                    tracing::debug!(
+                        "container {}: {left} bytes of its output were not read within \
+                         {OUTPUT_STALL:?}; telling its exit",
+                        watched.id
+                    );
                 }
-            }
+                report_exit(&watched, &events, status, exited);
+            });
         });
         Ok(CreateTaskResponse {
             pid,
@@ -796,7 +795,7 @@ impl<S: Engine> TaskService<S> {
     fn kill_task(&self, req: &KillRequest) -> TtrpcResult<Empty> {
         no_exec(&req.exec_id)?;
         let task = self.task(&req.id)?;
-        if let Phase::Stopped { .. } = task.phase() {
+        if task.reaped() {
             return Err(not_found(format!(
                 "process of task {} already finished",
                 req.id
@@ -805,7 +804,7 @@ impl<S: Engine> TaskService<S> {
         match container::kill(&task.state_root, &task.id, req.signal, req.all) {
             Ok(()) => Ok(Empty::new()),
             // It exited between the check and the signal.
-            Err(_) if matches!(task.phase(), Phase::Stopped { .. }) => Err(not_found(format!(
+            Err(_) if task.reaped() => Err(not_found(format!(
                 "process of task {} already finished",
                 req.id
             ))),
@@ -1043,9 +1042,27 @@ impl<S: Engine> TaskService<S> {
     }
 }
 
-/// Whether the spec's process has no args (no entrypoint, no command). Read from the file
-/// itself: `oci-spec` fills a missing `args` with its default, `["sh"]`, where libcontainer,
-/// reading the same file, finds none.
+/// Tells `Wait` callers and containerd (`/tasks/exit`, held back until `/tasks/start` is out)
+/// that `task` exited with `status` at `exited`.
+fn report_exit(task: &Task, events: &EventSink, status: u32, exited: std::time::SystemTime) {
+    let at = task.mark_stopped(status, exited);
+    let exit = TaskExit {
+        container_id: task.id.clone(),
+        id: task.id.clone(),
+        pid: task.pid,
+        exit_status: status,
+        exited_at: timestamp(at),
+        ..Default::default()
+    };
+    if let Ok(mut gate) = task.start_gate.lock() {
+        if gate.start_published {
+            events.send(Event::Exit(exit));
+        } else {
+            gate.deferred_exit = Some(exit);
+        }
+    }
+}
+
 /// `result`, with its failure recorded on the call's span.
 fn traced<T>(call: &Call, result: TtrpcResult<T>) -> TtrpcResult<T> {
     if let Err(err) = &result {

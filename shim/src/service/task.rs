@@ -1,6 +1,7 @@
 //! One task: a container and what containerd asks about it.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -9,7 +10,7 @@ use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 
 use crate::cgroups::{ContainerCgroup, OomWatch};
-use crate::container::HeldOutput;
+use crate::container::{HeldOutput, UnreadOutput};
 use crate::milestones::{GuestReport, Milestone, MilestoneReader};
 use crate::telemetry::Parent;
 
@@ -31,6 +32,9 @@ pub struct Task {
     /// The container's init process.
     pub pid: u32,
     phase: Mutex<Phase>,
+    /// The init process has been reaped; its exit may not be told yet (it waits for the
+    /// output to be read: see [`UnreadOutput`]).
+    reaped: AtomicBool,
     stopped: Condvar,
     /// The same news for `Wait` calls, which wait on the serving runtime, not on a thread.
     stopped_news: tokio::sync::Notify,
@@ -120,6 +124,7 @@ impl Task {
             state_root,
             pid,
             phase: Mutex::new(Phase::Created),
+            reaped: AtomicBool::new(false),
             stopped: Condvar::new(),
             stopped_news: tokio::sync::Notify::new(),
             cgroup: Mutex::new(None),
@@ -157,17 +162,30 @@ impl Task {
         }
     }
 
-    /// Lets go of the output fifos: containerd's copy ends once the workload's own ends are
-    /// closed too.
-    pub fn release_output(&self) {
-        if let Ok(mut held) = self.held_output.lock() {
-            held.take();
-        }
+    /// Records that the init process is gone, before its exit is told.
+    pub fn mark_reaped(&self) {
+        self.reaped.store(true, Ordering::Release);
     }
 
-    /// Records the exit; the first report wins.
-    pub fn mark_stopped(&self, status: u32) -> SystemTime {
-        let at = SystemTime::now();
+    /// Whether the init process is gone: a stopped task, or one whose exit waits on its
+    /// output being read.
+    pub fn reaped(&self) -> bool {
+        self.reaped.load(Ordering::Acquire)
+    }
+
+    /// Lets go of the output fifos: containerd's copy ends once the workload's own ends are
+    /// closed too. What is left in them is still to be read (see [`UnreadOutput`]).
+    pub fn release_output(&self) -> UnreadOutput {
+        self.held_output
+            .lock()
+            .ok()
+            .and_then(|mut held| held.take())
+            .map(HeldOutput::release)
+            .unwrap_or_default()
+    }
+
+    /// Records the exit, which happened `at`; the first report wins.
+    pub fn mark_stopped(&self, status: u32, at: SystemTime) -> SystemTime {
         if let Ok(mut phase) = self.phase.lock() {
             if let Phase::Stopped { at, .. } = *phase {
                 return at;

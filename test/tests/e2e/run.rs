@@ -1,5 +1,7 @@
 //! A module runs, sees its args, env and files, and its exit status reaches the user.
 
+use std::time::Duration;
+
 use anyhow::{Result, ensure};
 use wasmrunner_e2e::engine::Engine;
 use wasmrunner_e2e::fixtures::Target;
@@ -17,7 +19,44 @@ pub fn cases() -> Vec<Case> {
         Case::new("wasip2_component", wasip2_component),
         Case::new("native_executable", native_executable),
         Case::new("output_survives_a_rebuild", output_survives_a_rebuild),
+        Case::new("slow_reader_gets_all_output", slow_reader_gets_all_output),
     ]
+}
+
+/// How many 64 KiB args [`slow_reader_gets_all_output`] has printed back: 512 KiB, far more
+/// than the fifo (64 KiB), `ctr`'s copy buffer (32 KiB) and `ctr`'s stdout pipe (64 KiB) hold.
+const SLOW_READER_ARGS: usize = 8;
+
+/// Output still in the fifo when the workload exits reaches `ctr` whole, however slowly `ctr`
+/// gets it read. `ctr` (containerd's client) closes its end of the fifos once it hears of the
+/// exit, so the shim tells the exit only once the fifos are read. Here `ctr`'s own stdout is
+/// read 4 KiB every 10 ms: without that wait, the last ~100 KiB were lost every time.
+fn slow_reader_gets_all_output(env: &Env) -> Result<()> {
+    let lines: Vec<String> = (0..SLOW_READER_ARGS)
+        .map(|i| char::from(b'a' + i as u8).to_string().repeat(64 * 1024))
+        .collect();
+    let mut args = vec!["/probe.wasm", "args"];
+    args.extend(lines.iter().map(String::as_str));
+    let id = env.container_id("slow-reader");
+    let out = env
+        .run_rm_read_slowly(
+            &id,
+            TestImage::Probe(Target::WasiP1),
+            &[],
+            &args,
+            Duration::from_millis(10),
+        )?
+        .ok()?;
+    for (i, line) in lines.iter().enumerate() {
+        let expected = format!("arg[{}]={line}", i + 2);
+        ensure!(
+            out.stdout.lines().any(|l| l == expected),
+            "arg {} did not reach ctr whole: {} bytes of stdout arrived",
+            i + 2,
+            out.stdout.len()
+        );
+    }
+    Ok(())
 }
 
 /// A container built twice (its first build lost libcontainer's start-up race: injected
