@@ -130,8 +130,13 @@ pub fn alive(pid: u32) -> bool {
 
 /// Sends SIGKILL to `pid`.
 pub fn kill9(pid: u32) -> std::io::Result<()> {
+    signal(pid, libc::SIGKILL)
+}
+
+/// Sends `signal` to `pid`.
+pub fn signal(pid: u32, signal: libc::c_int) -> std::io::Result<()> {
     // SAFETY: kill(2) has no memory-safety preconditions.
-    if unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) } != 0 {
+    if unsafe { libc::kill(pid as libc::pid_t, signal) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())

@@ -124,18 +124,38 @@ fn drop_listening_sockets() {
     }
 }
 
+/// The signals an operator's `pkill` or `kill` of a shim's processes sends, which its
+/// serving process outlives (see `service::exits`): a zygote outlives them too, or the
+/// serving process would be left with no zygote and every later Create would fail.
+const OUTLIVED: [libc::c_int; 2] = [libc::SIGTERM, libc::SIGINT];
+
+/// Sets what [`OUTLIVED`] signals do in this process.
+fn outlived_signals(action: libc::sighandler_t) {
+    for signal in OUTLIVED {
+        // SAFETY: `action` is SIG_IGN or SIG_DFL, no handler: setting either touches only
+        // this process's signal dispositions.
+        unsafe {
+            libc::signal(signal, action);
+        }
+    }
+}
+
 // Runs in a new zygote or spare; returns its pid. A forked child inherits no parent-death
 // signal, so each sets its own.
 fn become_zygote(name: String) -> u32 {
     die_with_parent(());
+    outlived_signals(libc::SIG_IGN);
     drop_listening_sockets();
     crate::sys::set_process_name(&name);
     std::process::id()
 }
 
 // Runs in a process just forked from the zygote `spawner`: takes its name, and closes the
-// channels it inherited (see `close_inherited_channels`).
+// channels it inherited (see `close_inherited_channels`). An ignored signal stays ignored
+// across fork and exec: a builder gives [`OUTLIVED`] back their default action, so that the
+// container init it makes (and the guest) dies of SIGTERM as any container's does.
 fn set_up_child((spawner, name): (u32, String)) {
+    outlived_signals(libc::SIG_DFL);
     crate::sys::set_process_name(&name);
     close_inherited_channels(spawner);
 }

@@ -36,6 +36,10 @@ pub fn cases() -> Vec<Case> {
             .needs(&[Needs::HostCompile]),
         Case::new("node_cache_disk_full", node_cache_disk_full),
         Case::new("node_cache_read_only", node_cache_read_only),
+        Case::new(
+            "sigterm_to_the_shim_leaves_it_serving",
+            sigterm_to_the_shim_leaves_it_serving,
+        ),
         Case::new("stop_with_a_grace_period", stop_with_a_grace_period),
         Case::new("cri_stop_with_a_timeout", cri_stop_with_a_timeout),
         Case::new(
@@ -44,6 +48,52 @@ pub fn cases() -> Vec<Case> {
         )
         .needs(&[Needs::PerPodMode]),
     ]
+}
+
+/// SIGTERM to every process of a shim (an operator's `pkill`, a node's shutdown script)
+/// leaves it serving, as containerd's own shims are left: its serving process, zygote and
+/// spare all outlive it, the container it runs is not touched, and a container created
+/// afterwards in the same pod runs. A zygote and spare that died of it used to leave a
+/// serving process whose every Create failed.
+fn sigterm_to_the_shim_leaves_it_serving(env: &Env) -> Result<()> {
+    let pod = format!(
+        "io.kubernetes.cri.sandbox-id={}",
+        env.container_id("sigterm-pod")
+    );
+    let flags = ["--annotation", pod.as_str()];
+    let sleeper = env.start_attached_with(PROBE, &flags, &["/probe.wasm", "sleep"])?;
+    let pid = env.task_pid(&sleeper.id)?;
+    let server = parent_of(pid).context("the sleeper has no parent")?;
+    let family: Vec<u32> = [server]
+        .into_iter()
+        .chain(procs::children_named(server, ZYGOTE))
+        .chain(procs::children_named(server, ZYGOTE_SPARE))
+        .collect();
+    ensure!(
+        family.len() == 3,
+        "expected a serving process, a zygote and a spare, found {family:?}"
+    );
+    for member in &family {
+        procs::signal(*member, libc::SIGTERM)
+            .with_context(|| format!("sending SIGTERM to {member}"))?;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let dead: Vec<u32> = family
+        .iter()
+        .copied()
+        .filter(|p| !procs::alive(*p))
+        .collect();
+    ensure!(dead.is_empty(), "{dead:?} of {family:?} died of SIGTERM");
+    ensure!(
+        env.task_status(&sleeper.id)?.as_deref() == Some("RUNNING"),
+        "the running container did not run on"
+    );
+    let out = env.run_rm_with(HELLO_IMAGE, &flags, &[])?;
+    ensure!(
+        out.success() && out.stdout.contains(HELLO),
+        "a container created after the SIGTERM did not run: {out}"
+    );
+    sleeper.kill_and_remove(env, WAIT)
 }
 
 /// How long a serving process with nothing to serve stays up in
