@@ -21,7 +21,7 @@ pub mod module_cache;
 pub mod service;
 mod signals;
 mod sys;
-mod telemetry;
+pub mod telemetry;
 #[cfg(test)]
 mod test_fifo;
 mod version;

@@ -139,7 +139,17 @@ impl Containerd {
         engines: &[Engine],
         log_level: LogLevel,
     ) -> Result<Self> {
-        Self::start_with(bin_dir_containerd, engines, log_level, DaemonEnv::new())
+        Self::start_logging_with_env(bin_dir_containerd, engines, log_level, DaemonEnv::new())
+    }
+
+    /// [`Containerd::start_logging`] with `extra` applied to containerd's environment.
+    pub fn start_logging_with_env(
+        bin_dir_containerd: &Path,
+        engines: &[Engine],
+        log_level: LogLevel,
+        extra: DaemonEnv,
+    ) -> Result<Self> {
+        Self::start_with(bin_dir_containerd, engines, log_level, extra)
     }
 
     fn start_with(

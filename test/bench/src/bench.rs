@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use wasmrunner_e2e::command::{Outcome, run_command};
+use wasmrunner_e2e::containerd::DaemonEnv;
 use wasmrunner_e2e::cri::config::LogLevel;
 use wasmrunner_e2e::images::TestImage;
 use wasmrunner_e2e::{Containerd, Engine, Env};
@@ -21,6 +22,8 @@ use crate::runtime::Runtime;
 pub struct Bench {
     env: Env,
     containerd: Arc<Containerd>,
+    /// containerd's (and so the shims') log level.
+    level: LogLevel,
     pub sizes: Sizes,
     next_id: AtomicUsize,
 }
@@ -28,6 +31,31 @@ pub struct Bench {
 impl Bench {
     /// Starts the private containerd of `containerd_dir`, logging at debug level when `debug`.
     pub fn start(containerd_dir: &Path, sizes: Sizes, debug: bool) -> Result<Self> {
+        let level = if debug {
+            LogLevel::Debug
+        } else {
+            LogLevel::Info
+        };
+        Self::start_with_env(containerd_dir, sizes, level, DaemonEnv::new())
+    }
+
+    /// A second private containerd of the same build and sizes, with `extra` applied to its
+    /// environment (which its shims inherit): tracing on, say.
+    pub fn with_env(&self, extra: DaemonEnv) -> Result<Self> {
+        Self::start_with_env(
+            self.containerd.bin_dir(),
+            self.sizes.clone(),
+            self.level,
+            extra,
+        )
+    }
+
+    fn start_with_env(
+        containerd_dir: &Path,
+        sizes: Sizes,
+        level: LogLevel,
+        extra: DaemonEnv,
+    ) -> Result<Self> {
         // The CRI handlers containerd's config gets; the bench itself drives containerd with
         // runtime names and does not use CRI.
         let engines = Engine::selected();
@@ -40,20 +68,15 @@ impl Bench {
         }
         let containerd = Arc::new(
             // Info, not the suites' debug, unless asked: logging is not what is measured.
-            Containerd::start_logging(
-                containerd_dir,
-                &engines,
-                if debug {
-                    LogLevel::Debug
-                } else {
-                    LogLevel::Info
-                },
-            )
-            .with_context(|| format!("starting containerd from {}", containerd_dir.display()))?,
+            Containerd::start_logging_with_env(containerd_dir, &engines, level, extra)
+                .with_context(|| {
+                    format!("starting containerd from {}", containerd_dir.display())
+                })?,
         );
         Ok(Self {
             env: Env::new(Arc::clone(&containerd), engine),
             containerd,
+            level,
             sizes,
             next_id: AtomicUsize::new(0),
         })

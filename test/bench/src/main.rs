@@ -20,7 +20,10 @@
 //!   (an engine that interprets the module runs fewer rounds);
 //! - serving: a `wasi:http` component served by the Wasmtime shim in each mode against
 //!   `wasmtime serve` of the same release on the host (requests/s and latency at 1, 16 and 64
-//!   keep-alive connections), and the PSS per idle served pod.
+//!   keep-alive connections), and the PSS per idle served pod;
+//! - tracing: Wasmtime's cold start with tracing on (spans to an OTLP receiver on loopback,
+//!   through a second containerd whose environment turns it on) against tracing off, and what
+//!   a Task API call spends on tracing when it is off.
 //!
 //! `make bench` runs it; `--quick` is the short run CI does.
 
@@ -39,6 +42,7 @@ mod signals;
 mod stats;
 mod targets;
 mod throughput;
+mod tracing;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,10 +68,11 @@ pub enum Section {
     BigModule,
     Compute,
     Serving,
+    Tracing,
 }
 
 impl Section {
-    pub const ALL: [Section; 7] = [
+    pub const ALL: [Section; 8] = [
         Section::Cold,
         Section::Throughput,
         Section::ShimThroughput,
@@ -75,6 +80,7 @@ impl Section {
         Section::BigModule,
         Section::Compute,
         Section::Serving,
+        Section::Tracing,
     ];
 
     pub fn key(self) -> &'static str {
@@ -86,6 +92,7 @@ impl Section {
             Section::BigModule => "big_module",
             Section::Compute => "compute",
             Section::Serving => "serving",
+            Section::Tracing => "tracing",
         }
     }
 }
@@ -399,6 +406,7 @@ fn run_section(bench: &Bench, section: Section, args: &Args) -> SectionOutcome {
             bench,
             &serving::wasmtime_path(args.wasmtime_serve.as_deref()),
         ),
+        Section::Tracing => tracing::run(bench).map(SectionOutcome::Tracing),
     };
     match result {
         Ok(outcome) => outcome,

@@ -19,6 +19,7 @@ use crate::shimtask::ShimThroughput;
 use crate::stats::Summary;
 use crate::targets;
 use crate::throughput::Throughput;
+use crate::tracing::Tracing;
 use crate::{Section, Sizes};
 
 /// What a section came to.
@@ -30,6 +31,7 @@ pub enum SectionOutcome {
     BigModule(BigModule),
     Compute(Compute),
     Serving(Serving),
+    Tracing(Tracing),
     Skipped(String),
     Failed(String),
 }
@@ -42,6 +44,7 @@ pub enum Unit {
     TasksPerSecond,
     Mib,
     WakeupsPerSecond,
+    Nanoseconds,
 }
 
 impl Unit {
@@ -52,6 +55,7 @@ impl Unit {
             Unit::TasksPerSecond => format!("{value:.1}/s"),
             Unit::Mib => format!("{value:.2} MiB"),
             Unit::WakeupsPerSecond => format!("{value:.1}/s"),
+            Unit::Nanoseconds => format!("{value:.1} ns"),
         }
     }
 
@@ -63,7 +67,9 @@ impl Unit {
         }
         Some(match self {
             Unit::TasksPerSecond => baseline / value,
-            Unit::Seconds | Unit::Mib | Unit::WakeupsPerSecond => value / baseline,
+            Unit::Seconds | Unit::Mib | Unit::WakeupsPerSecond | Unit::Nanoseconds => {
+                value / baseline
+            }
         })
     }
 }
@@ -246,6 +252,7 @@ impl Report {
                     rows.extend(big_module_rows(big, floor));
                 }
                 SectionOutcome::Compute(c) => rows.extend(compute_rows(c)),
+                SectionOutcome::Tracing(t) => rows.extend(tracing_rows(t)),
                 // Its own table (a row per runtime, columns per connection count).
                 SectionOutcome::Serving(_) => {}
                 SectionOutcome::Skipped(_) | SectionOutcome::Failed(_) => {
@@ -269,6 +276,7 @@ impl Report {
             SectionOutcome::BigModule(x) => data(serde_json::to_value(x)),
             SectionOutcome::Compute(x) => data(serde_json::to_value(x)),
             SectionOutcome::Serving(x) => data(serde_json::to_value(x)),
+            SectionOutcome::Tracing(x) => data(serde_json::to_value(x)),
             SectionOutcome::Skipped(reason) => json!({ "status": "skipped", "reason": reason }),
             SectionOutcome::Failed(reason) => json!({ "status": "failed", "reason": reason }),
         }
@@ -820,6 +828,48 @@ fn compute_rows(c: &Compute) -> Vec<Row> {
             ));
         }
     }
+    rows
+}
+
+fn tracing_rows(t: &Tracing) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for runtime in Runtime::wasm() {
+        let Some(mode) = t.mode(&runtime) else {
+            continue;
+        };
+        let on = mode.on.as_ref().map(|s| s.median);
+        let off = mode.off.as_ref().map(|s| s.median);
+        let (per_pod, shared) = if runtime.is_shared() {
+            (None, on)
+        } else {
+            (on, None)
+        };
+        rows.push(Row::new(
+            Section::Tracing,
+            format!(
+                "cold start, tracing on ({:.0} shim spans a container), median of {}",
+                t.spans_per_container, t.runs
+            ),
+            runtime.engine_name(),
+            Unit::Seconds,
+            per_pod,
+            shared,
+            off,
+            "tracing off, same run",
+            false,
+        ));
+    }
+    rows.push(Row::new(
+        Section::Tracing,
+        "tracing off: what a Task API call spends on it, in-process",
+        "all",
+        Unit::Nanoseconds,
+        Some(t.off_call_ns),
+        Some(t.off_call_ns),
+        None,
+        "(no span, no exporter, no thread)",
+        false,
+    ));
     rows
 }
 
