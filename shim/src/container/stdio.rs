@@ -169,10 +169,7 @@ mod tests {
     /// has gone, and sees it once the hold is released.
     #[test]
     fn the_hold_keeps_the_copy_going_until_released() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-        fifo(&out);
-        fifo(&err);
+        let (_dir, out, err) = stdio_fifos();
         let mut reader = open_reader(&out);
         let held = HeldOutput::open(&out, &err).expect("hold");
         {
@@ -190,21 +187,33 @@ mod tests {
         assert_eq!(reader.read(&mut buf).expect("end of file"), 0);
     }
 
-    /// Released, the hold counts what is written and not yet read, in every fifo a reader
-    /// has open, until the reader reads it; then the reader sees the end of the file.
-    #[test]
-    fn unread_output_is_counted_until_read() {
+    /// A task's stdout and stderr fifos, in a directory that lasts as long as the first value.
+    fn stdio_fifos() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
         let (out, err) = (dir.path().join("out"), dir.path().join("err"));
         fifo(&out);
         fifo(&err);
+        (dir, out, err)
+    }
+
+    /// Writes `text` into the fifo at `path`, as a workload does; the writer stays open when
+    /// returned.
+    fn write_to(path: &Path, text: &[u8]) -> File {
+        let mut writer = open_output(path).expect("open").expect("a path was given");
+        writer.write_all(text).expect("write");
+        writer
+    }
+
+    /// Released, the hold counts what is written and not yet read, in every fifo a reader
+    /// has open, until the reader reads it; then the reader sees the end of the file.
+    #[test]
+    fn unread_output_is_counted_until_read() {
+        let (_dir, out, err) = stdio_fifos();
         let mut out_reader = open_reader(&out);
         let mut err_reader = open_reader(&err);
         let held = HeldOutput::open(&out, &err).expect("hold");
-        for (path, text) in [(&out, &b"stdout!"[..]), (&err, &b"stderr"[..])] {
-            let mut writer = open_output(path).expect("open").expect("a path was given");
-            writer.write_all(text).expect("write");
-        }
+        write_to(&out, b"stdout!");
+        write_to(&err, b"stderr");
         let unread = held.release();
         assert_eq!(unread.bytes(), 13);
         let mut buf = [0u8; 4];
@@ -223,15 +232,10 @@ mod tests {
     /// A fifo nobody reads any more is not waited on: what is left in it has nobody to go to.
     #[test]
     fn output_nobody_reads_is_not_waited_for() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-        fifo(&out);
-        fifo(&err);
+        let (_dir, out, err) = stdio_fifos();
         let reader = open_reader(&out);
         let held = HeldOutput::open(&out, &err).expect("hold");
-        let mut writer = open_output(&out).expect("open").expect("a path was given");
-        writer.write_all(b"never read").expect("write");
-        drop(writer);
+        drop(write_to(&out, b"never read"));
         drop(reader);
         let unread = held.release();
         assert_eq!(unread.bytes(), 0);
@@ -241,14 +245,10 @@ mod tests {
     /// A reader that stops reading is waited for no longer than the stall time.
     #[test]
     fn a_reader_that_stops_is_not_waited_for_long() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-        fifo(&out);
-        fifo(&err);
+        let (_dir, out, err) = stdio_fifos();
         let _reader = open_reader(&out);
         let held = HeldOutput::open(&out, &err).expect("hold");
-        let mut writer = open_output(&out).expect("open").expect("a path was given");
-        writer.write_all(b"unread").expect("write");
+        let _writer = write_to(&out, b"unread");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
