@@ -126,19 +126,9 @@ pub fn socket_fds() -> Vec<i32> {
 /// Whether socket `fd` is listening for connections (`SO_ACCEPTCONN`).
 pub fn is_listening(fd: i32) -> bool {
     let mut listening: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `listening`, a c_int as
-    // SO_ACCEPTCONN expects; on a descriptor that is not a socket it fails and writes nothing.
-    let read = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            (&raw mut listening).cast(),
-            &mut len,
-        )
-    };
-    read == 0 && listening != 0
+    // SAFETY: SO_ACCEPTCONN is a c_int, for which any bytes are a valid value.
+    let read = unsafe { socket_option(fd, libc::SO_ACCEPTCONN, &mut listening) };
+    read && listening != 0
 }
 
 /// The pid of the process that made unix socket `fd` (with `socketpair`) or, for a
@@ -149,19 +139,30 @@ pub fn socket_creator(fd: i32) -> Option<u32> {
         uid: 0,
         gid: 0,
     };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `cred`, a ucred as SO_PEERCRED
-    // expects.
-    let read = unsafe {
+    // SAFETY: SO_PEERCRED is a ucred, three integers for which any bytes are a valid value.
+    let read = unsafe { socket_option(fd, libc::SO_PEERCRED, &mut cred) };
+    (read && cred.pid > 0).then_some(cred.pid as u32)
+}
+
+/// Reads the `SOL_SOCKET` option `option` of `fd` into `value`; false when it cannot be read
+/// (`fd` is no socket, say), and `value` is then as it was.
+///
+/// # Safety
+/// `T` must be the type the kernel writes for `option`, and plain data for which any bytes
+/// are a valid value: the kernel writes at most `size_of::<T>()` bytes into it.
+unsafe fn socket_option<T>(fd: i32, option: libc::c_int, value: &mut T) -> bool {
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `value`, a live, exclusive `T` of
+    // that size; that any such bytes make a valid `T` is the caller's promise.
+    unsafe {
         libc::getsockopt(
             fd,
             libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
+            option,
+            (value as *mut T).cast(),
             &mut len,
-        )
-    };
-    (read == 0 && cred.pid > 0).then_some(cred.pid as u32)
+        ) == 0
+    }
 }
 
 #[cfg(test)]
