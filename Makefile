@@ -5,7 +5,7 @@ SHIM_PACKAGES := -p wasmrunner-wasmtime -p wasmrunner-wasmedge -p wasmrunner-oci
 # and the ones test/containerd/fetch.sh unpacks from Debian's newer suites (1.7, 2.x).
 CONTAINERD_MATRIX ?= system target/containerd/trixie/bin target/containerd/sid/bin
 
-.PHONY: all setup build fixtures test unit e2e bench-check lint fmt demo clean
+.PHONY: all setup build build-all fixtures test unit e2e bench-check lint fmt demo clean
 
 all: build
 
@@ -17,21 +17,35 @@ setup:
 ## goes under its shared-manager name (containerd-shim-<engine>d-v1): the same program, a
 ## hard link, which selects the mode from the name it is started under.
 ENGINES := wasmtime wasmedge
-build:
-	$(CARGO) build --release $(SHIM_PACKAGES) --bins
-	@for engine in $(ENGINES); do \
+LINK_SHARED_NAMES = for engine in $(ENGINES); do \
 		ln -f target/release/containerd-shim-$$engine-v1 target/release/containerd-shim-$${engine}d-v1; \
 	done
+build:
+	$(CARGO) build --release $(SHIM_PACKAGES) --bins
+	@$(LINK_SHARED_NAMES)
 
-## test: everything CI runs: setup, build, lint (fmt and clippy), unit tests, the end-to-end
-## suite on every containerd, and a quick benchmark run (a check that it still works; timings
-## are not judged)
-test: setup build lint unit e2e bench-check
+## build-all: everything the suites and the bench run (the shims, every crate's tests, the
+## e2e and load suites, the bench and its shims, WasmEdge's examples), in two cargo calls over
+## the whole workspace. Cargo unifies dependency features over the packages a call selects, so
+## calls over different packages (`-p x`, `--exclude y`) compile the same dependencies again
+## with other features: on 2 cores that was a quarter of CI's time. Every later step selects
+## the whole workspace too, and so finds everything built.
+build-all:
+	@echo "=== build-all $$(date +%T)"
+	$(CARGO) build --release --workspace --all-targets
+	$(CARGO) build --release --workspace --test e2e --test load
+	@$(LINK_SHARED_NAMES)
 
-## unit: the crates' own tests
-unit:
-	$(CARGO) test --release --workspace --exclude wasmrunner-e2e
-	$(CARGO) test --release -p wasmrunner-e2e --lib
+## test: everything CI runs: setup, one build, lint (fmt and clippy), unit tests, the
+## end-to-end suite on every containerd, and a quick benchmark run (a check that it still
+## works; timings are not judged)
+test: setup build-all lint unit e2e bench-check
+
+## unit: the crates' own tests (the e2e and load suites are `test = false`: they run only
+## when named, below)
+unit: build-all
+	@echo "=== unit $$(date +%T)"
+	$(CARGO) test --release --workspace
 
 ## e2e: the end-to-end suite against each containerd in CONTAINERD_MATRIX, then the load
 ## suite (tests/load: short tasks under a CPU hog, every output checked): LOAD_TASKS ctr runs
@@ -40,24 +54,24 @@ unit:
 LOAD_TASKS ?= 2000
 LOAD_CRI_TASKS ?= 200
 LOAD_BURST ?= 100
-e2e: build
+e2e: build-all
 	@set -e; last=$(lastword $(CONTAINERD_MATRIX)); for dir in $(CONTAINERD_MATRIX); do \
 		if [ "$$dir" = system ]; then unset WASMRUNNER_CONTAINERD_BIN; else export WASMRUNNER_CONTAINERD_BIN=$(CURDIR)/$$dir; fi; \
-		echo "=== e2e against containerd: $$dir"; \
-		$(CARGO) test --release -p wasmrunner-e2e --test e2e; \
+		echo "=== e2e against containerd: $$dir $$(date +%T)"; \
+		$(CARGO) test --release --workspace --test e2e; \
 		if [ "$$dir" = "$$last" ]; then share=1; else share=10; fi; \
-		echo "=== load against containerd: $$dir"; \
+		echo "=== load against containerd: $$dir $$(date +%T)"; \
 		WASMRUNNER_LOAD_TASKS=$$(( $(LOAD_TASKS) / share )) WASMRUNNER_LOAD_CRI_TASKS=$$(( $(LOAD_CRI_TASKS) / share )) \
 			WASMRUNNER_LOAD_BURST=$$(( $(LOAD_BURST) / share )) \
-			$(CARGO) test --release -p wasmrunner-e2e --test load; \
+			$(CARGO) test --release --workspace --test load; \
 	done
 
 ## load: the load suite alone, against the newest containerd of the matrix (LOAD_TASKS=10000
 ## for the figure issue #20 asks for)
 .PHONY: load
-load: build
+load: build-all
 	WASMRUNNER_CONTAINERD_BIN=$(CURDIR)/$(lastword $(CONTAINERD_MATRIX)) WASMRUNNER_LOAD_TASKS=$(LOAD_TASKS) \
-		WASMRUNNER_LOAD_CRI_TASKS=$(LOAD_CRI_TASKS) $(CARGO) test --release -p wasmrunner-e2e --test load
+		WASMRUNNER_LOAD_CRI_TASKS=$(LOAD_CRI_TASKS) $(CARGO) test --release --workspace --test load
 
 ## soak: the load suite as a soak: SOAK_TASKS tasks of the mix (clean exits, own statuses,
 ## traps, kills) per engine and mode on both engines, then what is left of them (processes,
@@ -65,24 +79,27 @@ load: build
 SOAK_TASKS ?= 10000
 SOAK_CRI_TASKS ?= 1000
 .PHONY: soak
-soak: build
+soak: build-all
 	WASMRUNNER_CONTAINERD_BIN=$(CURDIR)/$(lastword $(CONTAINERD_MATRIX)) WASMRUNNER_LOAD_TASKS=$(SOAK_TASKS) \
 		WASMRUNNER_LOAD_CRI_TASKS=$(SOAK_CRI_TASKS) WASMRUNNER_LOAD_ENGINES=wasmtime,wasmedge \
-		$(CARGO) test --release -p wasmrunner-e2e --test load
+		$(CARGO) test --release --workspace --test load
 
 ## bench: wasmrunner beside runc through a private containerd (cold start, throughput,
 ## memory, big modules, compute, serving); prints a table, writes target/bench/results.json.
-## BENCH_ARGS=--quick for the short run CI does; see `wasmrunner-bench --help`.
+## BENCH_ARGS=--quick for the short run CI does; see `wasmrunner-bench --help`. Besides the
+## shims it runs the null shim (the floor), the runwasi stand-in and WasmEdge's run-on-host
+## example, all from build-all; upstream runwasi's shim comes from ../shared/anchors/runwasi.
 BENCH_ARGS ?=
 .PHONY: bench
-bench: build bench-bins bench-tools
-	$(CARGO) run --release -p wasmrunner-bench -- --json target/bench/results.json $(BENCH_ARGS)
+bench: build-all bench-tools
+	target/release/wasmrunner-bench --json target/bench/results.json $(BENCH_ARGS)
 
 ## bench-check: the quick run CI does. It does not build bench-tools (wasmtime-cli takes too
 ## long for CI): without them the serving section measures wasmrunner alone and says its
 ## `wasmtime serve` baseline was not measured.
-bench-check: build bench-bins
-	$(CARGO) run --release -p wasmrunner-bench -- --quick --json target/bench/quick.json
+bench-check: build-all
+	@echo "=== bench-check $$(date +%T)"
+	target/release/wasmrunner-bench --quick --json target/bench/quick.json
 
 ## bench-tools: what the bench compares with that is not in the tree: `wasmtime serve` of the
 ## Wasmtime release the shim embeds (the serving section's baseline), built from the crate
@@ -99,18 +116,11 @@ $(WASMTIME_CLI_ROOT)/bin/wasmtime:
 		--features run,serve,cranelift,pooling-allocator,parallel-compilation,cache,component-model-async \
 		--root $(WASMTIME_CLI_ROOT) --target-dir target/bench-tools/build
 
-## bench-bins: what the bench runs besides the shims: the null shim (the floor), the runwasi
-## stand-in, and WasmEdge's run-on-host (compute's "no container" place). Upstream runwasi's
-## shim comes from ../shared/anchors/runwasi (see `wasmrunner-bench --help`).
-.PHONY: bench-bins
-bench-bins:
-	$(CARGO) build --release -p wasmrunner-bench --bins
-	$(CARGO) build --release -p wasmrunner-wasmedge --examples
-
 ## lint: formatting and clippy, warnings as errors
 lint:
+	@echo "=== lint $$(date +%T)"
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all

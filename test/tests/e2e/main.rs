@@ -2,7 +2,7 @@
 //! containerd (the one in `WASMRUNNER_CONTAINERD_BIN`, or on `PATH`).
 //!
 //! Run it with `make e2e` (every containerd version) or
-//! `cargo test --release -p wasmrunner-e2e --test e2e` (one).
+//! `cargo test --release --workspace --test e2e` (one).
 
 mod bad_input;
 mod capabilities;
