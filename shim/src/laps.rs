@@ -42,6 +42,11 @@ impl<'c> Laps<'c> {
         }
     }
 
+    /// The call these laps are phases of.
+    pub fn call(&self) -> &'c Call {
+        self.call
+    }
+
     /// Adds `key = value` to the lap under way (its span, when tracing).
     pub fn note(&mut self, key: &'static str, value: &str) {
         if self.call.recording() {

@@ -18,6 +18,7 @@ mod logging;
 mod memory;
 mod milestones;
 pub mod module_cache;
+pub mod served_requests;
 pub mod service;
 mod signals;
 mod sys;

@@ -17,9 +17,10 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::served_requests::RequestLog;
 
 /// The most the shim reads from a task's FIFO: a few lines.
 const MAX_READ: usize = 1024;
@@ -54,30 +55,36 @@ impl Milestone {
     }
 }
 
-/// The init process's end: writes milestones, or nothing when the task is not traced.
+/// The init process's end: writes milestones, and for a traced task holds the log of the
+/// requests a server answers (`crate::served_requests`).
 #[derive(Debug, Default, Clone)]
 pub struct Milestones {
     fifo: Option<std::sync::Arc<File>>,
+    requests: RequestLog,
 }
 
 impl Milestones {
-    /// Opens the write end of the task's FIFO (in the builder); a FIFO that cannot be
-    /// opened only costs the trace its guest spans.
-    pub(crate) fn open(path: Option<&Path>) -> Self {
-        let fifo = path.and_then(|path| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NONBLOCK)
-                .open(path)
-                .inspect_err(|e| tracing::debug!("no guest milestones ({}): {e}", path.display()))
-                .ok()
-                .map(std::sync::Arc::new)
-        });
-        Self { fifo }
+    /// Opens the write ends of the task's FIFOs (in the builder): `path`'s, and `requests`',
+    /// which only a traced task has. A FIFO that cannot be opened only costs the trace its
+    /// guest spans.
+    pub(crate) fn open(path: Option<&Path>, requests: Option<&Path>) -> Self {
+        let fifo = path.and_then(|path| crate::sys::fifo_write_end(path, "guest milestones"));
+        Self {
+            fifo,
+            requests: RequestLog::open(requests),
+        }
     }
 
-    pub(crate) fn raw_fd(&self) -> Option<RawFd> {
-        self.fifo.as_ref().map(|fifo| fifo.as_raw_fd())
+    /// The descriptors the init process keeps for the shim.
+    pub(crate) fn raw_fds(&self) -> impl Iterator<Item = RawFd> {
+        let milestones = self.fifo.as_ref().map(|fifo| fifo.as_raw_fd());
+        milestones.into_iter().chain(self.requests.raw_fd())
+    }
+
+    /// Where a server tells the shim about the requests it answered (nothing when the task
+    /// is not traced).
+    pub fn requests(&self) -> &RequestLog {
+        &self.requests
     }
 
     /// Records `milestone` as now. Never blocks, never fails the guest.
@@ -141,20 +148,7 @@ impl MilestoneReader {
     /// Makes the FIFO `path` (owner-only) and opens its read end, which must be open before
     /// the builder opens the write end.
     pub fn create(path: PathBuf) -> std::io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let _ = std::fs::remove_file(&path);
-        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        // SAFETY: `c_path` is a NUL-terminated path that lives across the call.
-        if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let fifo = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(&path)?;
+        let fifo = crate::sys::fifo_read_end(&path)?;
         Ok(Self { path, fifo })
     }
 
@@ -212,7 +206,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("task.milestones");
         let reader = MilestoneReader::create(path.clone()).expect("fifo");
-        let writer = Milestones::open(Some(&path));
+        let writer = Milestones::open(Some(&path), None);
         (dir, path, reader, writer)
     }
 
@@ -265,6 +259,6 @@ mod tests {
 
     #[test]
     fn nothing_to_write_to_is_fine() {
-        Milestones::open(None).mark(Milestone::Running);
+        Milestones::open(None, None).mark(Milestone::Running);
     }
 }

@@ -1,5 +1,6 @@
-//! Two system calls the shim needs with care, in one place each: `openat2` (paths resolved
-//! under the kernel's rules, not the caller's) and an exclusive `flock` on a lock file.
+//! System calls the shim needs with care, in one place each: `openat2` (paths resolved
+//! under the kernel's rules, not the caller's), an exclusive `flock` on a lock file, a FIFO's
+//! making, and what the kernel says of a socket.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -58,6 +59,38 @@ pub fn openat2_read(
     }
     // SAFETY: `fd` was just returned by openat2 and is owned by nobody else.
     Ok(Some(unsafe { File::from_raw_fd(fd as i32) }))
+}
+
+/// Opens the write end of the FIFO `path` without blocking, for `what` (a debug line says why
+/// not, when not): `None` when it cannot be opened, which costs its reader only what it would
+/// have been told.
+pub fn fifo_write_end(path: &Path, what: &str) -> Option<std::sync::Arc<File>> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .inspect_err(|e| tracing::debug!("no {what} ({}): {e}", path.display()))
+        .ok()
+        .map(std::sync::Arc::new)
+}
+
+/// Makes the FIFO `path` (owner-only; one left by an earlier run is replaced) and opens its
+/// read end, without blocking and not inherited by children. A writer can open it from then on.
+pub fn fifo_read_end(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c_path` is a NUL-terminated path that lives across the call.
+    if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
 }
 
 /// An exclusive `flock` on a lock file (created, mode 0600, if missing), shared by every

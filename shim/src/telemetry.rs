@@ -13,6 +13,9 @@
 //! 2.x does, when it traces itself): one trace then shows containerd's task call and the
 //! shim's work under it. Without one, the shim's span is the root of a trace of its own.
 //!
+//! A traced task's `wasi:http` server tells the shim about each request it answers, and each
+//! becomes a server span in the trace the request continues (`crate::served_requests`).
+//!
 //! Spans go out in batches from a task on the serving process's runtime; a per-pod shim sends
 //! what it still holds before it exits ([`Telemetry::flush`]).
 
@@ -21,13 +24,16 @@ use std::time::SystemTime;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{
-    Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+    Link, Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
+    TraceState, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Tracer, TracerProvider};
 use opentelemetry_sdk::{Resource, runtime};
+
+use crate::served_requests::ServedRequest;
 
 /// What turns tracing on, in this order of precedence.
 const ENDPOINT_VARS: [&str; 2] = [
@@ -43,6 +49,9 @@ const PROTOCOL_VARS: [&str; 2] = [
 pub const CONTAINER_ID: &str = "container.id";
 /// The containerd namespace of that container.
 pub const NAMESPACE: &str = "containerd.namespace";
+/// A served request's method and its response's status (OpenTelemetry's HTTP conventions).
+pub const HTTP_METHOD: &str = "http.request.method";
+pub const HTTP_STATUS: &str = "http.response.status_code";
 
 /// The serving process's tracer, or nothing when tracing is off.
 pub struct Telemetry {
@@ -166,6 +175,46 @@ pub struct Parent {
 }
 
 impl Parent {
+    /// Records a request that container `id`'s server answered: a server span in the trace
+    /// the request continues (its client's, or one of its own), linked to this span (the
+    /// Create of the container). The parent's sampling decision holds.
+    pub fn served(&self, request: &ServedRequest, id: &str, namespace: &str) {
+        let context = request.context;
+        let flags = TraceFlags::new(context.flags);
+        let trace_id = TraceId::from_bytes(context.trace_id);
+        let parent = match context.parent {
+            Some(parent) => Context::new().with_remote_span_context(SpanContext::new(
+                trace_id,
+                SpanId::from_bytes(parent),
+                flags,
+                true,
+                TraceState::default(),
+            )),
+            None => Context::new(),
+        };
+        let mut builder = self
+            .tracer
+            .span_builder(request.method)
+            .with_kind(SpanKind::Server)
+            .with_trace_id(trace_id)
+            .with_span_id(SpanId::from_bytes(context.span_id))
+            .with_start_time(request.start)
+            .with_attributes([
+                KeyValue::new(HTTP_METHOD, request.method),
+                KeyValue::new(HTTP_STATUS, i64::from(request.status)),
+                KeyValue::new(CONTAINER_ID, id.to_string()),
+                KeyValue::new(NAMESPACE, namespace.to_string()),
+            ])
+            .with_links(vec![Link::with_context(
+                self.context.span().span_context().clone(),
+            )]);
+        if request.status >= 500 {
+            builder = builder.with_status(Status::error(format!("answered {}", request.status)));
+        }
+        let mut span = builder.start_with_context(&self.tracer, &parent);
+        span.end_with_timestamp(request.end);
+    }
+
     /// Records `name`, from `start` to `end`, as a child span.
     pub fn phase(
         &self,

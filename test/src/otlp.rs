@@ -88,6 +88,8 @@ pub struct Span {
     pub resource: BTreeMap<String, String>,
     pub start_unix_nano: u64,
     pub end_unix_nano: u64,
+    /// The spans this one links to: (trace id, span id) each, in hex.
+    pub links: Vec<(String, String)>,
     pub via: Protocol,
 }
 
@@ -562,6 +564,11 @@ pub fn flatten(request: &ExportTraceServiceRequest, via: Protocol) -> Vec<Span> 
                     resource: resource.clone(),
                     start_unix_nano: span.start_time_unix_nano,
                     end_unix_nano: span.end_time_unix_nano,
+                    links: span
+                        .links
+                        .iter()
+                        .map(|link| (hex(&link.trace_id), hex(&link.span_id)))
+                        .collect(),
                     via,
                 });
             }

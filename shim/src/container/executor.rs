@@ -113,13 +113,9 @@ impl<S: Engine> WorkloadExecutor<S> {
             strings,
             args: ctx.args(),
             env: ctx.envs(),
-            keep_fds: [
-                code.as_ref().map(|code| code.file.as_raw_fd()),
-                self.milestones.raw_fd(),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
+            keep_fds: (code.as_ref().map(|code| code.file.as_raw_fd()).into_iter())
+                .chain(self.milestones.raw_fds())
+                .collect(),
         };
         if let Err(err) = scrub.apply() {
             return fail("isolating the workload", &err);

@@ -58,6 +58,9 @@ pub struct ContainerConfig {
     /// The task's milestones FIFO, whose write end the init process inherits (Wasm tasks,
     /// see `crate::milestones`).
     pub milestones: Option<PathBuf>,
+    /// A traced task's request FIFO, whose write end the init process inherits too (see
+    /// `crate::served_requests`).
+    pub requests: Option<PathBuf>,
 }
 
 /// What a container's init process runs.

@@ -151,7 +151,7 @@ fn create_in_zygote<S: Engine>(config: ContainerConfig) -> Result<u32, String> {
                 Some(module) => OfferedCode::open(module)?,
                 None => None,
             },
-            Milestones::open(config.milestones.as_deref()),
+            Milestones::open(config.milestones.as_deref(), config.requests.as_deref()),
         ))
         .with_root_path(config.state_root.clone())
         .map_err(|e| format!("{e}"))?;

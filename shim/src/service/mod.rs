@@ -51,6 +51,7 @@ use crate::isolation::{NodePolicy, guest_spec};
 use crate::laps::Laps;
 use crate::milestones::MilestoneReader;
 use crate::module_cache::{CompiledModule, ModuleCache};
+use crate::served_requests::RequestReader;
 use crate::telemetry::{Call, Telemetry};
 use crate::version::Mode;
 
@@ -493,14 +494,22 @@ impl<S: Engine> TaskService<S> {
             .map_err(|e| internal(format!("holding the output fifos: {e}")))?;
         // A Wasm guest tells when it got going, and why it could not if it could not (see
         // `crate::milestones`).
-        let milestones = (!native)
-            .then(|| {
-                let path = state_root.join(format!("{}.milestones", req.id));
-                MilestoneReader::create(path)
-                    .inspect_err(|e| tracing::debug!("{}: no guest milestones: {e}", req.id))
-                    .ok()
-            })
-            .flatten();
+        let task_fifo = |wanted: bool, suffix: &str| {
+            let path = state_root.join(format!("{}.{suffix}", req.id));
+            wanted.then_some(path)
+        };
+        let milestones = task_fifo(!native, "milestones").and_then(|path| {
+            MilestoneReader::create(path)
+                .inspect_err(|e| tracing::debug!("{}: no guest milestones: {e}", req.id))
+                .ok()
+        });
+        // A traced task's server tells the shim about each request it answers, a span each
+        // (see `crate::served_requests`).
+        let requests = task_fifo(!native && laps.call().recording(), "requests").and_then(|path| {
+            RequestReader::create(path)
+                .inspect_err(|e| tracing::debug!("{}: no request spans: {e}", req.id))
+                .ok()
+        });
         laps.lap("guest bundle");
         let config = ContainerConfig {
             id: req.id.clone(),
@@ -517,6 +526,7 @@ impl<S: Engine> TaskService<S> {
             milestones: milestones
                 .as_ref()
                 .map(|reader| reader.path().to_path_buf()),
+            requests: requests.as_ref().map(|reader| reader.path().to_path_buf()),
         };
         let pid = container::create::<S>(config).map_err(internal)?;
         laps.lap("container build");
@@ -525,6 +535,13 @@ impl<S: Engine> TaskService<S> {
                 tracing::warn!("removing the abandoned container {}: {err}", req.id);
             }
             return Err(abandoned(&req.id));
+        }
+        // Read from now on: the container's process holds the write end until it exits.
+        if let (Some(requests), Some(parent)) = (requests, laps.call().parent()) {
+            let (id, namespace) = (req.id.clone(), self.inner.namespace.clone());
+            self.inner.runtime.spawn(
+                requests.read_until_closed(move |served| parent.served(&served, &id, &namespace)),
+            );
         }
         let task = Arc::new(Task::new(
             req.id.clone(),

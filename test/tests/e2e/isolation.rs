@@ -18,10 +18,10 @@ use wasmrunner_e2e::{Case, Env};
 pub fn cases() -> Vec<Case> {
     vec![
         Case::new("a_module_guest_reaches_nothing", |env| {
-            guest_reaches_nothing(env, TestImage::Probe(Target::WasiP1))
+            guest_reaches_nothing(env, TestImage::Probe(Target::WasiP1), false)
         }),
         Case::new("an_artifact_guest_reaches_nothing", |env| {
-            guest_reaches_nothing(env, TestImage::ProbeArtifact)
+            guest_reaches_nothing(env, TestImage::ProbeArtifact, false)
         })
         .needs(&[Needs::WasmLayers]),
         Case::new("a_pod_guest_reaches_nothing", a_pod_guest_reaches_nothing),
@@ -43,16 +43,17 @@ const FIXED_ESCAPES: usize = 6 + 10 + 2 + 3 + 2 + 2;
 
 /// A neighbour container runs; the guest is given host paths (a file of the neighbour's
 /// rootfs, the node cache's code, containerd's config, and the directory of its milestones
-/// FIFO) and tries every escape.
-pub fn guest_reaches_nothing(env: &Env, image: TestImage) -> Result<()> {
+/// FIFO and, when `traced` (containerd's environment names a collector), its request FIFO) and
+/// tries every escape.
+pub fn guest_reaches_nothing(env: &Env, image: TestImage, traced: bool) -> Result<()> {
     let neighbour =
         env.start_attached(TestImage::Probe(Target::WasiP1), &["/probe.wasm", "sleep"])?;
-    let outcome = try_escapes(env, image, &neighbour);
+    let outcome = try_escapes(env, image, &neighbour, traced);
     neighbour.kill_and_remove(env, WAIT)?;
     outcome
 }
 
-fn try_escapes(env: &Env, image: TestImage, neighbour: &Attached) -> Result<()> {
+fn try_escapes(env: &Env, image: TestImage, neighbour: &Attached, traced: bool) -> Result<()> {
     let neighbour_file = env
         .bundle_of(&neighbour.id)
         .join("rootfs/data/greeting.txt");
@@ -74,7 +75,7 @@ fn try_escapes(env: &Env, image: TestImage, neighbour: &Attached) -> Result<()> 
     let guest = env.start_attached_with(image, &["--env", "GUEST_MARKER=visible"], &args)?;
     let report = guest.stdout();
     let checked = check_guest_output(&report, FIXED_ESCAPES + 2 * host_paths.len())
-        .and_then(|()| check_guest_process(env, &guest.id));
+        .and_then(|()| check_guest_process(env, &guest.id, traced));
     if checked.is_ok() {
         // What each try got, in the suite's output: the record of what a guest meets.
         println!(
@@ -104,21 +105,34 @@ fn check_guest_output(stdout: &str, expected: usize) -> Result<()> {
 
 /// From the host: no privilege, a seccomp filter, no descriptor shared with any other
 /// process, and the container's own environment and command line only.
-fn check_guest_process(env: &Env, id: &str) -> Result<()> {
+fn check_guest_process(env: &Env, id: &str, traced: bool) -> Result<()> {
     let pid = env.task_pid(id)?;
     check_privileges(pid)?;
-    check_one_milestones_fifo(pid, check_descriptors(env, pid)?)?;
+    check_descriptors(env, pid)?.expect(pid, traced)?;
     check_process_strings(env, id, pid)
 }
 
-/// A Wasm guest's process holds the write end of its milestones FIFO, once (through which
-/// its engine tells the shim when it got going, or why it could not).
-fn check_one_milestones_fifo(pid: u32, fifos: usize) -> Result<()> {
-    ensure!(
-        fifos == 1,
-        "the guest's process {pid} holds {fifos} milestones FIFO(s), expected 1"
-    );
-    Ok(())
+/// The shim's FIFOs a guest's process holds the write end of.
+struct ShimFifos {
+    /// Through which its engine tells the shim when it got going, or why it could not.
+    milestones: usize,
+    /// Through which a traced task's server tells the shim about the requests it answered.
+    requests: usize,
+}
+
+impl ShimFifos {
+    /// One milestones FIFO, and one request FIFO when the task is traced.
+    fn expect(&self, pid: u32, traced: bool) -> Result<()> {
+        let requests = usize::from(traced);
+        ensure!(
+            self.milestones == 1 && self.requests == requests,
+            "the guest's process {pid} holds {} milestones FIFO(s) and {} request FIFO(s), \
+             expected 1 and {requests}",
+            self.milestones,
+            self.requests
+        );
+        Ok(())
+    }
 }
 
 /// Where the engine's shim keeps this run's tasks' state, their milestones FIFOs among it
@@ -181,12 +195,15 @@ fn check_process_strings(env: &Env, id: &str, pid: u32) -> Result<()> {
 /// Above stderr the guest may hold: the node cache's code, read-only; its preopened root
 /// (`/`, which is its rootfs); memfds and anonymous inodes (the engine's own epoll, eventfd,
 /// memory images); sockets and pipes that no other process on the host holds (the engine's
-/// own); its milestones FIFO, write-only. Nothing else: no shim socket, log, bundle file or
-/// zygote channel. Returns how many milestones FIFOs it holds.
-fn check_descriptors(env: &Env, pid: u32) -> Result<usize> {
+/// own); its milestones FIFO and a traced task's request FIFO, write-only. Nothing else: no
+/// shim socket, log, bundle file or zygote channel. Returns how many of those FIFOs it holds.
+fn check_descriptors(env: &Env, pid: u32) -> Result<ShimFifos> {
     // The shims' state, whatever the containerd namespace (CRI's pods have their own).
     let state = env.containerd.state_dir().join(SHIM_STATE);
-    let mut fifos = 0;
+    let mut fifos = ShimFifos {
+        milestones: 0,
+        requests: 0,
+    };
     let cache = env.containerd.module_cache_dir();
     let elsewhere = held_by_others(pid);
     let fd_dir = format!("/proc/{pid}/fd");
@@ -212,9 +229,13 @@ fn check_descriptors(env: &Env, pid: u32) -> Result<usize> {
             .unwrap_or(u32::MAX);
         let read_only = flags & libc::O_ACCMODE as u32 == libc::O_RDONLY as u32;
         let write_only = flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32;
-        let milestones = Path::new(&target).starts_with(&state) && target.ends_with(".milestones");
-        if milestones && write_only {
-            fifos += 1;
+        let shims = Path::new(&target).starts_with(&state) && write_only;
+        if shims && target.ends_with(".milestones") {
+            fifos.milestones += 1;
+            continue;
+        }
+        if shims && target.ends_with(".requests") {
+            fifos.requests += 1;
             continue;
         }
         let fine = if target.starts_with("socket:") || target.starts_with("pipe:") {
@@ -279,7 +300,7 @@ fn a_pod_guest_reaches_nothing(env: &Env) -> Result<()> {
         check_guest_output(&format!("{}\n", lines.join("\n")), FIXED_ESCAPES)?;
         let pid = pod.container_pid(&guest)?;
         check_privileges(pid)?;
-        check_one_milestones_fifo(pid, check_descriptors(env, pid)?)?;
+        check_descriptors(env, pid)?.expect(pid, false)?;
         Ok(())
     })();
     pod.remove()?.assert_clean()?;

@@ -61,14 +61,14 @@ fn loopback(port: u16) -> SocketAddr {
 
 /// A `ctr run --net-host` of a server on its own loopback port; stopped with SIGKILL unless
 /// the case stops it otherwise.
-struct Served {
-    task: Attached,
-    addr: SocketAddr,
+pub(crate) struct Served {
+    pub(crate) task: Attached,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Served {
     /// Served on a free loopback port, named by the container's address variable.
-    fn start(env: &Env, image: TestImage, annotations: &[(&str, &str)]) -> Result<Self> {
+    pub(crate) fn start(env: &Env, image: TestImage, annotations: &[(&str, &str)]) -> Result<Self> {
         Self::start_at(env, image, loopback(free_port()?), annotations)
     }
 
@@ -116,7 +116,7 @@ impl Served {
         Ok(served)
     }
 
-    fn stop(self, env: &Env) -> Result<()> {
+    pub(crate) fn stop(self, env: &Env) -> Result<()> {
         self.task.kill_and_remove(env, Duration::from_secs(20))
     }
 }

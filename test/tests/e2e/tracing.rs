@@ -20,19 +20,25 @@
 //!   tracing plugins; 1.7.24 reads no `OTEL_*` to enable them, and exported nothing here even
 //!   when its config file named the endpoint): there the shim's spans are roots.
 //!
+//! A traced `wasi:http` server's requests are server spans of the shim's in the trace each
+//! request came with (`served_requests_continue_their_traces`).
+//!
 //! containerd 1.7 and 2.x set `OTEL_SERVICE_NAME=containerd` in their own environment when it
 //! is unset, and their shims inherit it: the shim must name itself all the same.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use wasmrunner_e2e::containerd::DaemonEnv;
 use wasmrunner_e2e::cri::{ContainerSpec, Network, Pod, PodSpec};
 use wasmrunner_e2e::fixtures::Target;
+use wasmrunner_e2e::http::{self, Request};
 use wasmrunner_e2e::images::{HELLO, TestImage};
 use wasmrunner_e2e::otlp::{Protocol, Receiver, Span};
+use wasmrunner_e2e::suite::Needs;
 use wasmrunner_e2e::{Case, Env};
 use wasmrunner_oci::Flavour;
 
@@ -45,19 +51,118 @@ pub fn cases() -> Vec<Case> {
         Case::new("off_without_otel_env", off_without_otel_env),
         Case::new("off_when_sdk_disabled", off_when_sdk_disabled),
         Case::new("traced_guest_reaches_nothing", traced_guest_reaches_nothing),
+        Case::new("served_requests_continue_their_traces", served_requests)
+            .needs(&[Needs::Components]),
     ]
 }
 
 /// Traced, a guest still reaches nothing: the shim's exporter lives in the serving process,
 /// and the guest's process holds what an untraced one does (its milestones FIFO, write-only,
-/// among it).
+/// among it) and its request FIFO, write-only, which the guest cannot reach either.
 fn traced_guest_reaches_nothing(env: &Env) -> Result<()> {
     let receiver = Receiver::start()?;
     env.with_own_env(
         &label("escape", Protocol::Http),
         tracing_to(&receiver, Protocol::Http),
-        |own| crate::isolation::guest_reaches_nothing(own, TestImage::Probe(Target::WasiP1)),
+        |own| crate::isolation::guest_reaches_nothing(own, TestImage::Probe(Target::WasiP1), true),
     )
+}
+
+/// A traced `wasi:http` server: each request it answers is a server span of the shim's, linked
+/// to the container's Create. A request that came with a `traceparent` continues that trace
+/// (its parent the client's span); one without starts a trace of its own. The guest sees a
+/// `traceparent` naming the request's span, so what it calls with it continues the trace.
+fn served_requests(env: &Env) -> Result<()> {
+    let receiver = Receiver::start()?;
+    env.with_own_env(
+        &label("served", Protocol::Http),
+        tracing_to(&receiver, Protocol::Http),
+        |own| {
+            let served = crate::serving::Served::start(own, TestImage::HttpHello, &[])?;
+            let asked = ask_traced_and_untraced(served.addr);
+            let id = served.task.id.clone();
+            served.stop(own)?;
+            let handed = asked?;
+            let service = own.engine.binary_name();
+            let expected = Expected::new(own, &id, &own.containerd.namespace, Protocol::Http);
+            let spans = wait_until(&receiver, |spans| {
+                let create = expected.call(spans, "Create")?;
+                let requests: Vec<&Span> = spans
+                    .iter()
+                    .filter(|s| s.kind == "server" && s.attribute("container.id") == Some(&id))
+                    .filter(|s| s.attribute("http.request.method").is_some())
+                    .collect();
+                // The client's request, and the readiness probe's and the plain GET's.
+                let (continued, started): (Vec<&Span>, Vec<&Span>) =
+                    requests.iter().partition(|s| s.trace_id == CLIENT_TRACE);
+                let ([continued], [_, _, ..]) = (&continued[..], &started[..]) else {
+                    bail!(
+                        "expected 1 request span in the client's trace and 2 or more of \
+                         their own, got {requests:#?}"
+                    );
+                };
+                for span in &requests {
+                    ensure!(
+                        span.service_name == service
+                            && span.name == "GET"
+                            && span.attribute("http.request.method") == Some("GET")
+                            && span.attribute("http.response.status_code") == Some("200")
+                            && span.attribute("containerd.namespace")
+                                == Some(own.containerd.namespace.as_str())
+                            && span.start_unix_nano > 0
+                            && span.start_unix_nano <= span.end_unix_nano,
+                        "request span: {span:#?}"
+                    );
+                    ensure!(
+                        span.links == [(create.trace_id.clone(), create.span_id.clone())],
+                        "a request span does not link to its container's Create ({}/{}): \
+                         {span:#?}",
+                        create.trace_id,
+                        create.span_id
+                    );
+                }
+                ensure!(
+                    continued.parent_span_id == CLIENT_SPAN,
+                    "the request with a traceparent is not a child of its client's span: \
+                     {continued:#?}"
+                );
+                let handed_on = format!("00-{CLIENT_TRACE}-{}-01", continued.span_id);
+                ensure!(
+                    handed == handed_on,
+                    "the guest saw traceparent {handed:?}, not the request's span {handed_on:?}"
+                );
+                let traces: HashSet<&str> = started.iter().map(|s| s.trace_id.as_str()).collect();
+                ensure!(
+                    started.iter().all(|s| s.is_root()) && traces.len() == started.len(),
+                    "the requests without a traceparent are not traces of their own: {started:#?}"
+                );
+                Ok(())
+            })?;
+            report(own, Protocol::Http, &spans, &[&id]);
+            Ok(())
+        },
+    )
+}
+
+const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+/// `GET /headers` with the client's `traceparent`, then `GET /` without one; returns the
+/// `traceparent` the guest saw in the first.
+fn ask_traced_and_untraced(addr: SocketAddr) -> Result<String> {
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let request = Request::get("/headers").header("traceparent", &traceparent);
+    let seen = http::send(addr, &request, Duration::from_secs(10))?;
+    ensure!(seen.status == 200, "GET /headers: {seen}");
+    let handed = seen
+        .text()
+        .lines()
+        .find_map(|line| line.strip_prefix("traceparent: "))
+        .map(str::to_string)
+        .with_context(|| format!("the guest saw no traceparent: {seen}"))?;
+    let plain = http::get(addr, "/")?;
+    ensure!(plain.status == 200, "GET /: {plain}");
+    Ok(handed)
 }
 
 const HELLO_WASM: TestImage = TestImage::Hello(Target::WasiP1, Flavour::Image);

@@ -2,13 +2,17 @@
 //! reason there is none.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderValue;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::{Instant, timeout_at};
 use wasmrunner_shim::capabilities::{Capabilities, Key};
+use wasmrunner_shim::served_requests::{
+    RequestContext, RequestLog, ServedRequest, TRACEPARENT, method_name,
+};
 use wasmrunner_shim::{Workload, WorkloadError};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, Trap};
@@ -61,6 +65,8 @@ pub(crate) struct Handler {
     capabilities: Capabilities,
     timeout: Duration,
     concurrency: u32,
+    /// Where a traced task's requests are told to the shim, a span each.
+    requests: RequestLog,
 }
 
 /// How a guest's handling of one request ended, when it did not answer.
@@ -88,11 +94,43 @@ impl Handler {
             capabilities: workload.capabilities.clone(),
             timeout: settings.timeout,
             concurrency: settings.concurrency,
+            requests: workload.milestones.requests().clone(),
         })
     }
 
-    /// The response to `request`: the guest's, or the server's own 500, 503 or 504.
+    /// The response to `request`; when the task is traced, the request continues its
+    /// client's trace (`wasmrunner_shim::served_requests`): the guest sees a `traceparent`
+    /// naming the request's span, and the shim learns the request once its response's head is
+    /// ready.
     pub(crate) async fn handle(
+        &self,
+        mut request: hyper::Request<hyper::body::Incoming>,
+        slots: Arc<Semaphore>,
+        ticker: Arc<Ticker>,
+    ) -> hyper::Response<Body> {
+        if !self.requests.traced() {
+            return self.respond(request, slots, ticker).await;
+        }
+        let start = SystemTime::now();
+        let headers = request.headers_mut();
+        let context = RequestContext::continuing(headers.get(TRACEPARENT).map(|v| v.as_bytes()));
+        if let Ok(value) = HeaderValue::from_str(&context.traceparent()) {
+            headers.insert(TRACEPARENT, value);
+        }
+        let method = method_name(request.method().as_str());
+        let response = self.respond(request, slots, ticker).await;
+        self.requests.served(&ServedRequest {
+            context,
+            start,
+            end: SystemTime::now(),
+            status: response.status().as_u16(),
+            method,
+        });
+        response
+    }
+
+    /// The response to `request`: the guest's, or the server's own 500, 503 or 504.
+    async fn respond(
         &self,
         request: hyper::Request<hyper::body::Incoming>,
         slots: Arc<Semaphore>,
