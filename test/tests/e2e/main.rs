@@ -20,7 +20,8 @@ mod shared;
 mod tracing;
 
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -66,7 +67,7 @@ fn main() -> ExitCode {
 fn run_suite(args: &Arguments) -> Result<ExitCode> {
     let engines = Engine::selected();
     if args.list {
-        let trials = trials(&engines, None);
+        let trials = trials(&engines, None, &Timings::default());
         return Ok(libtest_mimic::run(args, trials).exit_code());
     }
     let containerd = wasmrunner_e2e::run::start(&engines)?;
@@ -80,7 +81,9 @@ fn run_suite(args: &Arguments) -> Result<ExitCode> {
     for action in &containerd.installer_actions {
         println!("installer: {action}");
     }
-    let conclusion = libtest_mimic::run(args, trials(&engines, Some(&containerd)));
+    let timings = Timings::default();
+    let conclusion = libtest_mimic::run(args, trials(&engines, Some(&containerd), &timings));
+    timings.print_slowest(SLOWEST_SHOWN);
     Ok(
         if wasmrunner_e2e::run::finish(containerd, conclusion.has_failed())? {
             ExitCode::SUCCESS
@@ -92,7 +95,11 @@ fn run_suite(args: &Arguments) -> Result<ExitCode> {
 
 /// One trial per case and engine, named `<engine>::<area>::<case>`. Cases this containerd
 /// or engine cannot run are ignored, and why is printed.
-fn trials(engines: &[Engine], containerd: Option<&Arc<Containerd>>) -> Vec<Trial> {
+fn trials(
+    engines: &[Engine],
+    containerd: Option<&Arc<Containerd>>,
+    timings: &Timings,
+) -> Vec<Trial> {
     let mut trials = Vec::new();
     for engine in engines {
         let env = containerd.map(|c| Arc::new(Env::new(Arc::clone(c), engine.clone())));
@@ -107,13 +114,72 @@ fn trials(engines: &[Engine], containerd: Option<&Arc<Containerd>>) -> Vec<Trial
                 println!("skipping {name}: {reason}");
             }
             let run = case.run;
+            let timings = timings.clone();
             trials.push(
-                Trial::test(name, move || {
-                    run(&env).map_err(|e| Failed::from(format!("{e:#}")))
+                Trial::test(name.clone(), move || {
+                    let started = Instant::now();
+                    let outcome = run(&env).map_err(|e| Failed::from(format!("{e:#}")));
+                    timings.record(name, started.elapsed());
+                    outcome
                 })
                 .with_ignored_flag(skip.is_some()),
             );
         }
     }
     trials
+}
+
+/// How many of the slowest cases a run names at its end.
+const SLOWEST_SHOWN: usize = 15;
+
+/// How long each case that ran took: the run ends by naming the slowest, so that a CI log
+/// shows where the suite's time goes.
+#[derive(Clone, Default)]
+struct Timings(Arc<Mutex<Vec<(String, Duration)>>>);
+
+impl Timings {
+    fn record(&self, name: String, took: Duration) {
+        // A case that panicked while holding the lock leaves it poisoned; the list is still
+        // whole, so it is used as it is.
+        let mut list = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        list.push((name, took));
+    }
+
+    fn print_slowest(&self, count: usize) {
+        let mut list = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if list.is_empty() {
+            return;
+        }
+        let total: Duration = list.iter().map(|(_, took)| *took).sum();
+        list.sort_by(|a, b| b.1.cmp(&a.1));
+        println!(
+            "e2e: {} cases took {:.0} s of case time; the slowest:",
+            list.len(),
+            total.as_secs_f64()
+        );
+        for (name, took) in list.iter().take(count) {
+            println!("  {:7.1} s  {name}", took.as_secs_f64());
+        }
+        // Case time by area (the second part of `<engine>::<area>::<case>`).
+        let mut areas: Vec<(&str, Duration)> = Vec::new();
+        for (name, took) in list.iter() {
+            let area = name.split("::").nth(1).unwrap_or(name);
+            match areas.iter_mut().find(|(known, _)| *known == area) {
+                Some((_, sum)) => *sum += *took,
+                None => areas.push((area, *took)),
+            }
+        }
+        areas.sort_by(|a, b| b.1.cmp(&a.1));
+        let by_area: Vec<String> = areas
+            .iter()
+            .map(|(area, sum)| format!("{area} {:.0} s", sum.as_secs_f64()))
+            .collect();
+        println!("e2e: case time by area: {}", by_area.join(", "));
+    }
 }
