@@ -250,6 +250,17 @@ impl Default for Capabilities {
 }
 
 impl Capabilities {
+    /// [`Capabilities::memory`] in 64 KiB pages of linear memory, as engines count it: the
+    /// most whole pages under the cap, at least 1 and at most the 65,536 a 32-bit memory has.
+    pub fn memory_pages(&self) -> Option<u32> {
+        const PAGE: u64 = 64 * 1024;
+        self.memory.map(|bytes| {
+            u32::try_from(bytes / PAGE)
+                .unwrap_or(u32::MAX)
+                .clamp(1, 65_536)
+        })
+    }
+
     /// The keys whose value is narrower than the default, which an engine must enforce or
     /// refuse. The memory limit counts only when one was set.
     pub fn restricted_keys(&self) -> Vec<Key> {

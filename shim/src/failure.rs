@@ -70,6 +70,16 @@ pub fn exit_code_for(err: &WorkloadError) -> i32 {
 }
 
 impl WorkloadError {
+    /// What an engine that runs only core modules (WASI preview 1) says of a component
+    /// (`what`): 126, with where components do run.
+    pub fn components_unsupported(what: &str, engine: &str) -> Self {
+        WorkloadError::Unsupported(format!(
+            "{what} is a WebAssembly component (WASI preview 2); {engine} runs only core modules \
+             (WASI preview 1). Run components with the wasmtime runtime \
+             (io.containerd.wasmtime.v1, RuntimeClass wasmtime)"
+        ))
+    }
+
     /// Writes the error to the container's stderr (containerd's stderr fifo) and returns the
     /// exit status the container should end with.
     pub fn report(&self, engine: &str) -> i32 {
@@ -98,7 +108,7 @@ fn shown_path(path: &str) -> String {
 }
 
 /// What a caught panic said, for a log line or an error message.
-pub(crate) fn panic_reason(panic: &(dyn std::any::Any + Send)) -> &str {
+pub fn panic_reason(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
         .downcast_ref::<String>()
         .map(String::as_str)

@@ -72,12 +72,10 @@ pub fn run_on_host(path: &str, args: &[String]) -> Result<i32, WorkloadError> {
 
 fn run(workload: &Workload<'_>) -> Result<i32, WorkloadError> {
     if workload.kind == WorkloadKind::Component {
-        return Err(WorkloadError::Unsupported(format!(
-            "{} is a WebAssembly component (WASI preview 2); WasmEdge runs only core modules \
-             (WASI preview 1). Run components with the wasmtime runtime (io.containerd.wasmtime.v1, \
-             RuntimeClass wasmtime)",
-            workload.name
-        )));
+        return Err(WorkloadError::components_unsupported(
+            &workload.name,
+            "WasmEdge",
+        ));
     }
     let load_error = |e: Box<WasmEdgeError>| WorkloadError::Load {
         what: workload.name.clone(),
@@ -98,7 +96,7 @@ fn run(workload: &Workload<'_>) -> Result<i32, WorkloadError> {
     wasmedge_sdk::LogManager::log_off();
     // Precompiled code is WasmEdge's universal format: a module with an AOT section, used only
     // when the shim compiled it (see `run_config`).
-    let max_pages = memory_pages(workload.capabilities.memory);
+    let max_pages = workload.capabilities.memory_pages();
     let config =
         run_config(workload.kind == WorkloadKind::Precompiled, max_pages).map_err(load_error)?;
     check_declared_sizes(workload, max_pages)?;
@@ -282,17 +280,6 @@ fn preopens(workload: &Workload<'_>) -> Result<Vec<String>, WorkloadError> {
         preopens.push(format!("{}:{}{mode}", preopen.guest, preopen.path));
     }
     Ok(preopens)
-}
-
-/// The most 64 KiB pages one linear memory may have under a cap of `bytes` (WasmEdge's own
-/// bound, 65,536 pages, without one).
-fn memory_pages(bytes: Option<u64>) -> Option<u32> {
-    const PAGE: u64 = 64 * 1024;
-    bytes.map(|bytes| {
-        u32::try_from(bytes / PAGE)
-            .unwrap_or(u32::MAX)
-            .clamp(1, 65_536)
-    })
 }
 
 /// The workload's module rewritten to bound its call depth ([`call_depth`]). Precompiled code
