@@ -78,6 +78,7 @@ const ENFORCED: &[(&str, &[&str])] = &[
         ],
     ),
     ("wasmedge", &["files", "env", "memory"]),
+    ("wasmer", &["files", "env", "memory"]),
 ];
 
 /// The status the guest ends with when it passes its CPU deadline (128 + SIGXCPU).
