@@ -91,6 +91,28 @@ impl WorkloadError {
     }
 }
 
+/// A function type as the text format writes it, for a message about an import that does not
+/// link: `(func (param i32) (result i32))`. `params` and `results` are an engine's value
+/// types, written as their `Debug` form in lower case (`I32` is `i32`).
+pub fn func_signature<T: std::fmt::Debug>(params: &[T], results: &[T]) -> String {
+    let list = |types: &[T]| {
+        types
+            .iter()
+            .map(|t| format!("{t:?}").to_lowercase())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut text = "(func".to_string();
+    if !params.is_empty() {
+        text.push_str(&format!(" (param {})", list(params)));
+    }
+    if !results.is_empty() {
+        text.push_str(&format!(" (result {})", list(results)));
+    }
+    text.push(')');
+    text
+}
+
 /// The longest entrypoint path a message shows whole; a longer one is cut, with its length.
 const SHOWN_PATH_MAX: usize = 160;
 
@@ -128,6 +150,20 @@ pub(crate) fn contain_panic(what: &str, work: impl FnOnce()) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signatures_read_as_the_text_format_writes_them() {
+        #[derive(Debug)]
+        enum Ty {
+            I32,
+            F64,
+        }
+        assert_eq!(func_signature::<Ty>(&[], &[]), "(func)");
+        assert_eq!(
+            func_signature(&[Ty::I32, Ty::I32], &[Ty::F64]),
+            "(func (param i32 i32) (result f64))"
+        );
+    }
 
     #[test]
     fn not_found_is_127_and_cannot_run_is_126() {

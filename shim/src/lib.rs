@@ -30,7 +30,7 @@ mod workload;
 
 pub use engine::{Engine, RunWorkload};
 pub use entry::run;
-pub use failure::{WorkloadError, exit_code_for, panic_reason};
+pub use failure::{WorkloadError, exit_code_for, func_signature, panic_reason};
 pub use memory::release_loader_memory;
 pub use signals::release_sigterm;
 pub use version::{EngineInfo, Mode};

@@ -8,10 +8,12 @@ use containerd_shim_wasm::sandbox::context::RuntimeContext;
 use wasmedge_sdk::error::{CoreCommonError, CoreError, CoreInstantiationError, WasmEdgeError};
 use wasmedge_sdk::vm::SyncInst;
 use wasmedge_sdk::wasi::WasiModule;
-use wasmedge_sdk::{AsInstance, ExternalInstanceType, FuncType, Module, Store, ValType, Vm};
+use wasmedge_sdk::{AsInstance, ExternalInstanceType, Module, Store, Vm};
 use wasmedge_sys::instance::function::AsFunc;
 use wasmrunner_shim::capabilities::Capabilities;
-use wasmrunner_shim::{EngineInfo, RunWorkload, Workload, WorkloadError, WorkloadKind};
+use wasmrunner_shim::{
+    EngineInfo, RunWorkload, Workload, WorkloadError, WorkloadKind, func_signature,
+};
 
 use crate::call_depth;
 use crate::engine::{INFO, run_config};
@@ -237,32 +239,12 @@ fn unlinkable_imports(module: &Module, wasi: &WasiModule) -> Vec<String> {
             (actual.args() != wanted.args() || actual.returns() != wanted.returns()).then(|| {
                 format!(
                     "{which} is imported as {}, but it is {}",
-                    signature(&wanted),
-                    signature(&actual)
+                    func_signature(wanted.args(), wanted.returns()),
+                    func_signature(actual.args(), actual.returns())
                 )
             })
         })
         .collect()
-}
-
-/// A function type as the text format writes it: `(func (param i32) (result i32))`.
-fn signature(ty: &FuncType) -> String {
-    let list = |types: &[ValType]| {
-        types
-            .iter()
-            .map(|t| format!("{t:?}").to_lowercase())
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let mut text = "(func".to_string();
-    if !ty.args().is_empty() {
-        text.push_str(&format!(" (param {})", list(ty.args())));
-    }
-    if !ty.returns().is_empty() {
-        text.push_str(&format!(" (result {})", list(ty.returns())));
-    }
-    text.push(')');
-    text
 }
 
 /// The directories the policy grants, as WasmEdge takes them: `GUEST:PATH`, with
