@@ -8,7 +8,7 @@ use crate::paths::bin_dir;
 
 /// Every engine wasmrunner ships, the default test matrix: a new engine is one line here
 /// (and one crate under `engines/`). Wasmer (`engines/wasmer`, issue #16) is not shipped
-/// yet and runs only when named: `WASMRUNNER_ENGINES=wasmer`.
+/// yet and runs only when named: `make wasmer`, then `WASMRUNNER_ENGINES=wasmer`.
 pub const ENGINES: &[&str] = &["wasmtime", "wasmedge"];
 
 /// Who serves the Task API: one shim per pod, or one manager per engine and namespace.

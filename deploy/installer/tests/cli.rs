@@ -275,8 +275,8 @@ fn engines_default_to_the_shims_found() {
 fn engine_errors() {
     let node = Node::new(&["wasmtime"]);
     node.write_config("version = 2\n");
-    let err = node.install_fails(&["--engines", "wasmer"]);
-    assert!(err.contains("unknown engine `wasmer`"), "{err}");
+    let err = node.install_fails(&["--engines", "wamr"]);
+    assert!(err.contains("unknown engine `wamr`"), "{err}");
     let err = node.install_fails(&["--engines", "wasmedge"]);
     assert!(err.contains("containerd-shim-wasmedge-v1"), "{err}");
     let empty = Node::new(&[]);

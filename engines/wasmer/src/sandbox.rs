@@ -153,23 +153,27 @@ fn deserialize(engine: &wasmer::Engine, bytes: &[u8]) -> Result<Module, String> 
 }
 
 /// The guest gets WASI preview 1 and nothing else: an import from any other module (WASIX's
-/// processes, sockets and threads among them) is refused, named, before anything runs.
+/// processes, sockets and threads among them) is refused, named, before anything runs, in the
+/// words WasmEdge's shim uses for the same refusal.
 fn check_imports(workload: &Workload<'_>, module: &Module) -> Result<(), WorkloadError> {
     let foreign: Vec<String> = module
         .imports()
         .filter(|import| import.module() != WASI_P1)
-        .map(|import| format!("{}::{}", import.module(), import.name()))
+        .map(|import| {
+            format!(
+                "{}::{} is from a module this runtime does not provide (it provides {WASI_P1} \
+                 only; Wasmer's WASIX extensions are not offered)",
+                import.module(),
+                import.name()
+            )
+        })
         .collect();
     if foreign.is_empty() {
         return Ok(());
     }
     Err(WorkloadError::Load {
         what: workload.name.clone(),
-        reason: format!(
-            "it imports {}, from a module this runtime does not provide (it provides {WASI_P1} \
-             only; Wasmer's WASIX extensions are not offered)",
-            foreign.join(", ")
-        ),
+        reason: format!("unknown import: {}", foreign.join("; ")),
     })
 }
 
@@ -292,9 +296,14 @@ fn instantiation_error(
     workload: &Workload<'_>,
     err: wasmer_wasix::WasiRuntimeError,
 ) -> WorkloadError {
-    use wasmer_wasix::WasiRuntimeError;
+    use wasmer_wasix::{WasiRuntimeError, WasiThreadError};
     match err {
         WasiRuntimeError::Instantiation(err) => instance_error(workload, err),
+        // WASIX instantiates on its own thread machinery and reports the instance's error
+        // inside a thread error ("Memory access error: ..."): it is the same error.
+        WasiRuntimeError::Thread(WasiThreadError::InstanceCreateFailed(err)) => {
+            instance_error(workload, *err)
+        }
         WasiRuntimeError::Runtime(trap) => start_error(workload, trap),
         other => WorkloadError::Load {
             what: workload.name.clone(),
@@ -304,12 +313,36 @@ fn instantiation_error(
 }
 
 fn instance_error(workload: &Workload<'_>, err: wasmer::InstantiationError) -> WorkloadError {
+    use wasmer::{ExternType, InstantiationError, LinkError};
+    use wasmer_types::ImportError;
+    let load = |reason: String| WorkloadError::Load {
+        what: workload.name.clone(),
+        reason,
+    };
     match err {
-        wasmer::InstantiationError::Start(trap) => start_error(workload, trap),
-        other => WorkloadError::Load {
-            what: workload.name.clone(),
-            reason: other.to_string(),
-        },
+        InstantiationError::Start(trap) => start_error(workload, trap),
+        // Wasmer names the types by their Rust form; this says it as the other engines do.
+        InstantiationError::Link(LinkError::Import(
+            module,
+            name,
+            ImportError::IncompatibleType(
+                ExternType::Function(wanted),
+                ExternType::Function(actual),
+            ),
+        )) => load(format!(
+            "incompatible import type: {module}::{name} is imported as {}, but it is {}",
+            wasmrunner_shim::func_signature(wanted.params(), wanted.results()),
+            wasmrunner_shim::func_signature(actual.params(), actual.results())
+        )),
+        InstantiationError::Link(LinkError::Import(
+            module,
+            name,
+            ImportError::UnknownImport(_),
+        )) => load(format!(
+            "unknown import: {WASI_P1} has no function {name:?} ({module}::{name})"
+        )),
+        InstantiationError::Link(LinkError::Resource(reason)) => load(reason),
+        other => load(other.to_string()),
     }
 }
 

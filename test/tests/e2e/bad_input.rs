@@ -79,6 +79,7 @@ enum Expect {
     Engines {
         wasmtime: (i32, &'static str),
         wasmedge: (i32, &'static str),
+        wasmer: (i32, &'static str),
     },
     /// The shim refuses the container at Create: `ctr run` fails and prints this.
     CreateFails(&'static str),
@@ -144,25 +145,30 @@ pub fn cases() -> Vec<Case> {
         row!("layer_with_type_mismatch", bad_layer(Bad::TypeMismatch), Plain => Exit(126, "cannot load {what}: …type mismatch: expected i32, found i64"), needs LAYERS);
         row!("unknown_import_module", bad(Bad::UnknownImportModule), Plain => Engines {
             wasmtime: (126, "cannot load {what}: unknown import: `env::host_thing` has not been defined"),
-            wasmedge: (126, "cannot load {what}: unknown import: env::host_thing is from a module this runtime does not provide") });
+            wasmedge: (126, "cannot load {what}: unknown import: env::host_thing is from a module this runtime does not provide"),
+            wasmer: (126, "cannot load {what}: unknown import: env::host_thing is from a module this runtime does not provide") });
         row!("layer_with_unknown_import_module", bad_layer(Bad::UnknownImportModule), Plain => Exit(126, "cannot load {what}: unknown import: …env::host_thing"), needs LAYERS);
         row!("wasi_import_with_the_wrong_signature", bad(Bad::WrongImportSignature), Plain => Engines {
             wasmtime: (126, "cannot load {what}: incompatible import type for `wasi_snapshot_preview1::fd_write`: types incompatible: expected type `(func (param i32))`"),
-            wasmedge: (126, "cannot load {what}: incompatible import type: wasi_snapshot_preview1::fd_write is imported as (func (param i32)), but it is (func (param i32 i32 i32 i32) (result i32))") });
+            wasmedge: (126, "cannot load {what}: incompatible import type: wasi_snapshot_preview1::fd_write is imported as (func (param i32)), but it is (func (param i32 i32 i32 i32) (result i32))"),
+            wasmer: (126, "cannot load {what}: incompatible import type: wasi_snapshot_preview1::fd_write is imported as (func (param i32)), but it is (func (param i32 i32 i32 i32) (result i32))") });
         row!("layer_with_wasi_import_of_the_wrong_signature", bad_layer(Bad::WrongImportSignature), Plain => Exit(126, "cannot load {what}: incompatible import type…wasi_snapshot_preview1::fd_write"), needs LAYERS);
         // Huge declared sizes: none may be allocated for real.
         row!("memory_minimum_of_4_gib", bad(Bad::HugeMemory), Plain => Exit(0, "")); // reserved, not committed
         row!("memory_minimum_of_4_gib_past_the_memory_limit", bad(Bad::HugeMemory), Flags(&["--memory-limit", "268435456"], &[]) => Engines {
             wasmtime: (126, "cannot load {what}: memory minimum size of 65536 pages exceeds memory limits"),
-            wasmedge: (126, "cannot load {what}: memory 0 starts with 65536 pages of 64 KiB, more than the 4096 pages the guest may have") });
+            wasmedge: (126, "cannot load {what}: memory 0 starts with 65536 pages of 64 KiB, more than the 4096 pages the guest may have"),
+            wasmer: (126, "cannot load {what}: Failed to create memory: …the memory starts with 65536 pages of 64 KiB, more than the 4096 pages the guest may have") });
         row!("memory_minimum_past_4_gib", bad(Bad::MemoryPastLimit), Plain => Exit(126, "cannot load {what}: …memory size must be at most 0x10000 65536-byte pages"));
         row!("layer_memory_minimum_past_4_gib", bad_layer(Bad::MemoryPastLimit), Plain => Exit(126, "cannot load {what}: …memory size must be at most 0x10000 65536-byte pages"), needs LAYERS);
         row!("table_minimum_of_4g_elements", bad(Bad::HugeTable), Plain => Engines {
             wasmtime: (126, "cannot load {what}: out of memory (failed to allocate 34359738360 bytes)"),
-            wasmedge: (126, "cannot load {what}: table 0 starts with 4294967295 elements; WasmEdge allocates a table whole") });
+            wasmedge: (126, "cannot load {what}: table 0 starts with 4294967295 elements; WasmEdge allocates a table whole"),
+            wasmer: (126, "cannot load {what}: Table minimum (4294967295) is larger than maximum allowed size (134217728)") });
         row!("layer_table_minimum_of_4g_elements", bad_layer(Bad::HugeTable), Plain => Engines {
             wasmtime: (126, "cannot load {what}: out of memory (failed to allocate 34359738360 bytes)"),
-            wasmedge: (126, "cannot load {what}: table 0 starts with 4294967295 elements") }, needs LAYERS);
+            wasmedge: (126, "cannot load {what}: table 0 starts with 4294967295 elements"),
+            wasmer: (126, "cannot load {what}: Table minimum (4294967295) is larger than maximum allowed size (134217728)") }, needs LAYERS);
         row!("data_segment_declaring_1_gib", bad(Bad::DataSegmentOf1GiB), Plain => Exit(126, "cannot load {what}: …unexpected end-of-file (at offset 0x2f)"));
         row!("layer_data_segment_declaring_1_gib", bad_layer(Bad::DataSegmentOf1GiB), Plain => Exit(126, "cannot load {what}: …unexpected end-of-file (at offset 0x2f)"), needs LAYERS);
         row!("module_over_the_size_cap", TestImage::Oversized, Plain => CreateFails("the module /big.wasm is 10 MiB; this node runs modules of at most 8 MiB (WASMRUNNER_MAX_MODULE_MIB)"));
@@ -173,7 +179,8 @@ pub fn cases() -> Vec<Case> {
         row!("deep_recursion", TestImage::Recursion(Rootfs), Args(&["/recurse.wasm#deep"]) => Exit(134, "/recurse.wasm trapped: …call stack exhausted")); // more in the recursion area
         row!("cpu_deadline_passed", PROBE, Flags(&["--annotation", "wasmrunner.dev/cpu-deadline=300ms"], &["/probe.wasm", "spin"]) => Engines {
             wasmtime: (152, "/probe.wasm used its CPU time (wasmrunner.dev/cpu-deadline = 300ms) and was stopped"),
-            wasmedge: (126, "wasmedge cannot enforce wasmrunner.dev/cpu-deadline") });
+            wasmedge: (126, "wasmedge cannot enforce wasmrunner.dev/cpu-deadline"),
+            wasmer: (126, "wasmer cannot enforce wasmrunner.dev/cpu-deadline") });
         // What the entrypoint names, and how.
         row!("entrypoint_that_does_not_exist", TestImage::MissingEntrypoint, Plain => Exit(127, "entrypoint \"/missing.wasm\" not found in the container's rootfs"));
         row!("missing_named_export", TestImage::MissingExport, Plain => Exit(126, "/hello.wasm has no callable export \"nope\": no function is exported under that name"));
@@ -181,11 +188,12 @@ pub fn cases() -> Vec<Case> {
         row!("empty_function_name", TestImage::Hello(Target::WasiP1, Rootfs), Args(&["/hello.wasm#"]) => Exit(126, "/hello.wasm has no callable export \"\""));
         row!("export_that_takes_parameters", bad(Bad::OddExports), Args(&["/odd-exports.wasm#takes"]) => Exit(126, "{what} has no callable export \"takes\": it takes 1 parameters; an entrypoint takes none"));
         row!("export_that_is_not_a_function", bad(Bad::OddExports), Args(&["/odd-exports.wasm#memory"]) => Exit(126, "{what} has no callable export \"memory\""));
-        row!("component_where_a_module_is_expected", bad(Bad::Component), Plain => Engines { wasmtime: (0, HELLO), wasmedge: COMPONENT_REFUSED });
-        row!("component_layer_where_a_module_is_expected", bad_layer(Bad::Component), Plain => Engines { wasmtime: (0, HELLO), wasmedge: COMPONENT_REFUSED }, needs LAYERS);
+        row!("component_where_a_module_is_expected", bad(Bad::Component), Plain => Engines { wasmtime: (0, HELLO), wasmedge: COMPONENT_REFUSED, wasmer: COMPONENT_REFUSED });
+        row!("component_layer_where_a_module_is_expected", bad_layer(Bad::Component), Plain => Engines { wasmtime: (0, HELLO), wasmedge: COMPONENT_REFUSED, wasmer: COMPONENT_REFUSED }, needs LAYERS);
         row!("component_with_an_entrypoint_function", bad(Bad::Component), Args(&["/component.wasm#run"]) => Engines {
             wasmtime: (126, "{what} is a component: it runs wasi:cli/run, and an entrypoint function (\"run\") is only for modules"),
-            wasmedge: COMPONENT_REFUSED });
+            wasmedge: COMPONENT_REFUSED,
+            wasmer: COMPONENT_REFUSED });
         // containerd writes no `process.args` for an image without Entrypoint or Cmd run with
         // no args; libcontainer then fails the init process before the shim's code runs.
         row!("no_entrypoint_in_the_image_or_the_run", bad(Bad::NoEntrypoint), Plain => CreateFails("the container has no entrypoint: the image sets no Entrypoint or Cmd"));
@@ -199,7 +207,7 @@ pub fn cases() -> Vec<Case> {
         row!("entrypoint_path_over_path_max", TestImage::Hello(Target::WasiP1, Rootfs), Made(path_over_path_max) => Exit(127, "entrypoint \"/very-long-directory-name/…\"... (5006 bytes) not found in the container's rootfs: the path is longer than the kernel resolves (File name too long"));
         // Layers that are not what their manifest says.
         row!("module_in_a_component_layer", TestImage::Hello(Target::WasiP1, Layer), Plain => Exit(0, HELLO), needs LAYERS);
-        row!("component_in_a_module_layer", bad_layer(Bad::ComponentInModuleLayer), Plain => Engines { wasmtime: (0, HELLO), wasmedge: COMPONENT_REFUSED }, needs LAYERS);
+        row!("component_in_a_module_layer", bad_layer(Bad::ComponentInModuleLayer), Plain => Engines { wasmtime: (0, HELLO), wasmedge: COMPONENT_REFUSED, wasmer: COMPONENT_REFUSED }, needs LAYERS);
         row!("layer_of_an_unknown_media_type", bad_layer(Bad::UnknownLayerType), Plain => Exit(127, "entrypoint \"/unknown-type.wasm\" not found in the container's rootfs"), needs LAYERS);
         row!("layer_without_a_media_type", bad_layer(Bad::EmptyLayerType), Plain => Exit(127, "entrypoint \"/empty-type.wasm\" not found in the container's rootfs"), needs LAYERS);
         row!("layer_declaring_fewer_bytes_than_it_has", bad_layer(Bad::LayerSizeTooSmall), Plain => CreateFails("reading the image's wasm layers: a wasm layer of image \"docker.io/wasmrunner/test:bad-size-too-small-runwasi\" (sha256:…) is …bytes, but its descriptor says"), needs LAYERS);
@@ -265,11 +273,15 @@ fn check_bad(env: &Env, row: &Row) -> Result<()> {
     );
     let (status, message) = match row.expect {
         Exit(status, message) => (Some(status), message),
-        Engines { wasmtime, wasmedge } => {
-            let (status, message) = if env.engine.name == "wasmedge" {
-                wasmedge
-            } else {
-                wasmtime
+        Engines {
+            wasmtime,
+            wasmedge,
+            wasmer,
+        } => {
+            let (status, message) = match env.engine.name.as_str() {
+                "wasmedge" => wasmedge,
+                "wasmer" => wasmer,
+                _ => wasmtime,
             };
             (Some(status), message)
         }

@@ -39,12 +39,14 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// What the engine says when the guest's calls nest too deep: WasmEdge's shim, the call-depth
-/// bound it adds to modules; Wasmtime, its own trap (after a backtrace of 20 frames).
+/// bound it adds to modules; Wasmtime, its own trap (after a backtrace of 20 frames); Wasmer,
+/// its stack-overflow trap.
 fn exhaustion_message(env: &Env) -> &'static str {
     match env.engine.name.as_str() {
         "wasmedge" => {
             "trapped: call stack exhausted: the guest's calls nested deeper than WasmEdge allows"
         }
+        "wasmer" => "trapped: call stack exhausted",
         _ => "wasm trap: call stack exhausted",
     }
 }
