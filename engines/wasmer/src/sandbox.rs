@@ -425,7 +425,9 @@ mod tests {
         .expect_err("refused");
         assert!(
             err.to_string().contains(
-                "it imports wasix_32v1::sock_open, from a module this runtime does not provide"
+                "unknown import: wasix_32v1::sock_open is from a module this runtime does not \
+                 provide (it provides wasi_snapshot_preview1 only; Wasmer's WASIX extensions are \
+                 not offered)"
             ),
             "{err}"
         );
