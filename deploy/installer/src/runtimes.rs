@@ -16,6 +16,10 @@ pub struct RuntimeSpec {
     pub handler: &'static str,
     /// containerd's `runtime_type` for the handler.
     pub runtime_type: &'static str,
+    /// Whether a release ships this handler: `make build` builds its shim and
+    /// `deploy/runtimeclass.yaml` has its RuntimeClass. The installer configures a handler
+    /// that is not shipped only where its shim is on the node.
+    pub shipped: bool,
 }
 
 /// Every handler the installer knows. Adding a handler is one line here. Each engine has a
@@ -26,21 +30,25 @@ pub const RUNTIMES: &[RuntimeSpec] = &[
         engine: "wasmtime",
         handler: "wasmtime",
         runtime_type: "io.containerd.wasmtime.v1",
+        shipped: true,
     },
     RuntimeSpec {
         engine: "wasmtime",
         handler: "wasmtime-shared",
         runtime_type: "io.containerd.wasmtimed.v1",
+        shipped: true,
     },
     RuntimeSpec {
         engine: "wasmedge",
         handler: "wasmedge",
         runtime_type: "io.containerd.wasmedge.v1",
+        shipped: true,
     },
     RuntimeSpec {
         engine: "wasmedge",
         handler: "wasmedge-shared",
         runtime_type: "io.containerd.wasmedged.v1",
+        shipped: true,
     },
     // Not shipped yet (issue #16): `make build` builds no Wasmer shim, so the installer finds
     // none on a node; the e2e suite's `make wasmer` runs use these handlers.
@@ -48,11 +56,13 @@ pub const RUNTIMES: &[RuntimeSpec] = &[
         engine: "wasmer",
         handler: "wasmer",
         runtime_type: "io.containerd.wasmer.v1",
+        shipped: false,
     },
     RuntimeSpec {
         engine: "wasmer",
         handler: "wasmer-shared",
         runtime_type: "io.containerd.wasmerd.v1",
+        shipped: false,
     },
 ];
 
