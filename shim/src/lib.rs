@@ -33,7 +33,7 @@ pub use entry::run;
 pub use failure::{WorkloadError, exit_code_for, func_signature, panic_reason};
 pub use memory::release_loader_memory;
 pub use signals::release_sigterm;
-pub use version::{EngineInfo, Mode};
+pub use version::{EngineInfo, Mode, runwasi_version};
 /// The capability policy, for engines to enforce.
 pub use wasmrunner_capabilities as capabilities;
 pub use workload::{DEFAULT_FUNCTION, HTTP_ADDRESS_ENV, Workload, WorkloadKind, classify};

@@ -1,6 +1,6 @@
 //! The engine contract: names, the shared WasmEdge configuration, and the precompiler.
 
-use containerd_shim_wasm::shim::{Compiler, Shim, Version, version};
+use containerd_shim_wasm::shim::{Compiler, Shim, Version};
 use wasmedge_sdk::config::{
     CommonConfigOptions, CompilerConfigOptions, Config, ConfigBuilder, RuntimeConfigOptions,
 };
@@ -39,7 +39,7 @@ impl Shim for WasmEdgeShim {
     }
 
     fn version() -> Version {
-        version!()
+        wasmrunner_shim::runwasi_version()
     }
 
     async fn compiler() -> Option<impl Compiler> {

@@ -1,6 +1,6 @@
 //! The engine contract: names, the shared Wasmer configuration, and the precompiler.
 
-use containerd_shim_wasm::shim::{Compiler, Shim, Version, version};
+use containerd_shim_wasm::shim::{Compiler, Shim, Version};
 use wasmer::sys::{Cranelift, CraneliftOptLevel, EngineBuilder};
 use wasmrunner_shim::EngineInfo;
 use wasmrunner_shim::capabilities::Key;
@@ -37,7 +37,7 @@ impl Shim for WasmerShim {
     }
 
     fn version() -> Version {
-        version!()
+        wasmrunner_shim::runwasi_version()
     }
 
     async fn compiler() -> Option<impl Compiler> {

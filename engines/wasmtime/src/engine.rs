@@ -1,6 +1,6 @@
 //! The engine contract: names, the shared Wasmtime configuration, and the precompiler.
 
-use containerd_shim_wasm::shim::{Compiler, Shim, Version, version};
+use containerd_shim_wasm::shim::{Compiler, Shim, Version};
 use wasmrunner_shim::EngineInfo;
 use wasmrunner_shim::capabilities::Key;
 
@@ -35,7 +35,7 @@ impl Shim for WasmtimeShim {
     }
 
     fn version() -> Version {
-        version!()
+        wasmrunner_shim::runwasi_version()
     }
 
     async fn compiler() -> Option<impl Compiler> {
