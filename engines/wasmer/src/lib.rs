@@ -5,10 +5,12 @@
 //! get a clear error. A module is compiled once per node (the shim's node cache) or once per
 //! wasm-layer image (runwasi's precompile cache in containerd's content store), and each
 //! container loads the serialized code. Only WASI preview 1 is linked: a module that imports
-//! Wasmer's WASIX extensions (processes, sockets, threads) is refused.
+//! Wasmer's WASIX extensions (processes, sockets, threads) is refused. The guest's files are
+//! its grant's directories only, each reached beneath its own handle (src/files.rs).
 
 mod compiler;
 mod engine;
+mod files;
 mod memory;
 mod sandbox;
 

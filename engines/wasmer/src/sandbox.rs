@@ -5,12 +5,12 @@ use std::io::Read;
 use containerd_shim_wasm::sandbox::Sandbox;
 use containerd_shim_wasm::sandbox::context::RuntimeContext;
 use wasmer::{ExternType, Module, RuntimeError, Store};
-use wasmer_wasix::virtual_fs::host_fs::FileSystem as HostFileSystem;
 use wasmer_wasix::{WasiEnv, WasiError};
 use wasmrunner_shim::capabilities::Capabilities;
 use wasmrunner_shim::{EngineInfo, RunWorkload, Workload, WorkloadError, WorkloadKind};
 
 use crate::engine::{INFO, new_engine};
+use crate::files::GrantedFiles;
 
 /// The one import namespace the guest gets: WASI preview 1, as on the other engines.
 const WASI_P1: &str = "wasi_snapshot_preview1";
@@ -207,20 +207,32 @@ fn run_module(
     module: Module,
     workload: &Workload<'_>,
 ) -> Result<i32, WorkloadError> {
-    let load_error = |reason: String| WorkloadError::Load {
-        what: workload.name.clone(),
-        reason,
-    };
-    let handle = tokio::runtime::Handle::current();
-    // The container's rootfs is this process's `/`: the guest reaches only the directories
-    // its policy preopens, each through WASIX's own path resolution inside them.
-    let root = HostFileSystem::new(handle, "/").map_err(|e| load_error(e.to_string()))?;
+    let mut store = Store::new(engine.clone());
+    if module.imports().next().is_none() {
+        // Nothing to link: WASI (which needs the module's memory) is left out, as a module
+        // without imports cannot call it.
+        let instance = wasmer::Instance::new(&mut store, &module, &wasmer::imports! {})
+            .map_err(|e| instance_error(workload, e))?;
+        let entrypoint = entrypoint_of(workload, &instance)?;
+        workload.ready_to_run();
+        return match entrypoint.call(&mut store, &[]) {
+            Ok(_) => Ok(0),
+            Err(err) => exit_status(workload, err),
+        };
+    }
+    // The guest's filesystem is its grant's directories and nothing else (see files.rs);
+    // WASIX preopens them in it, under the guest's names.
+    let files = GrantedFiles::open(
+        tokio::runtime::Handle::current(),
+        &workload.capabilities.files,
+    )
+    .map_err(|e| WorkloadError::Policy(format!("Wasmer cannot open a granted directory: {e}")))?;
     let program = workload.args.first().cloned().unwrap_or_default();
     let mut builder = WasiEnv::builder(program)
         .engine(engine.clone())
         .args(workload.args.iter().skip(1))
         .envs(workload.env.iter().map(|(name, value)| (name, value)))
-        .fs(std::sync::Arc::new(root) as std::sync::Arc<_>);
+        .fs(std::sync::Arc::new(files) as std::sync::Arc<_>);
     for preopen in &workload.capabilities.files.0 {
         builder
             .add_preopen_build(|dir| {
@@ -236,19 +248,6 @@ fn run_module(
                 }
             })
             .map_err(|e| WorkloadError::Policy(format!("Wasmer cannot preopen {preopen}: {e}")))?;
-    }
-    let mut store = Store::new(engine.clone());
-    if module.imports().next().is_none() {
-        // Nothing to link: WASI (which needs the module's memory) is left out, as a module
-        // without imports cannot call it.
-        let instance = wasmer::Instance::new(&mut store, &module, &wasmer::imports! {})
-            .map_err(|e| instance_error(workload, e))?;
-        let entrypoint = entrypoint_of(workload, &instance)?;
-        workload.ready_to_run();
-        return match entrypoint.call(&mut store, &[]) {
-            Ok(_) => Ok(0),
-            Err(err) => exit_status(workload, err),
-        };
     }
     let (instance, wasi) = builder
         .instantiate(module, &mut store)
