@@ -1,7 +1,7 @@
 //! The images the suites run, built with `wasmrunner-oci` from the fixtures.
 
 use anyhow::Result;
-use wasmrunner_oci::{Flavour, ImageSpec};
+use wasmrunner_oci::{Flavour, ImageFile, ImageSpec};
 
 use crate::fixtures::{self, Target};
 use crate::wasm_bytes::{leb_i32, leb_u32, name, section};
@@ -17,6 +17,10 @@ pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/u
 pub const HELLO: &str = "Hello from WebAssembly, run by wasmrunner!";
 /// The text of `/etc/app.conf` in [`TestImage::Capable`]: a file outside `/data`.
 pub const APP_CONF: &str = "mode = production\n";
+/// Symbolic links in [`TestImage::Capable`]'s `/data` to its `/etc/app.conf`, outside `/data`:
+/// by its absolute path, and by a relative one.
+pub const LINK_OUT: &str = "/data/link-out";
+pub const LINK_UP: &str = "/data/link-up";
 /// The text of `/srv/data/report.txt` in [`TestImage::Capable`].
 pub const REPORT: &str = "a report under /srv/data\n";
 /// The body of `GET /` from [`TestImage::HttpHello`] and [`TestImage::HttpHelloCommand`].
@@ -97,7 +101,8 @@ pub enum TestImage {
     /// 8 MiB cap the suite's containerd sets.
     Oversized,
     /// The probe for the capability cases: `/probe.wasm`, `/data/greeting.txt` ([`GREETING`]),
-    /// `/etc/app.conf` ([`APP_CONF`]) and `/srv/data/report.txt` ([`REPORT`]), with what its
+    /// `/etc/app.conf` ([`APP_CONF`]), `/srv/data/report.txt` ([`REPORT`]) and two links from
+    /// `/data` to `/etc/app.conf` ([`LINK_OUT`], [`LINK_UP`]), with what its
     /// image declares the module needs.
     Capable(Target, Declares),
     /// `/elements.wasm` ([`big_table_module`]): a module with a table of [`TABLE_ELEMENTS`]
@@ -258,6 +263,8 @@ impl TestImage {
                     .file("/data/greeting.txt", GREETING.as_bytes().to_vec())
                     .file("/etc/app.conf", APP_CONF.as_bytes().to_vec())
                     .file("/srv/data/report.txt", REPORT.as_bytes().to_vec())
+                    .add_file(ImageFile::symlink(LINK_OUT, "/etc/app.conf"))
+                    .add_file(ImageFile::symlink(LINK_UP, "../etc/app.conf"))
                     .entrypoint(["/probe.wasm"]);
                 match (declares, declares.declaration()) {
                     (Declares::EnvByAnnotation, Some((key, value))) => spec.annotation(key, value),

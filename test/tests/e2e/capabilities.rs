@@ -15,7 +15,7 @@ use k8s_cri::v1::ContainerStatus;
 use wasmrunner_e2e::cri::pod::stream_lines;
 use wasmrunner_e2e::cri::{ContainerSpec, Network, Pod, PodSpec};
 use wasmrunner_e2e::fixtures::Target;
-use wasmrunner_e2e::images::{APP_CONF, Declares, GREETING, REPORT, TestImage};
+use wasmrunner_e2e::images::{APP_CONF, Declares, GREETING, LINK_OUT, LINK_UP, REPORT, TestImage};
 use wasmrunner_e2e::suite::delete_container;
 use wasmrunner_e2e::{Case, Env, Outcome};
 
@@ -24,6 +24,10 @@ pub fn cases() -> Vec<Case> {
         Case::new("version_lists_what_the_engine_enforces", version_lists),
         Case::new("files_a_granted_directory_only", files_granted_directory),
         Case::new("files_mapped_read_only", files_mapped_read_only),
+        Case::new(
+            "files_links_do_not_leave_the_grant",
+            files_links_stay_inside,
+        ),
         Case::new("files_none", files_none),
         Case::new(
             "files_missing_directory_is_refused",
@@ -285,10 +289,39 @@ fn files_granted_directory(env: &Env) -> Result<()> {
             expect_probe_failed(out, target, &format!("cat {path}:"))
                 .with_context(|| format!("{target:?}: {path} is outside the grant"))?;
         }
-        let out = probe(env, image, &data, &["ls", "/"])?;
-        expect_probe_failed(out, target, "ls /:")
+        expect_root_holds_only(env, image, &data, target, &["data"])
             .with_context(|| format!("{target:?}: / is outside the grant"))?;
     }
+    Ok(())
+}
+
+/// `ls /` under a grant that does not give `/`: it fails on Wasmtime and WasmEdge, which then
+/// have no `/`. Wasmer's WASI always has one (WASIX's virtual root, descriptor 3, which Wasmer
+/// offers whatever it is given), holding only the granted directories, each named by its
+/// guest path (`/data`, which WASI's `readdir` shows as `//data`): there `ls /` lists exactly
+/// `granted`, and nothing else of the rootfs.
+fn expect_root_holds_only(
+    env: &Env,
+    image: TestImage,
+    flags: &[String],
+    target: Target,
+    granted: &[&str],
+) -> Result<()> {
+    let out = probe(env, image, flags, &["ls", "/"])?;
+    if env.engine.name != "wasmer" {
+        expect_probe_failed(out, target, "ls /:")?;
+        return Ok(());
+    }
+    let out = out.ok()?;
+    let listed: Vec<&str> = out
+        .stdout
+        .lines()
+        .map(|name| name.trim_start_matches('/'))
+        .collect();
+    ensure!(
+        listed == granted,
+        "/ should hold the granted {granted:?} and nothing else: {out}"
+    );
     Ok(())
 }
 
@@ -315,6 +348,24 @@ fn files_mapped_read_only(env: &Env) -> Result<()> {
     Ok(())
 }
 
+/// `files=/data:rw`: a symbolic link in `/data` to a file outside it opens nothing, whether
+/// it names the file by an absolute path or climbs to it with `..`; the same relative link
+/// opens the file when the whole rootfs is granted (so it is the grant that stops it).
+fn files_links_stay_inside(env: &Env) -> Result<()> {
+    for target in targets(env) {
+        let image = TestImage::Capable(target, Declares::Nothing);
+        let out = probe(env, image, &[], &["cat", LINK_UP])?.ok()?;
+        ensure!(out.stdout == APP_CONF, "control run without a grant: {out}");
+        let data = grant(&[("files", "/data:rw")]);
+        for link in [LINK_OUT, LINK_UP] {
+            let out = probe(env, image, &data, &["cat", link])?;
+            expect_probe_failed(out, target, &format!("cat {link}:"))
+                .with_context(|| format!("{target:?}: {link} leads out of the grant"))?;
+        }
+    }
+    Ok(())
+}
+
 /// `files=none`: no file at all.
 fn files_none(env: &Env) -> Result<()> {
     for target in targets(env) {
@@ -323,12 +374,13 @@ fn files_none(env: &Env) -> Result<()> {
         for args in [
             &["cat", "/data/greeting.txt"][..],
             &["cat", "/etc/app.conf"],
-            &["ls", "/"],
         ] {
             let out = probe(env, image, &none, args)?;
             expect_probe_failed(out, target, &format!("{}:", args.join(" ")))
                 .with_context(|| format!("{target:?} with files=none"))?;
         }
+        expect_root_holds_only(env, image, &none, target, &[])
+            .with_context(|| format!("{target:?} with files=none"))?;
     }
     Ok(())
 }
