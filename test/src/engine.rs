@@ -134,6 +134,17 @@ impl Engine {
             .is_ok_and(|features| features.iter().any(|f| f == Self::NODE_MODULE_CACHE))
     }
 
+    /// The feature of engines whose containers map the node cache's code file (pages shared
+    /// between containers; `wasmrunner_shim::module_cache::MAPPED_CODE`).
+    pub const MAPPED_CODE: &'static str = "mapped-code";
+
+    /// Whether this engine's containers map the cached code (its `--version` lists
+    /// [`Engine::MAPPED_CODE`]) rather than load a copy of it.
+    pub fn maps_cached_code(&self) -> bool {
+        self.features()
+            .is_ok_and(|features| features.iter().any(|f| f == Self::MAPPED_CODE))
+    }
+
     /// Whether this engine runs WASI preview 2 components.
     pub fn runs_components(&self) -> bool {
         self.name == "wasmtime"

@@ -20,6 +20,7 @@ pub const INFO: EngineInfo = EngineInfo {
         "entrypoint-function",
         "precompile-cache",
         wasmrunner_shim::module_cache::NODE_MODULE_CACHE,
+        wasmrunner_shim::module_cache::MAPPED_CODE,
         "native-executables",
     ],
     capabilities: &Key::ALL,

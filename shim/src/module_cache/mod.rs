@@ -34,6 +34,12 @@ mod trust;
 /// The engine feature (`EngineInfo::features`) that turns the node's module cache on.
 pub const NODE_MODULE_CACHE: &str = "node-module-cache";
 
+/// The engine feature saying its containers map the cache's code file, so that all of them
+/// share one copy of its pages (Wasmtime). An engine without it loads the file into memory of
+/// its own (Wasmer copies code into its executable memory): compiled once per node, but a
+/// copy per container.
+pub const MAPPED_CODE: &str = "mapped-code";
+
 /// Where the cache lives, unless set: persistent, like containerd's own `/var/lib/containerd`.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/wasmrunner/cache";
 

@@ -46,17 +46,20 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// The cache's entries for the module with this sha256, under any engine and cache key.
+/// The cache's entries for the module with this sha256, under this engine and any cache key.
 fn entries_for(env: &Env, sha256: &str) -> Vec<PathBuf> {
+    // Each engine has its own folder; the suite's other engines share the containerd.
+    let engine_dir = env.containerd.module_cache_dir().join(&env.engine.name);
     env.containerd
         .module_cache_entries()
         .into_iter()
+        .filter(|entry| entry.starts_with(&engine_dir))
         .filter(|entry| entry.file_name().is_some_and(|name| name == sha256))
         .collect()
 }
 
 /// Two containers of one rootfs module: one cache entry, mapped by both (so its pages are
-/// shared); without the engine feature, no entry at all.
+/// shared) where the engine maps cached code; without the cache feature, no entry at all.
 fn compiled_once_and_mapped(env: &Env) -> Result<()> {
     let sha256 = sha256_hex(&fixtures::bytes("probe", Target::WasiP1)?);
     two_sleepers_map(env, PROBE, |_cache| {
@@ -70,8 +73,9 @@ fn compiled_once_and_mapped(env: &Env) -> Result<()> {
 }
 
 /// Two containers of a runwasi artifact: the layer's precompiled code (from containerd's
-/// content store) is put in the node cache and both map it, instead of each getting a copy
-/// through the zygote; without the engine feature, nothing is cached.
+/// content store) is put in the node cache and both map it (where the engine maps cached
+/// code), instead of each getting a copy through the zygote; without the cache feature,
+/// nothing is cached.
 fn artifact_code_is_mapped(env: &Env) -> Result<()> {
     two_sleepers_map(env, TestImage::ProbeArtifact, |cache| {
         Ok(format!("{}/", cache.join(&env.engine.name).display()))
@@ -93,7 +97,13 @@ fn two_sleepers_map(
     let cache = env.containerd.module_cache_dir();
     let engine_dir = cache.join(&env.engine.name);
     let checked = if uses_cache(env)? {
-        mapped(&cache).and_then(|entry| check_maps(env, &tasks, &entry))
+        mapped(&cache).and_then(|entry| {
+            if env.engine.maps_cached_code() {
+                check_maps(env, &tasks, &entry)
+            } else {
+                check_cached(&entry)
+            }
+        })
     } else if engine_dir.exists() {
         Err(anyhow::anyhow!(
             "{} does not cache modules, yet {} exists",
@@ -107,6 +117,20 @@ fn two_sleepers_map(
         task.kill_and_remove(env, WAIT)?;
     }
     checked
+}
+
+/// For an engine that loads a copy of the cached code (no [`Engine::MAPPED_CODE`]): the code
+/// is in the cache, compiled once for the node (`entry` is a file, or a folder ending in `/`
+/// that must hold something).
+fn check_cached(entry: &str) -> Result<()> {
+    let path = Path::new(entry);
+    let found = if entry.ends_with('/') {
+        std::fs::read_dir(path).is_ok_and(|mut entries| entries.next().is_some())
+    } else {
+        path.is_file()
+    };
+    ensure!(found, "nothing cached at {entry}");
+    Ok(())
 }
 
 /// Every task's process maps a file whose path has `entry`.
