@@ -130,8 +130,7 @@ impl Engine {
     /// Whether the shim compiles this engine's rootfs modules once per node (its `--version`
     /// lists [`Engine::NODE_MODULE_CACHE`]).
     pub fn has_node_module_cache(&self) -> bool {
-        self.features()
-            .is_ok_and(|features| features.iter().any(|f| f == Self::NODE_MODULE_CACHE))
+        self.has_feature(Self::NODE_MODULE_CACHE)
     }
 
     /// The feature of engines whose containers map the node cache's code file (pages shared
@@ -141,8 +140,13 @@ impl Engine {
     /// Whether this engine's containers map the cached code (its `--version` lists
     /// [`Engine::MAPPED_CODE`]) rather than load a copy of it.
     pub fn maps_cached_code(&self) -> bool {
+        self.has_feature(Self::MAPPED_CODE)
+    }
+
+    /// Whether the shim's `--version` lists `feature` (false when it cannot be read).
+    fn has_feature(&self, feature: &str) -> bool {
         self.features()
-            .is_ok_and(|features| features.iter().any(|f| f == Self::MAPPED_CODE))
+            .is_ok_and(|features| features.iter().any(|f| f == feature))
     }
 
     /// Whether this engine runs WASI preview 2 components.

@@ -1151,6 +1151,7 @@ fn node_cache_read_only(env: &Env) -> Result<()> {
             .mode(0o700)
             .create(&cache)?;
         let mut mapped = None;
+        let maps_cached_code = env.engine.maps_cached_code();
         {
             let _mounted = Mounted::read_only_bind(&cache)?;
             let cached = run_rm(
@@ -1164,7 +1165,7 @@ fn node_cache_read_only(env: &Env) -> Result<()> {
                 "a cached module did not run from a read-only cache: {cached}"
             );
             if let [entry] = before.as_slice()
-                && env.engine.maps_cached_code()
+                && maps_cached_code
             {
                 mapped = Some(maps_entry(env, containerd, entry)?);
             }
@@ -1182,7 +1183,7 @@ fn node_cache_read_only(env: &Env) -> Result<()> {
             );
             if env.engine.has_node_module_cache() {
                 ensure!(
-                    before.len() == 1 && (mapped == Some(true) || !env.engine.maps_cached_code()),
+                    before.len() == 1 && (mapped == Some(true) || !maps_cached_code),
                     "the probe's entry {before:?} was not mapped from the read-only cache"
                 );
                 ensure!(
