@@ -4,6 +4,7 @@ use anyhow::Result;
 use wasmrunner_oci::{Flavour, ImageFile, ImageSpec};
 
 use crate::fixtures::{self, Target};
+use crate::third_party;
 use crate::wasm_bytes::{leb_i32, leb_u32, name, section};
 
 mod bad;
@@ -29,6 +30,12 @@ pub const HTTP_HELLO: &str = "hello from wasi:http\n";
 pub const RUN_CALLED: &str = "run called";
 /// The body of every response from [`TestImage::SocketServer`].
 pub const SOCKET_HELLO: &str = "hello from wasi:sockets\n";
+/// The files [`TestImage::ThirdParty`] searches and dumps, under `/data/notes`: one line of
+/// [`NOTE_A`] holds `needle`, one of [`NOTE_B`] holds `Needle`.
+pub const NOTE_A: &str = "first line\na needle here\n";
+pub const NOTE_B: &str = "Needle at the start\n";
+/// `/data/rgrc` in [`TestImage::ThirdParty`]: a ripgrep config file (`RIPGREP_CONFIG_PATH`).
+pub const RG_CONFIG: &str = "--ignore-case\n";
 /// How many elements the table of [`TestImage::BigTable`] has.
 pub const TABLE_ELEMENTS: u32 = 1000;
 
@@ -134,6 +141,10 @@ pub enum TestImage {
     /// container sets `PORT`) with wasi:sockets, prints `listening on ADDR`, and answers every
     /// connection with a 200 of [`SOCKET_HELLO`] (printing `accepted`); it never exits.
     SocketServer,
+    /// Released third-party programs ([`third_party::PROGRAMS`]): `/rg.wasm` and
+    /// `/hexyl.wasm`, with `/data/greeting.txt` ([`GREETING`]), `/data/notes/a.txt`
+    /// ([`NOTE_A`]), `/data/notes/deep/b.md` ([`NOTE_B`]) and `/data/rgrc` ([`RG_CONFIG`]).
+    ThirdParty,
 }
 
 impl TestImage {
@@ -165,6 +176,7 @@ impl TestImage {
             TestImage::HttpHello => "http-hello".into(),
             TestImage::HttpHelloCommand => "http-hello-command".into(),
             TestImage::SocketServer => "socket-server".into(),
+            TestImage::ThirdParty => "third-party".into(),
         };
         format!("docker.io/wasmrunner/test:{tag}")
     }
@@ -297,6 +309,14 @@ impl TestImage {
                     fixtures::bytes("socket-server", Target::WasiP2)?,
                 )
                 .entrypoint(["/socket-server.wasm"]),
+            TestImage::ThirdParty => ImageSpec::new(self.name(), Flavour::Image)
+                .file("/rg.wasm", third_party::bytes(third_party::RIPGREP)?)
+                .file("/hexyl.wasm", third_party::bytes(third_party::HEXYL)?)
+                .file("/data/greeting.txt", GREETING.as_bytes().to_vec())
+                .file("/data/notes/a.txt", NOTE_A.as_bytes().to_vec())
+                .file("/data/notes/deep/b.md", NOTE_B.as_bytes().to_vec())
+                .file("/data/rgrc", RG_CONFIG.as_bytes().to_vec())
+                .entrypoint(["/rg.wasm"]),
         };
         Ok(spec)
     }

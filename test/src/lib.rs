@@ -29,6 +29,7 @@ pub mod procs;
 pub mod registry;
 pub mod run;
 pub mod suite;
+pub mod third_party;
 pub mod wasm_bytes;
 
 pub use command::{Outcome, run_command};

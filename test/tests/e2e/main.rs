@@ -17,6 +17,7 @@ mod registry;
 mod run;
 mod serving;
 mod shared;
+mod third_party;
 mod tracing;
 
 use std::process::ExitCode;
@@ -29,7 +30,7 @@ use wasmrunner_e2e::{Case, Containerd, Engine, Env};
 
 /// Every case, by area.
 fn cases() -> Vec<(&'static str, Case)> {
-    let areas: [(&str, Vec<Case>); 14] = [
+    let areas: [(&str, Vec<Case>); 15] = [
         ("isolation", isolation::cases()),
         ("run", run::cases()),
         ("lifecycle", lifecycle::cases()),
@@ -44,6 +45,7 @@ fn cases() -> Vec<(&'static str, Case)> {
         ("registry", registry::cases()),
         ("serving", serving::cases()),
         ("tracing", tracing::cases()),
+        ("third_party", third_party::cases()),
     ];
     areas
         .into_iter()
