@@ -11,6 +11,7 @@ use wasmrunner_shim::{EngineInfo, RunWorkload, Workload, WorkloadError, Workload
 
 use crate::engine::{INFO, new_engine};
 use crate::files::GrantedFiles;
+use crate::stdio;
 
 /// The one import namespace the guest gets: WASI preview 1, as on the other engines.
 const WASI_P1: &str = "wasi_snapshot_preview1";
@@ -249,9 +250,25 @@ fn run_module(
             })
             .map_err(|e| WorkloadError::Policy(format!("Wasmer cannot preopen {preopen}: {e}")))?;
     }
-    let (instance, wasi) = builder
-        .instantiate(module, &mut store)
-        .map_err(|e| instantiation_error(workload, e))?;
+    // WASIX's own `instantiate` links its imports as they are; this is the same steps with
+    // one import wrapped (see stdio.rs). A link error, a memory over the cap or a trapping
+    // start function is `Instance::new`'s error, said as the other engines say it.
+    let wasi_error = |e: &dyn std::fmt::Display| WorkloadError::Load {
+        what: workload.name.clone(),
+        reason: format!("cannot set up WASI: {e}"),
+    };
+    let mut wasi = builder.finalize(&mut store).map_err(|e| wasi_error(&e))?;
+    let mut imports = wasi
+        .import_object(&mut store, &module)
+        .map_err(|e| wasi_error(&e))?;
+    let stdio = stdio::wrap_fdstat(&mut store, &mut imports);
+    let instance = wasmer::Instance::new(&mut store, &module, &imports)
+        .map_err(|e| instance_error(workload, e))?;
+    if let Some(stdio) = &stdio {
+        stdio::give_memory(&mut store, stdio, &instance);
+    }
+    wasi.initialize(&mut store, instance.clone())
+        .map_err(|e| wasi_error(&e))?;
     let entrypoint = entrypoint_of(workload, &instance)?;
     workload.ready_to_run();
     let outcome = entrypoint.call(&mut store, &[]);
@@ -286,28 +303,6 @@ fn exit_status(workload: &Workload<'_>, err: RuntimeError) -> Result<i32, Worklo
             what: workload.name.clone(),
             reason: err.message(),
         }),
-    }
-}
-
-/// Instantiation fails because imports do not link or a memory is over the cap (the module
-/// cannot be loaded), or because a start function ran and trapped (a trap) or exited.
-fn instantiation_error(
-    workload: &Workload<'_>,
-    err: wasmer_wasix::WasiRuntimeError,
-) -> WorkloadError {
-    use wasmer_wasix::{WasiRuntimeError, WasiThreadError};
-    match err {
-        WasiRuntimeError::Instantiation(err) => instance_error(workload, err),
-        // WASIX instantiates on its own thread machinery and reports the instance's error
-        // inside a thread error ("Memory access error: ..."): it is the same error.
-        WasiRuntimeError::Thread(WasiThreadError::InstanceCreateFailed(err)) => {
-            instance_error(workload, *err)
-        }
-        WasiRuntimeError::Runtime(trap) => start_error(workload, trap),
-        other => WorkloadError::Load {
-            what: workload.name.clone(),
-            reason: other.to_string(),
-        },
     }
 }
 
