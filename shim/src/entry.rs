@@ -1,4 +1,6 @@
 use crate::engine::{Engine, RunWorkload};
+use crate::failure::WorkloadError;
+use crate::workload::Workload;
 
 use crate::container;
 use crate::isolation::NodePolicy;
@@ -16,6 +18,25 @@ pub const MODE_ENV: &str = "WASMRUNNER_MODE";
 
 /// The log level when [`LOG_LEVEL_ENV`] is unset: quiet on the hot path.
 const DEFAULT_LOG_LEVEL: &str = "warn";
+
+/// The `main` of an engine's `run-on-host` example: `run-on-host MODULE [ARGS...]` hands the
+/// module at MODULE ([`Workload::on_host`]) to the engine's `run` in this process, outside any
+/// container, and exits with its status: the bench's "same engine, no container" baseline.
+pub fn run_on_host(
+    engine: &str,
+    run: impl FnOnce(Workload<'static>) -> Result<i32, WorkloadError>,
+) -> ! {
+    let mut args = std::env::args().skip(1);
+    let Some(path) = args.next() else {
+        eprintln!("usage: run-on-host MODULE [ARGS...]");
+        std::process::exit(2);
+    };
+    let rest: Vec<String> = args.collect();
+    let status = Workload::on_host(&path, &rest)
+        .and_then(run)
+        .unwrap_or_else(|err| err.report(engine));
+    std::process::exit(status)
+}
 
 /// Runs an engine binary: answers `--version` itself, and hands every other invocation
 /// (containerd's `start`, `delete`, and the serving shim) to wasmrunner's task service.

@@ -29,7 +29,7 @@ mod version;
 mod workload;
 
 pub use engine::{Engine, RunWorkload};
-pub use entry::run;
+pub use entry::{run, run_on_host};
 pub use failure::{WorkloadError, exit_code_for, func_signature, panic_reason};
 pub use memory::release_loader_memory;
 pub use signals::release_sigterm;

@@ -62,6 +62,32 @@ pub struct Workload<'a> {
     pub milestones: Milestones,
 }
 
+impl Workload<'static> {
+    /// The module at `path` on the host, run outside any container with `args` after its
+    /// name, no environment and the default capabilities (see [`crate::run_on_host`]).
+    pub fn on_host(path: &str, args: &[String]) -> Result<Self, WorkloadError> {
+        let bytes = std::fs::read(path).map_err(|e| WorkloadError::Load {
+            what: path.to_string(),
+            reason: e.to_string(),
+        })?;
+        let kind = classify(path, &bytes)?;
+        Ok(Workload {
+            name: path.to_string(),
+            bytes: Cow::Owned(bytes),
+            kind,
+            function: DEFAULT_FUNCTION.to_string(),
+            args: std::iter::once(path.to_string())
+                .chain(args.iter().cloned())
+                .collect(),
+            env: Vec::new(),
+            compiled: None,
+            capabilities: Capabilities::default(),
+            http_address: None,
+            milestones: Milestones::default(),
+        })
+    }
+}
+
 impl<'a> Workload<'a> {
     /// Reads the workload of the container whose context is `ctx`, with the node cache's
     /// `offered` code for it and the `capabilities` the shim resolved. Runs inside the

@@ -11,6 +11,10 @@ use crate::paths::bin_dir;
 /// yet and runs only when named: `make wasmer`, then `WASMRUNNER_ENGINES=wasmer`.
 pub const ENGINES: &[&str] = &["wasmtime", "wasmedge"];
 
+/// Engines with a shim that is not shipped yet (built by `make wasmer`), run only when named
+/// or, by the bench, when their shim is beside the others.
+pub const UNSHIPPED: &[&str] = &["wasmer"];
+
 /// Who serves the Task API: one shim per pod, or one manager per engine and namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

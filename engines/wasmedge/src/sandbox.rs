@@ -45,30 +45,10 @@ impl Sandbox for WasmEdgeSandbox {
     }
 }
 
-/// Runs the module at `path` in this process, outside any container, with the rest of `args`
-/// as its arguments and the host's working directory preopened as `/`: the same engine
-/// configuration and code path a container uses, for comparing an engine with and without
-/// the container around it (see `examples/run-on-host.rs`).
-pub fn run_on_host(path: &str, args: &[String]) -> Result<i32, WorkloadError> {
-    let bytes = std::fs::read(path).map_err(|e| WorkloadError::Load {
-        what: path.to_string(),
-        reason: e.to_string(),
-    })?;
-    let kind = wasmrunner_shim::classify(path, &bytes)?;
-    let workload = Workload {
-        name: path.to_string(),
-        bytes: Cow::Owned(bytes),
-        kind,
-        function: wasmrunner_shim::DEFAULT_FUNCTION.to_string(),
-        args: std::iter::once(path.to_string())
-            .chain(args.iter().cloned())
-            .collect(),
-        env: Vec::new(),
-        compiled: None,
-        capabilities: Capabilities::default(),
-        http_address: None,
-        milestones: Default::default(),
-    };
+/// Runs a module from the host ([`Workload::on_host`]) in this process, outside any
+/// container: the same engine configuration and code path a container uses, for comparing
+/// the engine with and without the container around it (see `examples/run-on-host.rs`).
+pub fn run_on_host(workload: Workload<'static>) -> Result<i32, WorkloadError> {
     run(&workload)
 }
 
@@ -374,7 +354,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("module.wasm");
         std::fs::write(&path, wat::parse_str(text).expect("valid text")).expect("write");
-        run_on_host(path.to_str().expect("utf-8 path"), &[])
+        run_on_host(Workload::on_host(path.to_str().expect("utf-8 path"), &[])?)
     }
 
     #[test]

@@ -17,3 +17,4 @@ mod sandbox;
 mod stdio;
 
 pub use engine::{INFO, WASMER_VERSION, WasmerShim};
+pub use sandbox::run_on_host;

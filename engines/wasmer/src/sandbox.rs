@@ -43,6 +43,13 @@ impl Sandbox for WasmerSandbox {
     }
 }
 
+/// Runs a module from the host ([`Workload::on_host`]) in this process, outside any
+/// container: the same engine configuration and code path a container uses, for comparing
+/// the engine with and without the container around it (see `examples/run-on-host.rs`).
+pub fn run_on_host(workload: Workload<'static>) -> Result<i32, WorkloadError> {
+    run(workload)
+}
+
 fn run(mut workload: Workload<'_>) -> Result<i32, WorkloadError> {
     if workload.kind == WorkloadKind::Component {
         return Err(WorkloadError::components_unsupported(

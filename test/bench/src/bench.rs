@@ -12,7 +12,7 @@ use wasmrunner_e2e::command::{Outcome, run_command};
 use wasmrunner_e2e::containerd::DaemonEnv;
 use wasmrunner_e2e::cri::config::LogLevel;
 use wasmrunner_e2e::images::TestImage;
-use wasmrunner_e2e::{Containerd, Engine, Env};
+use wasmrunner_e2e::{Containerd, Env};
 use wasmrunner_oci::ImageSpec;
 
 use crate::Sizes;
@@ -58,7 +58,7 @@ impl Bench {
     ) -> Result<Self> {
         // The CRI handlers containerd's config gets; the bench itself drives containerd with
         // runtime names and does not use CRI.
-        let engines = Engine::selected();
+        let engines = crate::runtime::engines();
         let engine = engines
             .first()
             .cloned()

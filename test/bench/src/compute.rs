@@ -4,7 +4,9 @@
 //!
 //! - Wasmtime: linked into this binary, configured as `engines/wasmtime/src/engine.rs` does;
 //! - WasmEdge: `target/release/examples/run-on-host` (built from `engines/wasmedge`), a
-//!   process of its own, timed like the container (spawn to exit).
+//!   process of its own, timed like the container (spawn to exit);
+//! - Wasmer (not shipped, measured once `make wasmer` built it): its own `run-on-host`, in
+//!   `target/wasmer/release/examples`, timed the same way.
 //!
 //! The loop's own time is compared, so the ratio is about compute; what surrounds it
 //! (container start and teardown, or compiling and instantiating on the host) is reported
@@ -20,7 +22,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use wasmrunner_e2e::fixtures::{self, Target};
-use wasmrunner_e2e::paths::bin_dir;
+use wasmrunner_e2e::paths::{bin_dir, repo_root};
 use wasmtime::{Engine, Linker, Module, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -131,13 +133,20 @@ impl Host {
     fn for_engine(engine: &str, bench: &Bench, module_bytes: &[u8]) -> Result<Option<Host>> {
         match engine {
             "wasmtime" => Ok(Some(Host::InProcess(HostEngine::new(module_bytes)?))),
-            "wasmedge" => {
-                let program = bin_dir().join("examples/run-on-host");
+            "wasmedge" | "wasmer" => {
+                let (program, build) = match engine {
+                    "wasmedge" => (
+                        bin_dir().join("examples/run-on-host"),
+                        "`cargo build --release -p wasmrunner-wasmedge --examples` (`make bench` does)",
+                    ),
+                    // Wasmer's workspace of its own (issue #16) builds into target/wasmer.
+                    _ => (
+                        repo_root().join("target/wasmer/release/examples/run-on-host"),
+                        "`make wasmer`",
+                    ),
+                };
                 if !program.is_file() {
-                    bail!(
-                        "{} is missing: build it with `cargo build --release -p wasmrunner-wasmedge --examples` (`make bench` does)",
-                        program.display()
-                    );
+                    bail!("{} is missing: build it with {build}", program.display());
                 }
                 let module = bench.scratch("probe.wasm");
                 std::fs::write(&module, module_bytes)

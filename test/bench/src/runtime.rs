@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use wasmrunner_e2e::engine::{Engine, Mode};
+use wasmrunner_e2e::engine::{Engine, Mode, UNSHIPPED};
 use wasmrunner_e2e::fixtures::Target;
 use wasmrunner_e2e::images::TestImage;
 use wasmrunner_e2e::paths::{bin_dir, repo_root};
@@ -93,9 +93,9 @@ pub enum Runtime {
 }
 
 impl Runtime {
-    /// Every wasmrunner engine in every mode, in the order of [`Engine::selected`].
+    /// Every wasmrunner engine in every mode, in the order of [`engines`].
     pub fn wasm() -> Vec<Runtime> {
-        Engine::selected().into_iter().map(Runtime::Wasm).collect()
+        engines().into_iter().map(Runtime::Wasm).collect()
     }
 
     /// What every section measures, in order: runc, every engine and mode, then upstream
@@ -259,10 +259,29 @@ pub fn mode_label(mode: Mode) -> &'static str {
     }
 }
 
+/// The engines measured, in each selected mode: [`Engine::selected`], and when
+/// `WASMRUNNER_ENGINES` does not choose, an unshipped engine too (Wasmer) once `make wasmer`
+/// has put its shims beside the others.
+pub fn engines() -> Vec<Engine> {
+    let mut engines = Engine::selected();
+    if std::env::var_os("WASMRUNNER_ENGINES").is_none() {
+        for name in UNSHIPPED {
+            let built: Vec<Engine> = Mode::selected()
+                .into_iter()
+                .map(|mode| Engine::new(name, mode))
+                .collect();
+            if built.iter().all(|engine| engine.binary().is_ok()) {
+                engines.extend(built);
+            }
+        }
+    }
+    engines
+}
+
 /// The engines measured, in order, each once (whatever modes are selected).
 pub fn engine_names() -> Vec<String> {
     let mut names: Vec<String> = Vec::new();
-    for engine in Engine::selected() {
+    for engine in engines() {
         if !names.contains(&engine.name) {
             names.push(engine.name);
         }
