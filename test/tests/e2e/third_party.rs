@@ -28,37 +28,34 @@ fn line_with(text: &str, word: &str) -> (usize, String) {
 /// (containerd's fifo). A runtime that tells the guest its stdout is a terminal gets
 /// ripgrep's terminal form (a heading per file) instead.
 fn ripgrep_searches_a_tree(env: &Env) -> Result<()> {
-    let out = env
-        .run_rm(
-            TestImage::ThirdParty,
-            &["/rg.wasm", "-n", "--sort", "path", "needle", "/data"],
-        )?
-        .ok()?;
     let (number, line) = line_with(NOTE_A, "needle");
-    let expected = format!("/data/notes/a.txt:{number}:{line}\n");
-    ensure!(
-        out.stdout == expected,
-        "ripgrep printed {:?}, not {expected:?}: {out}",
-        out.stdout
-    );
-    Ok(())
+    search_data(env, &[], &format!("/data/notes/a.txt:{number}:{line}\n"))
 }
 
 /// `RIPGREP_CONFIG_PATH` from the container's environment names `/data/rgrc`
 /// (`--ignore-case`): `Needle` in the second file matches too.
 fn ripgrep_config_from_env(env: &Env) -> Result<()> {
+    let (a_number, a_line) = line_with(NOTE_A, "needle");
+    let (b_number, b_line) = line_with(NOTE_B, "Needle");
+    search_data(
+        env,
+        &["--env", "RIPGREP_CONFIG_PATH=/data/rgrc"],
+        &format!(
+            "/data/notes/a.txt:{a_number}:{a_line}\n/data/notes/deep/b.md:{b_number}:{b_line}\n"
+        ),
+    )
+}
+
+/// `rg -n --sort path needle /data`, with `flags` for `ctr run`: exits 0 and prints
+/// `expected`, nothing else.
+fn search_data(env: &Env, flags: &[&str], expected: &str) -> Result<()> {
     let out = env
         .run_rm_with(
             TestImage::ThirdParty,
-            &["--env", "RIPGREP_CONFIG_PATH=/data/rgrc"],
+            flags,
             &["/rg.wasm", "-n", "--sort", "path", "needle", "/data"],
         )?
         .ok()?;
-    let (a_number, a_line) = line_with(NOTE_A, "needle");
-    let (b_number, b_line) = line_with(NOTE_B, "Needle");
-    let expected = format!(
-        "/data/notes/a.txt:{a_number}:{a_line}\n/data/notes/deep/b.md:{b_number}:{b_line}\n"
-    );
     ensure!(
         out.stdout == expected,
         "ripgrep printed {:?}, not {expected:?}: {out}",
