@@ -131,30 +131,26 @@ enum Host {
 
 impl Host {
     fn for_engine(engine: &str, bench: &Bench, module_bytes: &[u8]) -> Result<Option<Host>> {
-        match engine {
-            "wasmtime" => Ok(Some(Host::InProcess(HostEngine::new(module_bytes)?))),
-            "wasmedge" | "wasmer" => {
-                let (program, build) = match engine {
-                    "wasmedge" => (
-                        bin_dir().join("examples/run-on-host"),
-                        "`cargo build --release -p wasmrunner-wasmedge --examples` (`make bench` does)",
-                    ),
-                    // Wasmer's workspace of its own (issue #16) builds into target/wasmer.
-                    _ => (
-                        repo_root().join("target/wasmer/release/examples/run-on-host"),
-                        "`make wasmer`",
-                    ),
-                };
-                if !program.is_file() {
-                    bail!("{} is missing: build it with {build}", program.display());
-                }
-                let module = bench.scratch("probe.wasm");
-                std::fs::write(&module, module_bytes)
-                    .with_context(|| format!("writing {}", module.display()))?;
-                Ok(Some(Host::Process { program, module }))
-            }
-            _ => Ok(None),
+        let (program, build) = match engine {
+            "wasmtime" => return Ok(Some(Host::InProcess(HostEngine::new(module_bytes)?))),
+            "wasmedge" => (
+                bin_dir().join("examples/run-on-host"),
+                "`cargo build --release -p wasmrunner-wasmedge --examples` (`make bench` does)",
+            ),
+            // Wasmer's workspace of its own (issue #16) builds into target/wasmer.
+            "wasmer" => (
+                repo_root().join("target/wasmer/release/examples/run-on-host"),
+                "`make wasmer`",
+            ),
+            _ => return Ok(None),
+        };
+        if !program.is_file() {
+            bail!("{} is missing: build it with {build}", program.display());
         }
+        let module = bench.scratch("probe.wasm");
+        std::fs::write(&module, module_bytes)
+            .with_context(|| format!("writing {}", module.display()))?;
+        Ok(Some(Host::Process { program, module }))
     }
 
     fn describe(&self) -> String {
