@@ -47,13 +47,18 @@ fn root() -> PathBuf {
 
 static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
 
-/// The module of `program`, building every program of [`PROGRAMS`] first (once per process;
-/// `cargo install` finds the ones an earlier run installed and leaves them).
-pub fn bytes(program: Program) -> Result<Vec<u8>> {
+/// Builds every program of [`PROGRAMS`] (once per process; `cargo install` finds the ones an
+/// earlier run installed and leaves them).
+pub fn build_all() -> Result<()> {
     BUILT
         .get_or_init(|| build().map_err(|e| format!("{e:#}")))
         .clone()
-        .map_err(|e| anyhow!(e))?;
+        .map_err(|e| anyhow!(e))
+}
+
+/// The module of `program`, built first if need be ([`build_all`]).
+pub fn bytes(program: Program) -> Result<Vec<u8>> {
+    build_all()?;
     let path = root().join("bin").join(format!("{}.wasm", program.bin));
     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
 }

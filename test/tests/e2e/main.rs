@@ -83,6 +83,7 @@ fn run_suite(args: &Arguments) -> Result<ExitCode> {
     for action in &containerd.installer_actions {
         println!("installer: {action}");
     }
+    prebuild_third_party(args, &engines);
     let timings = Timings::default();
     let conclusion = libtest_mimic::run(args, trials(&engines, Some(&containerd), &timings));
     timings.print_slowest(SLOWEST_SHOWN);
@@ -93,6 +94,33 @@ fn run_suite(args: &Arguments) -> Result<ExitCode> {
             ExitCode::FAILURE
         },
     )
+}
+
+/// The third-party programs take a minute to build (`cargo install`): when a third-party case
+/// is going to run, the build starts now, beside the first cases, instead of holding every
+/// test thread that reaches such a case until it is done. The cases still wait for it, and
+/// report its failure.
+fn prebuild_third_party(args: &Arguments, engines: &[Engine]) {
+    // libtest-mimic's own selection: the filter and each `--skip`, by substring or `--exact`.
+    let matches = |pattern: &str, name: &str| {
+        if args.exact {
+            name == pattern
+        } else {
+            name.contains(pattern)
+        }
+    };
+    let wanted = engines.iter().any(|engine| {
+        third_party::cases().iter().any(|case| {
+            let name = format!("{}::third_party::{}", engine.label(), case.name);
+            args.filter
+                .as_deref()
+                .is_none_or(|filter| matches(filter, &name))
+                && !args.skip.iter().any(|skip| matches(skip, &name))
+        })
+    });
+    if wanted {
+        std::thread::spawn(|| wasmrunner_e2e::third_party::build_all());
+    }
 }
 
 /// One trial per case and engine, named `<engine>::<area>::<case>`. Cases this containerd
