@@ -61,8 +61,14 @@ static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
 
 /// Builds every fixture for each of its targets (once per process).
 pub fn build_all() -> Result<()> {
-    BUILT
-        .get_or_init(|| compile().map_err(|e| format!("{e:#}")))
+    once(&BUILT, compile)
+}
+
+/// `build`'s outcome, from its one run in this process: every caller after the first gets the
+/// same success or the same error.
+pub(crate) fn once(built: &OnceLock<Result<(), String>>, build: fn() -> Result<()>) -> Result<()> {
+    built
+        .get_or_init(|| build().map_err(|e| format!("{e:#}")))
         .clone()
         .map_err(|e| anyhow!(e))
 }

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 
 use crate::command::run_command;
+use crate::fixtures;
 use crate::paths::repo_root;
 
 /// A released program: the crate that publishes it, the exact release, and the binary.
@@ -50,10 +51,7 @@ static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
 /// Builds every program of [`PROGRAMS`] (once per process; `cargo install` finds the ones an
 /// earlier run installed and leaves them).
 pub fn build_all() -> Result<()> {
-    BUILT
-        .get_or_init(|| build().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(|e| anyhow!(e))
+    fixtures::once(&BUILT, build)
 }
 
 /// The module of `program`, built first if need be ([`build_all`]).
