@@ -28,6 +28,14 @@ use anyhow::Result;
 use libtest_mimic::{Arguments, Failed, Trial};
 use wasmrunner_e2e::{Case, Containerd, Engine, Env};
 
+/// The area of released third-party programs, whose build [`prebuild_third_party`] starts.
+const THIRD_PARTY: &str = "third_party";
+
+/// A trial's name: `<engine>::<area>::<case>`.
+fn trial_name(engine: &Engine, area: &str, case: &str) -> String {
+    format!("{}::{area}::{case}", engine.label())
+}
+
 /// Every case, by area.
 fn cases() -> Vec<(&'static str, Case)> {
     let areas: [(&str, Vec<Case>); 15] = [
@@ -45,7 +53,7 @@ fn cases() -> Vec<(&'static str, Case)> {
         ("registry", registry::cases()),
         ("serving", serving::cases()),
         ("tracing", tracing::cases()),
-        ("third_party", third_party::cases()),
+        (THIRD_PARTY, third_party::cases()),
     ];
     areas
         .into_iter()
@@ -111,7 +119,7 @@ fn prebuild_third_party(args: &Arguments, engines: &[Engine]) {
     };
     let wanted = engines.iter().any(|engine| {
         third_party::cases().iter().any(|case| {
-            let name = format!("{}::third_party::{}", engine.label(), case.name);
+            let name = trial_name(engine, THIRD_PARTY, case.name);
             args.filter
                 .as_deref()
                 .is_none_or(|filter| matches(filter, &name))
@@ -134,7 +142,7 @@ fn trials(
     for engine in engines {
         let env = containerd.map(|c| Arc::new(Env::new(Arc::clone(c), engine.clone())));
         for (area, case) in cases() {
-            let name = format!("{}::{area}::{}", engine.label(), case.name);
+            let name = trial_name(engine, area, case.name);
             let Some(env) = env.clone() else {
                 trials.push(Trial::test(name, || Ok(())));
                 continue;
