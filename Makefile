@@ -39,8 +39,9 @@ build-all:
 ## wasmer: the Wasmer engine, not shipped yet (issue #16), from its own workspace
 ## (engines/wasmer/Cargo.toml says why), into target/wasmer; its shim goes beside the others,
 ## under both names, for `WASMRUNNER_ENGINES=wasmer` runs of the e2e suite and for `make
-## bench`, which then measures it too (its run-on-host example is the compute baseline). Its unit tests:
-## `cargo test --release --manifest-path engines/wasmer/Cargo.toml --target-dir target/wasmer`.
+## bench`, which then measures it too (its run-on-host example is the compute baseline).
+## Its unit tests: `cargo test --release --manifest-path engines/wasmer/Cargo.toml
+## --target-dir target/wasmer`.
 .PHONY: wasmer
 wasmer:
 	$(CARGO) build --release --manifest-path engines/wasmer/Cargo.toml --target-dir target/wasmer --bins --examples

@@ -79,7 +79,7 @@ fn build() -> Result<()> {
                 .iter()
                 .map(|program| format!("{}@{}", program.krate, program.version)),
         )
-        // Kept between runs, so that a second containerd's run finds the build done.
+        // Kept between runs, so that a later run finds the build done.
         .env(
             "CARGO_TARGET_DIR",
             repo_root().join("target/fixtures/third-party-build"),

@@ -6,9 +6,10 @@
 //! terminal's output colours the log. Wasmtime and WasmEdge report a character device only
 //! for a terminal. Here WASIX's `fd_fdstat_get` is wrapped: for 0-2 the file type it wrote is
 //! replaced with "unknown" unless the container's own descriptor is a terminal (the shim
-//! refuses `ctr run -t` today, so it never is). Everything else WASIX reports (flags, rights) and every other descriptor is left as
-//! WASIX says. The wrapper writes one byte into the guest's own memory, at the address the
-//! guest gave for the answer, inside the struct WASIX has just written there.
+//! refuses `ctr run -t` today, so it never is). Everything else WASIX reports (flags,
+//! rights) and every other descriptor is left as WASIX says. The wrapper writes one byte
+//! into the guest's own memory, at the address the guest gave for the answer, inside the
+//! struct WASIX has just written there.
 
 use std::io::IsTerminal;
 
